@@ -1,0 +1,102 @@
+package pipeline
+
+import (
+	"errors"
+	"time"
+)
+
+// Spec is one configured pipeline, as the Tracker needs it.
+type Spec struct {
+	Name string
+	// Workflow is a workflow file name ("deploy.yml") or a numeric workflow id.
+	Workflow string
+	// Branches limits the tracked workflow runs; empty means every branch.
+	Branches        []string
+	Triggers        []TriggerRule
+	PagesProject    string
+	Verify          bool
+	DispatchTimeout time.Duration
+	Timeout         time.Duration
+	SlowThreshold   time.Duration
+	// ClockSkew is how much earlier than the first trigger a workflow run may
+	// be created and still claim a pending run.
+	ClockSkew time.Duration
+}
+
+// TriggerRule says which triggers start a run of a pipeline.
+type TriggerRule struct {
+	Source Source
+	// Table is the Supabase table; empty matches every table.
+	Table string
+	// Events lists the accepted event types; empty accepts all.
+	Events []string
+}
+
+// Update is what one Event (or one timeout) did to one run.
+type Update struct {
+	// Run is a copy of the run after the change.
+	Run *Run
+	// Finished is true when the run became terminal with this update.
+	Finished bool
+	// StagesFinished are the stages that became terminal with this update.
+	StagesFinished []Stage
+	// StartVerify is true when the run's verify stage just became due: the
+	// caller checks the live site and applies a VerifyResultEvent.
+	StartVerify bool
+}
+
+// PipelineState is what the metrics project for one pipeline.
+type PipelineState struct {
+	Spec       Spec
+	InProgress int
+	// LastFinished is the pipeline's most recent terminal run, or nil.
+	LastFinished *Run
+	// LastSuccess is the pipeline's most recent successful run, or nil.
+	LastSuccess *Run
+}
+
+// Snapshot is a consistent copy of the Tracker's per-pipeline state.
+type Snapshot struct {
+	Pipelines []PipelineState
+}
+
+// Delivery is a raw webhook delivery, kept exactly as received so that it can
+// be replayed or audited.
+type Delivery struct {
+	Source Source
+	// ID is the sender's delivery id, or a hash of the body when the sender
+	// gives none. Together with Source it is the dedup key.
+	ID         string
+	Event      string
+	ReceivedAt time.Time
+	Body       []byte
+}
+
+// Outcome is what ingestion did with a delivery.
+type Outcome string
+
+// Ingestion outcomes, as reported to webhook senders and counted in metrics.
+const (
+	OutcomeAccepted  Outcome = "accepted"
+	OutcomeIgnored   Outcome = "ignored"
+	OutcomeDuplicate Outcome = "duplicate"
+)
+
+// RunQuery selects runs from the history, newest first.
+type RunQuery struct {
+	Statuses []Status
+	Pipeline string
+	Trigger  Source
+	// Since and Until bound the run's CreatedAt (inclusive); zero means open.
+	Since, Until time.Time
+	// BeforeID, when non-zero, returns only runs with a smaller ID (the cursor).
+	BeforeID int64
+	Limit    int
+}
+
+// ErrNotFound is returned by history lookups for an unknown run.
+var ErrNotFound = errors.New("run not found")
+
+// ErrUnavailable wraps failures to make an event durable; webhook senders
+// get 503 and may retry.
+var ErrUnavailable = errors.New("store unavailable")

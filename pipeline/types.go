@@ -1,0 +1,179 @@
+// Package pipeline is the domain of pipeline_exporter: pipeline runs, their
+// stages, the events that move them, and the Tracker that correlates events
+// into runs. It imports no HTTP, SQL or Prometheus code: sources turn outside
+// payloads into Events, sinks read the Runs the Tracker decided.
+package pipeline
+
+import "time"
+
+// Status is the state of a run or of a stage.
+type Status string
+
+// Run and stage statuses. A run uses pending, running and the four terminal
+// statuses; a stage may also be skipped.
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusSuccess   Status = "success"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+	StatusTimedOut  Status = "timed_out"
+	StatusSkipped   Status = "skipped"
+)
+
+// RunStatuses lists every run status in a fixed order, for one-hot metrics
+// and for validating query parameters.
+var RunStatuses = []Status{StatusPending, StatusRunning, StatusSuccess, StatusFailed, StatusCancelled, StatusTimedOut}
+
+// StageStatuses lists every stage status in a fixed order.
+var StageStatuses = []Status{StatusPending, StatusRunning, StatusSuccess, StatusFailed, StatusCancelled, StatusSkipped, StatusTimedOut}
+
+// Terminal reports whether a run or stage in this status will not change again.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusSuccess, StatusFailed, StatusCancelled, StatusTimedOut, StatusSkipped:
+		return true
+	}
+	return false
+}
+
+// Source names where a trigger or delivery came from. The values are the
+// `trigger` label values of the run metrics.
+type Source string
+
+// The sources the exporter knows.
+const (
+	SourceGitHub     Source = "github"
+	SourceSupabase   Source = "supabase"
+	SourceMailerLite Source = "mailerlite"
+	SourceCloudflare Source = "cloudflare"
+)
+
+// Sources lists every source in a fixed order.
+var Sources = []Source{SourceGitHub, SourceSupabase, SourceMailerLite, SourceCloudflare}
+
+// Well-known stage names. Job stages are named after their GitHub job.
+const (
+	StageTrigger  = "trigger"
+	StageDispatch = "dispatch"
+	StagePages    = "pages"
+	StageVerify   = "verify"
+)
+
+// Trigger is the outside event that started (or joined) a run.
+type Trigger struct {
+	Source     Source    `json:"source"`
+	Event      string    `json:"event"`
+	DeliveryID string    `json:"delivery_id,omitempty"`
+	ReceivedAt time.Time `json:"received_at"`
+	Ref        string    `json:"ref,omitempty"`
+	SHA        string    `json:"sha,omitempty"`
+}
+
+// Stage is one step of a run: trigger, dispatch, a GitHub Actions job, the
+// Cloudflare Pages deployment, or the verify check of the live site.
+type Stage struct {
+	Name            string     `json:"name"`
+	Status          Status     `json:"status"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	DurationSeconds float64    `json:"duration_seconds"`
+	URL             string     `json:"url,omitempty"`
+	Error           string     `json:"error,omitempty"`
+	// JobID is the GitHub Actions job id for job stages; it keys job updates.
+	JobID int64 `json:"job_id,omitempty"`
+	// QueuedSeconds is, for job stages, the time from job creation to job start.
+	QueuedSeconds float64 `json:"queued_seconds,omitempty"`
+	// ResponseSeconds is, for the verify stage, the last measured response time.
+	ResponseSeconds float64 `json:"response_seconds,omitempty"`
+}
+
+// GitHubRun identifies the GitHub Actions workflow run a pipeline run follows.
+type GitHubRun struct {
+	Repository string    `json:"repository,omitempty"`
+	RunID      int64     `json:"run_id"`
+	RunAttempt int       `json:"run_attempt"`
+	WorkflowID int64     `json:"workflow_id,omitempty"`
+	Workflow   string    `json:"workflow"`
+	HTMLURL    string    `json:"html_url,omitempty"`
+	HeadSHA    string    `json:"head_sha,omitempty"`
+	HeadBranch string    `json:"head_branch,omitempty"`
+	Event      string    `json:"event,omitempty"`
+	Status     string    `json:"status,omitempty"`
+	Conclusion string    `json:"conclusion,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// PagesStage is one of Cloudflare Pages' own deployment stages
+// (queued, initialize, clone_repo, build, deploy) with Cloudflare's status
+// (idle, active, success, failure, canceled).
+type PagesStage struct {
+	Name      string     `json:"name"`
+	Status    string     `json:"status"`
+	StartedOn *time.Time `json:"started_on,omitempty"`
+	EndedOn   *time.Time `json:"ended_on,omitempty"`
+}
+
+// PagesDeployment is the Cloudflare Pages deployment matched to a run.
+type PagesDeployment struct {
+	Project      string       `json:"project,omitempty"`
+	DeploymentID string       `json:"deployment_id"`
+	URL          string       `json:"url,omitempty"`
+	Environment  string       `json:"environment,omitempty"`
+	CommitHash   string       `json:"commit_hash,omitempty"`
+	Stages       []PagesStage `json:"stages"`
+}
+
+// Run is one pipeline run: from its first trigger to the live site answering
+// (or to the stage where it stopped).
+type Run struct {
+	// ID is assigned by the Tracker, increases with creation order and is
+	// never reused; the store and the API sort and page by it.
+	ID       int64     `json:"id"`
+	Pipeline string    `json:"pipeline"`
+	Status   Status    `json:"status"`
+	Trigger  Trigger   `json:"trigger"`
+	Triggers []Trigger `json:"triggers"`
+	// CreatedAt is when the run began: its first trigger, or the workflow
+	// run's creation when GitHub itself started it.
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// DurationSeconds is first trigger to finish: the pipeline's response time.
+	DurationSeconds float64          `json:"duration_seconds"`
+	GitHub          *GitHubRun       `json:"github,omitempty"`
+	Pages           *PagesDeployment `json:"pages,omitempty"`
+	Stages          []Stage          `json:"stages"`
+	Error           string           `json:"error,omitempty"`
+	// SeenAt is when the exporter first saw this run, on its own clock;
+	// dispatch_timeout and timeout are measured from it.
+	SeenAt time.Time `json:"seen_at"`
+}
+
+// Stage returns the stage with the given name, or nil.
+func (r *Run) Stage(name string) *Stage {
+	for i := range r.Stages {
+		if r.Stages[i].Name == name {
+			return &r.Stages[i]
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy of r, safe to hand to another goroutine.
+func (r *Run) Clone() *Run {
+	c := *r
+	c.Triggers = append([]Trigger(nil), r.Triggers...)
+	c.Stages = append([]Stage(nil), r.Stages...)
+	if r.GitHub != nil {
+		g := *r.GitHub
+		c.GitHub = &g
+	}
+	if r.Pages != nil {
+		p := *r.Pages
+		p.Stages = append([]PagesStage(nil), r.Pages.Stages...)
+		c.Pages = &p
+	}
+	return &c
+}
