@@ -1,0 +1,625 @@
+package pipeline
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Finder looks a finished run up in the history by its GitHub run id and
+// attempt. It returns (nil, nil) when the history has no such run.
+type Finder func(runID int64, attempt int) (*Run, error)
+
+// Bounds of what the Tracker keeps besides its non-terminal runs. They cap
+// memory however long the exporter runs; the history lives in the store.
+const (
+	// finishedCacheSize recently finished GitHub runs are remembered so
+	// that late and duplicate events for them do not reach the Finder.
+	finishedCacheSize = 4096
+	// orphanJobsMax job events may wait for a workflow run event that has
+	// not arrived yet (GitHub does not order its deliveries).
+	orphanJobsMax = 10000
+	// pagesBufferSize Pages deployments are kept per (project, commit) for
+	// runs whose workflow has not finished yet.
+	pagesBufferSize = 1024
+)
+
+// runKey identifies one attempt of a GitHub Actions workflow run.
+type runKey struct {
+	id      int64
+	attempt int
+}
+
+// tracked is a run held by the Tracker with what it needs to place job stages.
+type tracked struct {
+	run  *Run
+	spec Spec
+	// jobCreated orders job stages by job creation; the Stage has no field
+	// for it.
+	jobCreated map[int64]time.Time
+}
+
+func (tr *tracked) key() (runKey, bool) {
+	if tr.run.GitHub == nil {
+		return runKey{}, false
+	}
+	return runKey{tr.run.GitHub.RunID, tr.run.GitHub.RunAttempt}, true
+}
+
+// Tracker correlates Events into Runs. It is a deterministic state machine:
+// time comes only from the injected clock and from the events. It is not safe
+// for concurrent use; the Engine serialises access to it.
+//
+// The Tracker holds only the non-terminal runs, the last finished and last
+// successful run of each pipeline, and bounded buffers (recently finished
+// runs, job events whose run is not known yet, Pages deployments whose run
+// has not finished its workflow). Everything older is found with the Finder.
+type Tracker struct {
+	specs []Spec
+	now   func() time.Time
+	find  Finder
+
+	lastID int64
+	// active holds the non-terminal runs by ID.
+	active map[int64]*tracked
+	// byKey indexes the active runs that follow a GitHub run.
+	byKey map[runKey]*tracked
+	// pending holds each pipeline's unclaimed runs, oldest first.
+	pending map[string][]*tracked
+
+	lastFinished map[string]*Run
+	lastSuccess  map[string]*Run
+
+	finished *finishedCache
+	orphans  *orphanJobs
+	pages    *pagesBuffer
+
+	// changes collects what the event being applied did, one entry per run.
+	changes []change
+}
+
+// change is what one Apply or Expire did to one run.
+type change struct {
+	tr          *tracked
+	finished    bool
+	startVerify bool
+	stages      []stageRef
+}
+
+// stageRef names a stage across insertions: job stages by job id, the
+// others by name.
+type stageRef struct {
+	name  string
+	jobID int64
+}
+
+// NewTracker returns a Tracker for the given pipelines. now is its clock;
+// find, which may be nil, looks up finished runs that are no longer cached.
+func NewTracker(specs []Spec, now func() time.Time, find Finder) *Tracker {
+	return &Tracker{
+		specs:        slices.Clone(specs),
+		now:          now,
+		find:         find,
+		active:       make(map[int64]*tracked),
+		byKey:        make(map[runKey]*tracked),
+		pending:      make(map[string][]*tracked),
+		lastFinished: make(map[string]*Run),
+		lastSuccess:  make(map[string]*Run),
+		finished:     newFinishedCache(finishedCacheSize),
+		orphans:      newOrphanJobs(orphanJobsMax),
+		pages:        newPagesBuffer(pagesBufferSize),
+	}
+}
+
+// SetSpecs replaces the pipelines after a config reload. Runs in progress are
+// kept; they follow the new timeouts of their pipeline, and runs of a
+// pipeline that is gone keep the settings they started with.
+func (t *Tracker) SetSpecs(specs []Spec) {
+	t.specs = slices.Clone(specs)
+	for _, tr := range t.active {
+		if s := t.spec(tr.run.Pipeline); s != nil {
+			tr.spec = *s
+		}
+	}
+}
+
+// Specs returns the pipelines the Tracker follows.
+func (t *Tracker) Specs() []Spec {
+	return slices.Clone(t.specs)
+}
+
+func (t *Tracker) spec(name string) *Spec {
+	for i := range t.specs {
+		if t.specs[i].Name == name {
+			return &t.specs[i]
+		}
+	}
+	return nil
+}
+
+// Restore loads the state kept in the store after a restart: the
+// non-terminal runs, each pipeline's last finished and last successful run,
+// and the highest run ID ever assigned. The Tracker takes ownership of the
+// runs. Restored runs keep their SeenAt, so their timeouts fire as if the
+// exporter had not stopped. Runs whose verify stage was running when the
+// exporter stopped are listed by PendingVerifies; Restore reports nothing.
+func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64) {
+	t.lastID = max(t.lastID, maxID)
+	slices.SortFunc(active, func(a, b *Run) int { return cmp.Compare(a.ID, b.ID) })
+	for _, r := range active {
+		t.lastID = max(t.lastID, r.ID)
+		tr := t.track(r)
+		t.active[r.ID] = tr
+		if k, ok := tr.key(); ok {
+			t.byKey[k] = tr
+		}
+		if r.Status == StatusPending {
+			t.pending[r.Pipeline] = append(t.pending[r.Pipeline], tr)
+		}
+	}
+	for _, r := range lastFinished {
+		t.lastID = max(t.lastID, r.ID)
+		if r.GitHub != nil {
+			t.finished.add(t.track(r))
+		}
+		t.recordLast(r)
+	}
+	for _, r := range lastSuccess {
+		t.lastID = max(t.lastID, r.ID)
+		if cur := t.lastSuccess[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+			t.lastSuccess[r.Pipeline] = r
+		}
+	}
+}
+
+// track wraps a run that did not come from this Tracker's own events.
+func (t *Tracker) track(r *Run) *tracked {
+	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time)}
+	if s := t.spec(r.Pipeline); s != nil {
+		tr.spec = *s
+	} else {
+		tr.spec = Spec{Name: r.Pipeline}
+	}
+	for _, s := range r.Stages {
+		if s.JobID != 0 && s.StartedAt != nil {
+			tr.jobCreated[s.JobID] = s.StartedAt.Add(-time.Duration(s.QueuedSeconds * float64(time.Second)))
+		}
+	}
+	return tr
+}
+
+// PendingVerifies returns copies of the runs whose verify stage is running:
+// after Restore, the caller checks their live site again, since the check
+// that was under way died with the previous process.
+func (t *Tracker) PendingVerifies() []*Run {
+	var runs []*Run
+	for _, tr := range t.sortedActive() {
+		if s := specialStage(tr.run, StageVerify); s != nil && s.Status == StatusRunning {
+			runs = append(runs, tr.run.Clone())
+		}
+	}
+	return runs
+}
+
+// Apply applies one event and returns one Update per run it changed. An
+// event that changes nothing (a duplicate, a late status, a workflow no
+// pipeline follows) returns no Update. The error is non-nil only when the
+// Finder fails; the event may then be applied again.
+func (t *Tracker) Apply(ev Event) ([]Update, error) {
+	t.changes = t.changes[:0]
+	var err error
+	switch e := ev.(type) {
+	case WorkflowRunEvent:
+		err = t.applyWorkflowRun(e)
+	case WorkflowJobEvent:
+		t.applyJob(e)
+	case TriggerEvent:
+		t.applyTrigger(e)
+	case PagesDeploymentEvent:
+		t.applyPages(e)
+	case VerifyResultEvent:
+		t.applyVerify(e)
+	}
+	return t.updates(), err
+}
+
+// Expire ends the runs whose dispatch_timeout or timeout has passed on the
+// Tracker's clock.
+func (t *Tracker) Expire() []Update {
+	t.changes = t.changes[:0]
+	now := t.now()
+	var due []*tracked
+	for _, tr := range t.active {
+		if d, ok := deadline(tr); ok && !d.After(now) {
+			due = append(due, tr)
+		}
+	}
+	slices.SortFunc(due, func(a, b *tracked) int { return cmp.Compare(a.run.ID, b.run.ID) })
+	for _, tr := range due {
+		t.timeOut(tr, now)
+	}
+	return t.updates()
+}
+
+// NextDeadline returns the earliest time at which Expire has work to do.
+func (t *Tracker) NextDeadline() (time.Time, bool) {
+	var next time.Time
+	found := false
+	for _, tr := range t.active {
+		if d, ok := deadline(tr); ok && (!found || d.Before(next)) {
+			next, found = d, true
+		}
+	}
+	return next, found
+}
+
+// deadline is when a run times out: dispatch_timeout while it is pending,
+// timeout in any case, both from when the exporter first saw it. A zero
+// duration disables that timeout.
+func deadline(tr *tracked) (time.Time, bool) {
+	var d time.Time
+	found := false
+	if tr.run.Status == StatusPending && tr.spec.DispatchTimeout > 0 {
+		d, found = tr.run.SeenAt.Add(tr.spec.DispatchTimeout), true
+	}
+	if tr.spec.Timeout > 0 {
+		if end := tr.run.SeenAt.Add(tr.spec.Timeout); !found || end.Before(d) {
+			d, found = end, true
+		}
+	}
+	return d, found
+}
+
+// Snapshot returns, for every configured pipeline, its number of runs in
+// progress and copies of its last finished and last successful run.
+func (t *Tracker) Snapshot() Snapshot {
+	inProgress := make(map[string]int, len(t.specs))
+	for _, tr := range t.active {
+		inProgress[tr.run.Pipeline]++
+	}
+	s := Snapshot{Pipelines: make([]PipelineState, 0, len(t.specs))}
+	for _, spec := range t.specs {
+		ps := PipelineState{Spec: spec, InProgress: inProgress[spec.Name]}
+		if r := t.lastFinished[spec.Name]; r != nil {
+			ps.LastFinished = r.Clone()
+		}
+		if r := t.lastSuccess[spec.Name]; r != nil {
+			ps.LastSuccess = r.Clone()
+		}
+		s.Pipelines = append(s.Pipelines, ps)
+	}
+	return s
+}
+
+// Active returns copies of the non-terminal runs, oldest first.
+func (t *Tracker) Active() []*Run {
+	trs := t.sortedActive()
+	runs := make([]*Run, len(trs))
+	for i, tr := range trs {
+		runs[i] = tr.run.Clone()
+	}
+	return runs
+}
+
+func (t *Tracker) sortedActive() []*tracked {
+	trs := make([]*tracked, 0, len(t.active))
+	for _, tr := range t.active {
+		trs = append(trs, tr)
+	}
+	slices.SortFunc(trs, func(a, b *tracked) int { return cmp.Compare(a.run.ID, b.run.ID) })
+	return trs
+}
+
+// runByID returns a copy of a run the Tracker still holds, or nil. The
+// Engine uses it to write the current state of runs whose write failed.
+func (t *Tracker) runByID(id int64) *Run {
+	if tr := t.active[id]; tr != nil {
+		return tr.run.Clone()
+	}
+	if tr := t.finished.byID[id]; tr != nil {
+		return tr.run.Clone()
+	}
+	for _, r := range t.lastFinished {
+		if r.ID == id {
+			return r.Clone()
+		}
+	}
+	return nil
+}
+
+// open starts a run for the pipeline with its first trigger.
+func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
+	t.lastID++
+	at := trig.ReceivedAt
+	r := &Run{
+		ID:        t.lastID,
+		Pipeline:  spec.Name,
+		Status:    status,
+		Trigger:   trig,
+		Triggers:  []Trigger{trig},
+		CreatedAt: at,
+		SeenAt:    t.now(),
+	}
+	tr := &tracked{run: r, spec: *spec, jobCreated: make(map[int64]time.Time)}
+	t.active[r.ID] = tr
+	t.touch(tr)
+	t.addStage(tr, 0, Stage{Name: StageTrigger, Status: StatusSuccess, StartedAt: timePtr(at), FinishedAt: timePtr(at)})
+	return tr
+}
+
+// applyTrigger opens a pending run in every pipeline the trigger matches,
+// or adds it to the pipeline's pending run.
+func (t *Tracker) applyTrigger(e TriggerEvent) {
+	for i := range t.specs {
+		spec := &t.specs[i]
+		if !triggerMatches(spec, e) || t.seenTrigger(spec.Name, e.Trigger) {
+			continue
+		}
+		if p := t.pending[spec.Name]; len(p) > 0 {
+			tr := p[len(p)-1]
+			tr.run.Triggers = append(tr.run.Triggers, e.Trigger)
+			t.touch(tr)
+			continue
+		}
+		tr := t.open(spec, e.Trigger, StatusPending)
+		t.addStage(tr, 1, Stage{Name: StageDispatch, Status: StatusRunning, StartedAt: timePtr(e.Trigger.ReceivedAt)})
+		t.pending[spec.Name] = append(t.pending[spec.Name], tr)
+	}
+}
+
+func triggerMatches(spec *Spec, e TriggerEvent) bool {
+	if e.Trigger.Source == SourceGitHub && e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch) {
+		return false
+	}
+	for _, rule := range spec.Triggers {
+		if rule.Source == e.Trigger.Source &&
+			(rule.Table == "" || rule.Table == e.Table) &&
+			(len(rule.Events) == 0 || slices.Contains(rule.Events, e.Type)) {
+			return true
+		}
+	}
+	return false
+}
+
+// seenTrigger reports whether the trigger already belongs to a run of the
+// pipeline that is in progress or finished last, so that applying the same
+// trigger twice does not open a second run.
+func (t *Tracker) seenTrigger(pipeline string, trig Trigger) bool {
+	has := func(r *Run) bool {
+		return r != nil && r.Pipeline == pipeline && slices.ContainsFunc(r.Triggers, func(o Trigger) bool { return sameTrigger(o, trig) })
+	}
+	for _, tr := range t.active {
+		if has(tr.run) {
+			return true
+		}
+	}
+	return has(t.lastFinished[pipeline])
+}
+
+func sameTrigger(a, b Trigger) bool {
+	return a.Source == b.Source && a.Event == b.Event && a.DeliveryID == b.DeliveryID &&
+		a.ReceivedAt.Equal(b.ReceivedAt) && a.Ref == b.Ref && a.SHA == b.SHA
+}
+
+// startVerify adds the running verify stage; the caller checks the site.
+func (t *Tracker) startVerify(tr *tracked) {
+	if specialStage(tr.run, StageVerify) != nil {
+		return
+	}
+	t.addStage(tr, len(tr.run.Stages), Stage{Name: StageVerify, Status: StatusRunning, StartedAt: timePtr(t.now())})
+	t.touch(tr).startVerify = true
+}
+
+// deployed continues a run whose workflow (and Pages deployment, when the
+// pipeline has one) succeeded at the given time.
+func (t *Tracker) deployed(tr *tracked, at time.Time) {
+	if tr.spec.Verify {
+		t.startVerify(tr)
+		return
+	}
+	t.finish(tr, StatusSuccess, at, "")
+}
+
+func (t *Tracker) applyVerify(e VerifyResultEvent) {
+	tr := t.active[e.RunID]
+	if tr == nil {
+		return
+	}
+	i := specialIndex(tr.run, StageVerify)
+	if i < 0 || tr.run.Stages[i].Status.Terminal() {
+		return
+	}
+	st := tr.run.Stages[i]
+	if !e.StartedAt.IsZero() {
+		st.StartedAt = timePtr(e.StartedAt)
+	}
+	end := e.FinishedAt
+	if end.IsZero() {
+		end = t.now()
+	}
+	st.FinishedAt = timePtr(end)
+	st.DurationSeconds = seconds(*st.StartedAt, end)
+	st.ResponseSeconds = e.ResponseSeconds
+	st.Error = e.Error
+	st.Status = StatusSuccess
+	if !e.Success {
+		st.Status = StatusFailed
+	}
+	t.setStage(tr, i, st)
+	if e.Success {
+		t.finish(tr, StatusSuccess, end, "")
+		return
+	}
+	reason := "stage verify failed"
+	if e.Error != "" {
+		reason += ": " + e.Error
+	}
+	t.finish(tr, StatusFailed, end, reason)
+}
+
+// timeOut ends a run that was not claimed within dispatch_timeout or not
+// finished within timeout; its unfinished stages end timed_out with it.
+func (t *Tracker) timeOut(tr *tracked, now time.Time) {
+	reason := fmt.Sprintf("run did not finish within %s", tr.spec.Timeout)
+	if tr.run.Status == StatusPending && tr.spec.DispatchTimeout > 0 && !tr.run.SeenAt.Add(tr.spec.DispatchTimeout).After(now) {
+		reason = fmt.Sprintf("no workflow run picked up the trigger within %s", tr.spec.DispatchTimeout)
+	}
+	for i, s := range tr.run.Stages {
+		if s.Status.Terminal() {
+			continue
+		}
+		s.Status = StatusTimedOut
+		s.FinishedAt = timePtr(now)
+		if s.StartedAt != nil {
+			s.DurationSeconds = seconds(*s.StartedAt, now)
+		}
+		t.setStage(tr, i, s)
+	}
+	t.finish(tr, StatusTimedOut, now, reason)
+}
+
+// finish makes a run terminal.
+func (t *Tracker) finish(tr *tracked, status Status, at time.Time, reason string) {
+	r := tr.run
+	r.Status = status
+	r.FinishedAt = timePtr(at)
+	r.DurationSeconds = seconds(r.CreatedAt, at)
+	r.Error = reason
+	delete(t.active, r.ID)
+	if k, ok := tr.key(); ok {
+		delete(t.byKey, k)
+		t.finished.add(tr)
+	}
+	t.removePending(tr)
+	t.recordLast(r)
+	t.touch(tr).finished = true
+}
+
+func (t *Tracker) removePending(tr *tracked) {
+	p := t.pending[tr.run.Pipeline]
+	if i := slices.Index(p, tr); i >= 0 {
+		p = slices.Delete(p, i, i+1)
+		if len(p) == 0 {
+			delete(t.pending, tr.run.Pipeline)
+		} else {
+			t.pending[tr.run.Pipeline] = p
+		}
+	}
+}
+
+// recordLast keeps the pipeline's most recently finished (and most recently
+// successful) run: the latest FinishedAt, then the highest ID, as the store
+// orders them.
+func (t *Tracker) recordLast(r *Run) {
+	if cur := t.lastFinished[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+		t.lastFinished[r.Pipeline] = r
+	}
+	if r.Status == StatusSuccess {
+		if cur := t.lastSuccess[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+			t.lastSuccess[r.Pipeline] = r
+		}
+	}
+}
+
+func finishedLater(a, b *Run) bool {
+	if a.FinishedAt == nil || b.FinishedAt == nil || a.FinishedAt.Equal(*b.FinishedAt) {
+		return a.ID >= b.ID
+	}
+	return a.FinishedAt.After(*b.FinishedAt)
+}
+
+// touch returns the change entry of the run for the event being applied,
+// creating it: the run will be part of the Updates. The pointer is valid
+// until the next touch.
+func (t *Tracker) touch(tr *tracked) *change {
+	for i := range t.changes {
+		if t.changes[i].tr == tr {
+			return &t.changes[i]
+		}
+	}
+	t.changes = append(t.changes, change{tr: tr})
+	return &t.changes[len(t.changes)-1]
+}
+
+// setStage replaces stage i when st differs from it, and notes a stage that
+// became terminal.
+func (t *Tracker) setStage(tr *tracked, i int, st Stage) {
+	old := tr.run.Stages[i]
+	if sameStage(old, st) {
+		return
+	}
+	tr.run.Stages[i] = st
+	c := t.touch(tr)
+	if !old.Status.Terminal() && st.Status.Terminal() {
+		c.stages = append(c.stages, stageRef{st.Name, st.JobID})
+	}
+}
+
+// addStage inserts a new stage at position i.
+func (t *Tracker) addStage(tr *tracked, i int, st Stage) {
+	tr.run.Stages = slices.Insert(tr.run.Stages, i, st)
+	c := t.touch(tr)
+	if st.Status.Terminal() {
+		c.stages = append(c.stages, stageRef{st.Name, st.JobID})
+	}
+}
+
+// updates turns the collected changes into Updates with copies of the runs.
+func (t *Tracker) updates() []Update {
+	if len(t.changes) == 0 {
+		return nil
+	}
+	ups := make([]Update, len(t.changes))
+	for i, c := range t.changes {
+		r := c.tr.run.Clone()
+		u := Update{Run: r, Finished: c.finished, StartVerify: c.startVerify}
+		for _, ref := range c.stages {
+			for _, s := range r.Stages {
+				if s.Name == ref.name && s.JobID == ref.jobID {
+					u.StagesFinished = append(u.StagesFinished, s)
+					break
+				}
+			}
+		}
+		ups[i] = u
+	}
+	clear(t.changes)
+	t.changes = t.changes[:0]
+	return ups
+}
+
+// specialIndex finds the trigger, dispatch, pages or verify stage; a job may
+// carry the same name, but never a zero job id.
+func specialIndex(r *Run, name string) int {
+	return slices.IndexFunc(r.Stages, func(s Stage) bool { return s.JobID == 0 && s.Name == name })
+}
+
+func specialStage(r *Run, name string) *Stage {
+	if i := specialIndex(r, name); i >= 0 {
+		return &r.Stages[i]
+	}
+	return nil
+}
+
+func sameStage(a, b Stage) bool {
+	return a.Name == b.Name && a.Status == b.Status && sameTime(a.StartedAt, b.StartedAt) &&
+		sameTime(a.FinishedAt, b.FinishedAt) && a.DurationSeconds == b.DurationSeconds &&
+		a.URL == b.URL && a.Error == b.Error && a.JobID == b.JobID &&
+		a.QueuedSeconds == b.QueuedSeconds && a.ResponseSeconds == b.ResponseSeconds
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
+func timePtr(t time.Time) *time.Time { return &t }
+
+// seconds is the non-negative time from start to end: GitHub's one-second
+// timestamps and the clock-skew allowance can put an end before its start.
+func seconds(start, end time.Time) float64 {
+	return max(end.Sub(start).Seconds(), 0)
+}
