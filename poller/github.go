@@ -1,0 +1,401 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-github/v60/github"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+const (
+	sourceGitHub = "github"
+	// perPage is GitHub's maximum page size: one request covers a busy day.
+	perPage = 100
+)
+
+// DefaultBackfillWindow is the BackfillWindow used when none is given.
+const DefaultBackfillWindow = 24 * time.Hour
+
+// GitHubOptions configure a GitHubPoller.
+type GitHubOptions struct {
+	// APIURL is the REST API root, e.g. https://api.github.com/ or, for
+	// GitHub Enterprise Server, https://ghe.example.com/api/v3/. It is used
+	// as given (no /api/v3/ is appended), so an httptest URL works too.
+	APIURL string
+	// Token is read per request so that a reloaded token_file applies.
+	Token func() string
+	// Repositories are owner/repo names.
+	Repositories []string
+	// Interval is the wait between polls; Run returns at once if it is not
+	// positive (poll_interval 0 disables polling).
+	Interval time.Duration
+	// BackfillWindow bounds how far back a poll looks for runs missed while
+	// the exporter was down or failing; DefaultBackfillWindow when zero.
+	BackfillWindow time.Duration
+	Now            func() time.Time
+	Sleep          func(ctx context.Context, d time.Duration) error
+	// HTTPClient supplies the timeout and base transport; the conditional
+	// and instrumenting transports wrap its Transport.
+	HTTPClient *http.Client
+}
+
+// GitHubPoller lists the workflow runs of each configured repository every
+// Interval and feeds new or changed runs, with their jobs, to a Sink.
+//
+// Each poll asks the same URL (no moving time filter), so an unchanged
+// repository answers 304 to If-None-Match and costs no rate-limit points. A
+// poll goes to page 2 and further only while a whole page is new or changed
+// and still inside BackfillWindow: that is how runs missed during a gap are
+// recovered. Jobs come from /actions/runs/{id}/attempts/{attempt}/jobs, so
+// they always belong to the attempt the run event names (the key the Tracker
+// merges webhook and polled state on).
+type GitHubPoller struct {
+	client *github.Client
+	// initErr is a bad APIURL, reported by every poll so it shows in Status.
+	initErr error
+	cache   *conditionalTransport
+	api     *apiTransport
+	sched   *schedule
+	sink    Sink
+	logger  *slog.Logger
+	repos   []string
+	window  time.Duration
+	now     func() time.Time
+
+	// mu serialises passes: the poller never sends GitHub two requests at
+	// once, even when PollOnce is called while Run is polling.
+	mu sync.Mutex
+	// runs is what was last sent per repository and run id.
+	runs map[string]map[int64]runState
+}
+
+// runState is what decides whether a listed run changed since the last poll.
+type runState struct {
+	attempt    int
+	status     string
+	conclusion string
+	createdAt  time.Time
+	updatedAt  time.Time
+}
+
+// workflowRun adds path, which go-github v60's WorkflowRun lacks and the
+// Tracker matches pipelines on.
+type workflowRun struct {
+	github.WorkflowRun
+	Path string `json:"path"`
+}
+
+type workflowRuns struct {
+	TotalCount   int            `json:"total_count"`
+	WorkflowRuns []*workflowRun `json:"workflow_runs"`
+}
+
+// NewGitHub returns a GitHub poller. Its metrics are registered on reg; a
+// poller built again on reload reuses the already registered collectors.
+func NewGitHub(opts GitHubOptions, sink Sink, reg prometheus.Registerer, logger *slog.Logger) *GitHubPoller {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	sleep := opts.Sleep
+	if sleep == nil {
+		sleep = sleepContext
+	}
+	token := opts.Token
+	if token == nil {
+		token = func() string { return "" }
+	}
+	window := opts.BackfillWindow
+	if window <= 0 {
+		window = DefaultBackfillWindow
+	}
+	m := newMetrics(reg)
+
+	var hc http.Client
+	if opts.HTTPClient != nil {
+		hc = *opts.HTTPClient
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	api := &apiTransport{next: base, source: sourceGitHub, token: token, now: now, metrics: m, trackRate: true}
+	cache := newConditionalTransport(api)
+	hc.Transport = cache
+
+	client := github.NewClient(&hc)
+	var initErr error
+	if opts.APIURL != "" {
+		u, err := url.Parse(strings.TrimSuffix(opts.APIURL, "/") + "/")
+		if err != nil {
+			initErr = fmt.Errorf("github api_url: %w", err)
+		} else {
+			client.BaseURL = u
+		}
+	}
+	return &GitHubPoller{
+		client:  client,
+		initErr: initErr,
+		cache:   cache,
+		api:     api,
+		sched: &schedule{
+			source: sourceGitHub, interval: opts.Interval, now: now, sleep: sleep, metrics: m, logger: logger,
+		},
+		sink:   sink,
+		logger: logger,
+		repos:  opts.Repositories,
+		window: window,
+		now:    now,
+		runs:   make(map[string]map[int64]runState),
+	}
+}
+
+// Run polls immediately, then every Interval (longer while backing off or
+// rate limited), until ctx is done.
+func (p *GitHubPoller) Run(ctx context.Context) {
+	if p.sched.interval <= 0 {
+		return
+	}
+	p.sched.run(ctx, p.pass, nil)
+}
+
+// PollOnce makes one pass over all repositories and records its outcome in
+// Status and the metrics.
+func (p *GitHubPoller) PollOnce(ctx context.Context) error {
+	err := p.pass(ctx)
+	if ctx.Err() == nil {
+		p.sched.record(err)
+	}
+	return err
+}
+
+// Status reports the poller's health and the last GitHub rate limit read.
+func (p *GitHubPoller) Status() Status {
+	st := p.sched.status()
+	st.RateLimit = p.api.rateLimit()
+	return st
+}
+
+// pass polls every repository. A rate limit ends the pass at once, since
+// every further request would be refused too; other errors are collected so
+// one broken repository does not hide the others.
+func (p *GitHubPoller) pass(ctx context.Context) error {
+	if p.initErr != nil {
+		return p.initErr
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, repo := range p.repos {
+		err := p.pollRepo(ctx, repo)
+		if err == nil {
+			continue
+		}
+		errs = append(errs, err)
+		var rl *rateLimitedError
+		if errors.As(err, &rl) || ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
+	owner, name, ok := strings.Cut(repo, "/")
+	if !ok || owner == "" || name == "" {
+		return fmt.Errorf("repository %q is not owner/repo", repo)
+	}
+	known := p.runs[repo]
+	if known == nil {
+		known = make(map[int64]runState)
+		p.runs[repo] = known
+	}
+	cutoff := p.now().Add(-p.window)
+
+	var changed []*workflowRun
+	seen := make(map[int64]bool)
+	for page := 1; ; {
+		runs, next, err := p.listRuns(ctx, owner, name, page)
+		if err != nil {
+			return err
+		}
+		allChanged := true
+		for _, r := range runs {
+			if seen[r.GetID()] {
+				// Shifted from the previous page by a run created
+				// between the two requests.
+				continue
+			}
+			seen[r.GetID()] = true
+			if !runChanged(known, r) {
+				allChanged = false
+				continue
+			}
+			if r.GetUpdatedAt().Before(cutoff) {
+				// Older than the window: remember it so that it is not
+				// "new" again on every poll, but send nothing.
+				known[r.GetID()] = stateOf(r)
+				continue
+			}
+			changed = append(changed, r)
+		}
+		if !allChanged || next == 0 || len(runs) == 0 || runs[len(runs)-1].GetCreatedAt().Before(cutoff) {
+			break
+		}
+		page = next
+	}
+
+	// Oldest first, as GitHub would have delivered them: the Tracker lets
+	// the first workflow run after a trigger claim it.
+	sort.SliceStable(changed, func(i, j int) bool {
+		a, b := changed[i].GetCreatedAt().Time, changed[j].GetCreatedAt().Time
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return changed[i].GetID() < changed[j].GetID()
+	})
+	fullName := repo
+	for _, r := range changed {
+		if n := r.GetRepository().GetFullName(); n != "" {
+			fullName = n
+		}
+		attempt := max(r.GetRunAttempt(), 1)
+		jobs, err := p.listJobs(ctx, owner, name, r.GetID(), attempt)
+		if err != nil {
+			return err
+		}
+		events := make([]pipeline.Event, 0, 1+len(jobs))
+		events = append(events, runEvent(fullName, r))
+		for _, j := range jobs {
+			events = append(events, jobEvent(fullName, attempt, j))
+		}
+		if err := p.sink.Apply(ctx, events); err != nil {
+			return fmt.Errorf("apply run %d of %s: %w", r.GetID(), repo, err)
+		}
+		known[r.GetID()] = stateOf(r)
+	}
+
+	for id, st := range known {
+		if !seen[id] && st.createdAt.Before(cutoff) {
+			delete(known, id)
+		}
+	}
+	p.logger.Debug("Polled workflow runs", "repository", repo, "listed", len(seen), "sent", len(changed))
+	return nil
+}
+
+func runChanged(known map[int64]runState, r *workflowRun) bool {
+	st, ok := known[r.GetID()]
+	return !ok ||
+		st.attempt != r.GetRunAttempt() ||
+		st.status != r.GetStatus() ||
+		st.conclusion != r.GetConclusion() ||
+		!st.updatedAt.Equal(r.GetUpdatedAt().Time)
+}
+
+func stateOf(r *workflowRun) runState {
+	return runState{
+		attempt:    r.GetRunAttempt(),
+		status:     r.GetStatus(),
+		conclusion: r.GetConclusion(),
+		createdAt:  r.GetCreatedAt().Time,
+		updatedAt:  r.GetUpdatedAt().Time,
+	}
+}
+
+// listRuns returns one page of the repository's runs, newest first, and the
+// next page number (0 on the last page).
+func (p *GitHubPoller) listRuns(ctx context.Context, owner, repo string, page int) ([]*workflowRun, int, error) {
+	u := fmt.Sprintf("repos/%s/%s/actions/runs?per_page=%d", url.PathEscape(owner), url.PathEscape(repo), perPage)
+	if page > 1 {
+		u += "&page=" + strconv.Itoa(page)
+	}
+	req, err := p.client.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	var runs workflowRuns
+	resp, err := p.client.Do(withRequestInfo(ctx, endpointRuns, true), req, &runs)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusOK {
+			// The body did not decode: do not replay it on the next 304.
+			p.cache.forget(req.URL.String())
+		}
+		return nil, 0, fmt.Errorf("list workflow runs of %s/%s: %w", owner, repo, err)
+	}
+	return runs.WorkflowRuns, resp.NextPage, nil
+}
+
+// listJobs returns every job of one attempt of a run.
+func (p *GitHubPoller) listJobs(ctx context.Context, owner, repo string, runID int64, attempt int) ([]*github.WorkflowJob, error) {
+	ctx = withRequestInfo(ctx, endpointJobs, false)
+	opts := &github.ListOptions{PerPage: perPage}
+	var all []*github.WorkflowJob
+	for {
+		jobs, resp, err := p.client.Actions.ListWorkflowJobsAttempt(ctx, owner, repo, runID, int64(attempt), opts)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs of run %d attempt %d of %s/%s: %w", runID, attempt, owner, repo, err)
+		}
+		all = append(all, jobs.Jobs...)
+		if resp.NextPage == 0 {
+			return all, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+func runEvent(repo string, r *workflowRun) pipeline.WorkflowRunEvent {
+	return pipeline.WorkflowRunEvent{
+		Repository:   repo,
+		RunID:        r.GetID(),
+		RunAttempt:   r.GetRunAttempt(),
+		WorkflowID:   r.GetWorkflowID(),
+		WorkflowPath: r.Path,
+		Name:         r.GetName(),
+		HeadBranch:   r.GetHeadBranch(),
+		HeadSHA:      r.GetHeadSHA(),
+		Event:        r.GetEvent(),
+		Status:       r.GetStatus(),
+		Conclusion:   r.GetConclusion(),
+		HTMLURL:      r.GetHTMLURL(),
+		CreatedAt:    r.GetCreatedAt().Time,
+		UpdatedAt:    r.GetUpdatedAt().Time,
+		RunStartedAt: r.GetRunStartedAt().Time,
+	}
+}
+
+// jobEvent converts a job; attempt is the one asked for, used when the job
+// itself does not say (older GitHub Enterprise versions).
+func jobEvent(repo string, attempt int, j *github.WorkflowJob) pipeline.WorkflowJobEvent {
+	if a := j.GetRunAttempt(); a > 0 {
+		attempt = int(a)
+	}
+	return pipeline.WorkflowJobEvent{
+		Repository:   repo,
+		RunID:        j.GetRunID(),
+		RunAttempt:   attempt,
+		JobID:        j.GetID(),
+		Name:         j.GetName(),
+		WorkflowName: j.GetWorkflowName(),
+		HeadBranch:   j.GetHeadBranch(),
+		HeadSHA:      j.GetHeadSHA(),
+		Status:       j.GetStatus(),
+		Conclusion:   j.GetConclusion(),
+		HTMLURL:      j.GetHTMLURL(),
+		CreatedAt:    j.GetCreatedAt().Time,
+		StartedAt:    j.GetStartedAt().Time,
+		CompletedAt:  j.GetCompletedAt().Time,
+	}
+}
