@@ -1,0 +1,80 @@
+package store
+
+import (
+	"database/sql"
+	"fmt"
+)
+
+// migrations holds the schema, one entry per version: entry i brings a
+// database from user_version i to i+1. Entries are never edited once
+// released; a schema change is a new entry.
+//
+// Times are Unix nanoseconds. runs.id is AUTOINCREMENT so that
+// sqlite_sequence remembers the highest id ever stored even after pruning
+// (ids are assigned by the Tracker and must never be reused). The runs
+// indexes each end in id so a filtered list is read newest first straight
+// from the index, stopping at the limit; (pipeline, status, id) serves the
+// common "failed runs of this pipeline" link and the last-success lookup.
+var migrations = []string{
+	`CREATE TABLE deliveries (
+		source      TEXT    NOT NULL,
+		id          TEXT    NOT NULL,
+		event       TEXT    NOT NULL,
+		received_at INTEGER NOT NULL,
+		body        BLOB    NOT NULL,
+		PRIMARY KEY (source, id)
+	);
+	CREATE INDEX deliveries_received_at ON deliveries (received_at);
+	CREATE TABLE runs (
+		id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+		pipeline           TEXT    NOT NULL,
+		status             TEXT    NOT NULL,
+		trigger_source     TEXT    NOT NULL,
+		created_at         INTEGER NOT NULL,
+		finished_at        INTEGER,
+		github_run_id      INTEGER,
+		github_run_attempt INTEGER,
+		data               BLOB    NOT NULL
+	);
+	CREATE INDEX runs_pipeline ON runs (pipeline, id);
+	CREATE INDEX runs_pipeline_status ON runs (pipeline, status, id);
+	CREATE INDEX runs_status ON runs (status, id);
+	CREATE INDEX runs_trigger ON runs (trigger_source, id);
+	CREATE INDEX runs_github ON runs (github_run_id, github_run_attempt);
+	CREATE INDEX runs_created_at ON runs (created_at);`,
+}
+
+// migrate applies the migrations the database has not seen yet, each in its
+// own transaction together with its user_version bump, so a crash leaves the
+// file at a whole version.
+func migrate(db *sql.DB, path string, migs []string) error {
+	var version int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("store: %s: reading schema version: %w", path, err)
+	}
+	if version > len(migs) {
+		return fmt.Errorf("store: %s has schema version %d, newer than this binary supports (%d); run a newer pipeline_exporter or restore a backup", path, version, len(migs))
+	}
+	for v := version; v < len(migs); v++ {
+		if err := migrateOne(db, migs[v], v+1); err != nil {
+			return fmt.Errorf("store: %s: migrating schema to version %d: %w", path, v+1, err)
+		}
+	}
+	return nil
+}
+
+func migrateOne(db *sql.DB, stmt string, version int) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(stmt); err != nil {
+		return err
+	}
+	// PRAGMA takes no bound parameters; version is an int we computed.
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,341 @@
+// Package store keeps pipeline_exporter's durable history in SQLite: the raw
+// webhook deliveries (the dedup journal) and every pipeline run as JSON, with
+// the columns the run API filters on.
+//
+// All writes go through one writer goroutine that commits whatever is queued
+// in one transaction (group commit), so every acknowledged write has reached
+// the disk (synchronous=FULL) without one fsync per request. Reads use their
+// own connection pool and never wait for the writer (WAL).
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// FileName is the name of the database file inside the storage directory.
+const FileName = "pipeline_exporter.db"
+
+// readConns bounds the read pool: the API, the collector and status pages
+// read concurrently, and WAL lets each of them see a consistent snapshot.
+const readConns = 4
+
+// Options tunes retention and injects the clock and logger.
+type Options struct {
+	// MaxRecords is how many runs are kept; the oldest finished runs are
+	// deleted past it. 0 keeps every run.
+	MaxRecords int
+	// Retention is how long runs and deliveries are kept, measured from a
+	// run's CreatedAt and a delivery's ReceivedAt. 0 keeps them forever.
+	Retention time.Duration
+	// Now is the clock retention is measured on; nil means time.Now.
+	Now func() time.Time
+	// Logger receives write failures and pruning reports; nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats describes the store's size. It is cheap enough to read on every
+// scrape: the counts are kept in memory and the sizes come from os.Stat.
+type Stats struct {
+	Runs       int64
+	Deliveries int64
+	// SizeBytes is the size of the database file plus its write-ahead log.
+	SizeBytes int64
+}
+
+// Store is the SQLite history. Its methods are safe for concurrent use.
+type Store struct {
+	path   string
+	opts   Options
+	logger *slog.Logger
+
+	// wdb is used only by the writer goroutine and BulkLoad; it has a single
+	// connection, which is the only one that ever writes.
+	wdb *sql.DB
+	rdb *sql.DB
+
+	stmts writeStmts
+
+	// mu guards closed against Submit racing Close: Submit sends on reqs
+	// under the read lock, Close closes reqs under the write lock.
+	mu      sync.RWMutex
+	closed  bool
+	reqs    chan *request
+	stopped chan struct{} // closed when the writer goroutine has returned
+
+	stopPruner context.CancelFunc
+	prunerDone chan struct{}
+
+	// pending counts deliveries queued but not yet committed, so that
+	// HasDelivery answers true for a redelivery that races its original.
+	pendingMu sync.Mutex
+	pending   map[deliveryKey]int
+
+	runs       atomic.Int64
+	deliveries atomic.Int64
+	// commits counts successful Submit transactions; tests use it to see
+	// that concurrent requests share commits.
+	commits atomic.Int64
+
+	healthMu sync.Mutex
+	writeErr error
+}
+
+type deliveryKey struct {
+	source pipeline.Source
+	id     string
+}
+
+// Open opens (creating if needed) the database in dir, checks its integrity,
+// brings its schema up to date and starts the writer and the pruner.
+func Open(dir string, opts Options) (*Store, error) {
+	return open(dir, opts, migrations)
+}
+
+func open(dir string, opts Options, migs []string) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	s := &Store{
+		path:    path,
+		opts:    opts,
+		logger:  opts.Logger,
+		reqs:    make(chan *request, 4*maxBatch),
+		stopped: make(chan struct{}),
+		pending: make(map[deliveryKey]int),
+	}
+	if err := s.openDBs(migs); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	go s.writer()
+	if opts.MaxRecords > 0 || opts.Retention > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopPruner = cancel
+		s.prunerDone = make(chan struct{})
+		go s.pruner(ctx)
+	}
+	s.logger.Info("Opened store", "path", path, "runs", s.runs.Load(), "deliveries", s.deliveries.Load())
+	return s, nil
+}
+
+func (s *Store) openDBs(migs []string) error {
+	// A non-file: DSN keeps the path literal (no URI escaping); the driver
+	// strips the query. synchronous=FULL makes every commit fsync the WAL, so
+	// an acknowledged write survives power loss. journal_size_limit lets the
+	// WAL shrink back after a big transaction instead of counting against
+	// SizeBytes forever.
+	var err error
+	s.wdb, err = sql.Open("sqlite", s.path+"?_txlock=immediate"+
+		"&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"+
+		"&_pragma=journal_size_limit(67108864)")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	s.wdb.SetConnMaxIdleTime(0)
+
+	if err := s.checkIntegrity(); err != nil {
+		return err
+	}
+	if err := migrate(s.wdb, s.path, migs); err != nil {
+		return err
+	}
+	if err := s.stmts.prepare(s.wdb); err != nil {
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+
+	s.rdb, err = sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.rdb.SetMaxOpenConns(readConns)
+	s.rdb.SetMaxIdleConns(readConns)
+
+	var runs, deliveries int64
+	if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM deliveries)`).Scan(&runs, &deliveries); err != nil {
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	s.runs.Store(runs)
+	s.deliveries.Store(deliveries)
+	return nil
+}
+
+// checkIntegrity refuses a file that is not SQLite or is damaged, before any
+// migration touches it, so the operator can restore a backup instead.
+func (s *Store) checkIntegrity() error {
+	rows, err := s.wdb.Query(`PRAGMA quick_check`)
+	if err != nil {
+		if isCorrupt(err) {
+			return s.corrupt(err.Error())
+		}
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("store: %s: %w", s.path, err)
+		}
+		if line != "ok" && len(problems) < 3 {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		if isCorrupt(err) {
+			return s.corrupt(err.Error())
+		}
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	if len(problems) > 0 {
+		return s.corrupt(fmt.Sprint(problems))
+	}
+	return nil
+}
+
+func (s *Store) corrupt(detail string) error {
+	return fmt.Errorf("store: %s is corrupt: %s; restore a backup or move the file away", s.path, detail)
+}
+
+func isCorrupt(err error) bool {
+	var serr *sqlite.Error
+	if !errors.As(err, &serr) {
+		return false
+	}
+	switch serr.Code() & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return true
+	}
+	return false
+}
+
+// Close stops the pruner, lets the writer commit every queued request, and
+// closes the database, which checkpoints the WAL into the main file.
+func (s *Store) Close() error {
+	if s.stopPruner != nil {
+		s.stopPruner()
+		<-s.prunerDone
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.stopped
+	return s.closeDBs()
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	s.stmts.close()
+	if s.wdb != nil {
+		// The read pool is closed first so the checkpoint can empty the WAL.
+		if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			s.logger.Warn("Checkpoint at close failed", "path", s.path, "err", err)
+		}
+		errs = append(errs, s.wdb.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: closing %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Path returns the database file path.
+func (s *Store) Path() string { return s.path }
+
+// Stats returns the number of stored runs and deliveries and the size of the
+// database on disk.
+func (s *Store) Stats() (Stats, error) {
+	st := Stats{Runs: s.runs.Load(), Deliveries: s.deliveries.Load()}
+	for _, p := range []string{s.path, s.path + "-wal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return st, fmt.Errorf("store: %w", err)
+		}
+		st.SizeBytes += fi.Size()
+	}
+	return st, nil
+}
+
+// Healthy returns nil, or the last write error while the store cannot write.
+// The next successful commit clears it.
+func (s *Store) Healthy() error {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	return s.writeErr
+}
+
+func (s *Store) setHealth(err error) {
+	s.healthMu.Lock()
+	s.writeErr = err
+	s.healthMu.Unlock()
+}
+
+// Backup writes a consistent copy of the database to dst while the store
+// keeps running. It refuses to overwrite an existing file.
+func (s *Store) Backup(ctx context.Context, dst string) error {
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("store: backup %s already exists", dst)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: backup: %w", err)
+	}
+	// VACUUM INTO reads one snapshot on a read connection, so ingest goes on.
+	if _, err := s.rdb.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("store: backup to %s: %w", dst, err)
+	}
+	// VACUUM INTO does not sync its output; a backup must survive a crash
+	// that follows it.
+	if err := syncPath(dst); err != nil {
+		return fmt.Errorf("store: backup to %s: %w", dst, err)
+	}
+	if err := syncPath(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("store: backup to %s: %w", dst, err)
+	}
+	return nil
+}
+
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
