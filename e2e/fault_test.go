@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // mountSmallDisk mounts a small tmpfs at dir so the test can fill it. It
