@@ -1,0 +1,403 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// fakeRuns is an in-memory history that filters like the store and
+// records the last query it was asked.
+type fakeRuns struct {
+	runs  []*pipeline.Run // oldest first
+	err   error
+	query *pipeline.RunQuery
+}
+
+func (f *fakeRuns) Run(id int64) (*pipeline.Run, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	for _, r := range f.runs {
+		if r.ID == id {
+			return r, nil
+		}
+	}
+	return nil, pipeline.ErrNotFound
+}
+
+func (f *fakeRuns) ListRuns(q pipeline.RunQuery) ([]*pipeline.Run, error) {
+	f.query = &q
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []*pipeline.Run
+	for _, r := range slices.Backward(f.runs) {
+		switch {
+		case len(out) == q.Limit,
+			q.BeforeID != 0 && r.ID >= q.BeforeID,
+			len(q.Statuses) > 0 && !slices.Contains(q.Statuses, r.Status),
+			q.Pipeline != "" && r.Pipeline != q.Pipeline,
+			q.Trigger != "" && r.Trigger.Source != q.Trigger,
+			!q.Since.IsZero() && r.CreatedAt.Before(q.Since),
+			!q.Until.IsZero() && r.CreatedAt.After(q.Until):
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// fixtureRun builds a finished run from the published workflow_run
+// payload's values, as the tracker would.
+func fixtureRun(t *testing.T, id int64) *pipeline.Run {
+	t.Helper()
+	b, err := os.ReadFile("testdata/workflow_run.completed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Repository struct {
+			FullName string `json:"full_name"`
+		} `json:"repository"`
+		WorkflowRun struct {
+			ID           int64     `json:"id"`
+			RunAttempt   int       `json:"run_attempt"`
+			WorkflowID   int64     `json:"workflow_id"`
+			Path         string    `json:"path"`
+			HTMLURL      string    `json:"html_url"`
+			HeadSHA      string    `json:"head_sha"`
+			HeadBranch   string    `json:"head_branch"`
+			Event        string    `json:"event"`
+			Status       string    `json:"status"`
+			Conclusion   string    `json:"conclusion"`
+			CreatedAt    time.Time `json:"created_at"`
+			UpdatedAt    time.Time `json:"updated_at"`
+			RunStartedAt time.Time `json:"run_started_at"`
+		} `json:"workflow_run"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	wr := p.WorkflowRun
+	return &pipeline.Run{
+		ID:        id,
+		Pipeline:  "site",
+		Status:    pipeline.StatusSuccess,
+		Trigger:   pipeline.Trigger{Source: pipeline.SourceGitHub, Event: wr.Event, ReceivedAt: wr.CreatedAt, SHA: wr.HeadSHA},
+		Triggers:  []pipeline.Trigger{{Source: pipeline.SourceGitHub, Event: wr.Event, ReceivedAt: wr.CreatedAt, SHA: wr.HeadSHA}},
+		CreatedAt: wr.CreatedAt, StartedAt: &wr.RunStartedAt, FinishedAt: &wr.UpdatedAt,
+		DurationSeconds: wr.UpdatedAt.Sub(wr.CreatedAt).Seconds(),
+		GitHub: &pipeline.GitHubRun{
+			Repository: p.Repository.FullName, RunID: wr.ID, RunAttempt: wr.RunAttempt, WorkflowID: wr.WorkflowID,
+			Workflow: "test.yml", HTMLURL: wr.HTMLURL, HeadSHA: wr.HeadSHA, HeadBranch: wr.HeadBranch,
+			Event: wr.Event, Status: wr.Status, Conclusion: wr.Conclusion, CreatedAt: wr.CreatedAt, UpdatedAt: wr.UpdatedAt,
+		},
+		Stages: []pipeline.Stage{{Name: pipeline.StageTrigger, Status: pipeline.StatusSuccess, StartedAt: &wr.CreatedAt, FinishedAt: &wr.CreatedAt}},
+		SeenAt: wr.CreatedAt,
+	}
+}
+
+// history returns n runs with ids 1..n, one minute apart, cycling through
+// pipelines, statuses and trigger sources.
+func history(t *testing.T, n int) *fakeRuns {
+	base := fixtureRun(t, 1)
+	statuses := []pipeline.Status{pipeline.StatusSuccess, pipeline.StatusFailed, pipeline.StatusTimedOut}
+	f := &fakeRuns{}
+	for i := range n {
+		r := base.Clone()
+		r.ID = int64(i + 1)
+		r.Pipeline = []string{"site", "newsletter"}[i%2]
+		r.Status = statuses[i%3]
+		r.Trigger.Source = pipeline.Sources[i%4]
+		r.Triggers = []pipeline.Trigger{r.Trigger}
+		r.CreatedAt = base.CreatedAt.Add(time.Duration(i) * time.Minute)
+		f.runs = append(f.runs, r)
+	}
+	return f
+}
+
+func get(t *testing.T, h http.Handler, target string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("GET %s: Content-Type %q, want application/json", target, ct)
+	}
+	return rec.Code, rec.Body.String()
+}
+
+func newHandler(runs Runs) http.Handler {
+	return New(runs, func() any { return map[string]string{"version": "1.0.0"} }, slog.New(slog.DiscardHandler))
+}
+
+func ids(runs []*pipeline.Run) []int64 {
+	out := make([]int64, len(runs))
+	for i, r := range runs {
+		out[i] = r.ID
+	}
+	return out
+}
+
+type listAnswer struct {
+	Status string `json:"status"`
+	Data   struct {
+		Runs       []*pipeline.Run `json:"runs"`
+		NextCursor *string         `json:"next_cursor"`
+	} `json:"data"`
+}
+
+func TestListRunsParameters(t *testing.T) {
+	since := time.Date(2020, 10, 5, 16, 40, 24, 0, time.UTC)
+	until := time.Date(2020, 10, 5, 16, 45, 24, 500_000_000, time.UTC)
+	tests := []struct {
+		name  string
+		query string
+		// wantQuery is what the store is asked (Limit is one more than
+		// the page); nil when the request must not reach the store.
+		wantQuery *pipeline.RunQuery
+		wantIDs   []int64
+		wantErr   string
+	}{
+		{
+			name:      "defaults",
+			query:     "",
+			wantQuery: &pipeline.RunQuery{Limit: 21},
+			wantIDs:   []int64{30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11},
+		},
+		{
+			name:      "status list",
+			query:     "status=failed,timed_out&limit=3",
+			wantQuery: &pipeline.RunQuery{Statuses: []pipeline.Status{"failed", "timed_out"}, Limit: 4},
+			wantIDs:   []int64{30, 29, 27},
+		},
+		{
+			name:      "status repeated",
+			query:     "status=failed&status=timed_out&limit=3",
+			wantQuery: &pipeline.RunQuery{Statuses: []pipeline.Status{"failed", "timed_out"}, Limit: 4},
+			wantIDs:   []int64{30, 29, 27},
+		},
+		{
+			name:      "every run status is accepted",
+			query:     "status=pending,running,success,failed,cancelled,timed_out&limit=1",
+			wantQuery: &pipeline.RunQuery{Statuses: pipeline.RunStatuses, Limit: 2},
+			wantIDs:   []int64{30},
+		},
+		{name: "unknown status", query: "status=failed,broken", wantErr: `unknown status "broken": want one of pending, running, success, failed, cancelled, timed_out`},
+		{name: "stage status is not a run status", query: "status=skipped", wantErr: `unknown status "skipped": want one of pending, running, success, failed, cancelled, timed_out`},
+		{name: "empty status item", query: "status=failed,", wantErr: `unknown status "": want one of pending, running, success, failed, cancelled, timed_out`},
+		{
+			name:      "pipeline",
+			query:     "pipeline=newsletter&limit=2",
+			wantQuery: &pipeline.RunQuery{Pipeline: "newsletter", Limit: 3},
+			wantIDs:   []int64{30, 28},
+		},
+		{
+			name:      "unknown pipeline is an empty list",
+			query:     "pipeline=nope",
+			wantQuery: &pipeline.RunQuery{Pipeline: "nope", Limit: 21},
+			wantIDs:   []int64{},
+		},
+		{
+			name:      "trigger",
+			query:     "trigger=mailerlite&limit=2",
+			wantQuery: &pipeline.RunQuery{Trigger: pipeline.SourceMailerLite, Limit: 3},
+			wantIDs:   []int64{27, 23},
+		},
+		{name: "unknown trigger", query: "trigger=gitlab", wantErr: `unknown trigger "gitlab": want one of github, supabase, mailerlite, cloudflare`},
+		{
+			name:      "since and until as RFC3339",
+			query:     "since=2020-10-05T16:40:24Z&until=2020-10-05T18:45:24.5%2B02:00",
+			wantQuery: &pipeline.RunQuery{Since: since, Until: until, Limit: 21},
+			wantIDs:   []int64{13, 12, 11, 10, 9, 8},
+		},
+		{
+			name:      "since and until as unix seconds",
+			query:     fmt.Sprintf("since=%d&until=%d.5", since.Unix(), until.Unix()),
+			wantQuery: &pipeline.RunQuery{Since: since, Until: until, Limit: 21},
+			wantIDs:   []int64{13, 12, 11, 10, 9, 8},
+		},
+		{name: "bad since", query: "since=yesterday", wantErr: `invalid since "yesterday": want RFC3339 or unix seconds`},
+		{name: "bad until", query: "until=2020-10-05", wantErr: `invalid until "2020-10-05": want RFC3339 or unix seconds`},
+		{name: "until out of range", query: "until=1e300", wantErr: `invalid until "1e300": want RFC3339 or unix seconds`},
+		{name: "until NaN", query: "until=NaN", wantErr: `invalid until "NaN": want RFC3339 or unix seconds`},
+		{name: "since after until", query: "since=1601916024&until=1601916000", wantErr: "since must not be after until"},
+		{name: "limit too small", query: "limit=0", wantErr: "limit must be between 1 and 500"},
+		{name: "limit too large", query: "limit=501", wantErr: "limit must be between 1 and 500"},
+		{name: "limit not a number", query: "limit=ten", wantErr: "limit must be between 1 and 500"},
+		{
+			name:      "limit at the maximum",
+			query:     "limit=500&pipeline=site",
+			wantQuery: &pipeline.RunQuery{Pipeline: "site", Limit: 501},
+			wantIDs:   []int64{29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1},
+		},
+		{
+			name:      "cursor",
+			query:     "cursor=" + encodeCursor(4),
+			wantQuery: &pipeline.RunQuery{BeforeID: 4, Limit: 21},
+			wantIDs:   []int64{3, 2, 1},
+		},
+		{name: "cursor not base64url", query: "cursor=NA==", wantErr: `invalid cursor "NA=="`},
+		{name: "cursor not an id", query: "cursor=YWJj", wantErr: `invalid cursor "YWJj"`},
+		{name: "cursor zero", query: "cursor=MA", wantErr: `invalid cursor "MA"`},
+		{
+			name:      "unknown parameters are ignored",
+			query:     "limit=1&foo=bar",
+			wantQuery: &pipeline.RunQuery{Limit: 2},
+			wantIDs:   []int64{30},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			runs := history(t, 30)
+			code, body := get(t, newHandler(runs), "/api/pipeline-runs?"+tc.query)
+			if tc.wantErr != "" {
+				msg, _ := json.Marshal(tc.wantErr)
+				want := `{"status":"error","errorType":"bad_data","error":` + string(msg) + `}`
+				if code != http.StatusBadRequest || body != string(want) {
+					t.Errorf("got %d %s, want 400 %s", code, body, want)
+				}
+				if runs.query != nil {
+					t.Errorf("store was asked %+v for a bad request", *runs.query)
+				}
+				return
+			}
+			if code != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", code, body)
+			}
+			if runs.query == nil || !reflect.DeepEqual(*runs.query, *tc.wantQuery) {
+				t.Errorf("store asked %+v, want %+v", runs.query, *tc.wantQuery)
+			}
+			var ans listAnswer
+			if err := json.Unmarshal([]byte(body), &ans); err != nil {
+				t.Fatal(err)
+			}
+			if ans.Status != "success" || !slices.Equal(ids(ans.Data.Runs), tc.wantIDs) {
+				t.Errorf("got %s runs %v, want success %v", ans.Status, ids(ans.Data.Runs), tc.wantIDs)
+			}
+		})
+	}
+}
+
+func TestListRunsPagination(t *testing.T) {
+	tests := []struct {
+		name  string
+		runs  int
+		limit int
+		pages [][]int64
+	}{
+		{name: "last page short", runs: 7, limit: 3, pages: [][]int64{{7, 6, 5}, {4, 3, 2}, {1}}},
+		{name: "last page full", runs: 6, limit: 3, pages: [][]int64{{6, 5, 4}, {3, 2, 1}}},
+		{name: "one page", runs: 2, limit: 3, pages: [][]int64{{2, 1}}},
+		{name: "empty", runs: 0, limit: 3, pages: [][]int64{{}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHandler(history(t, tc.runs))
+			target := fmt.Sprintf("/api/pipeline-runs?limit=%d", tc.limit)
+			for i, want := range tc.pages {
+				code, body := get(t, h, target)
+				var ans listAnswer
+				if err := json.Unmarshal([]byte(body), &ans); err != nil || code != http.StatusOK {
+					t.Fatalf("page %d: got %d %s (%v)", i, code, body, err)
+				}
+				if ans.Data.Runs == nil || !slices.Equal(ids(ans.Data.Runs), want) {
+					t.Fatalf("page %d: got runs %v, want %v (and [] rather than null)", i, ids(ans.Data.Runs), want)
+				}
+				last := i == len(tc.pages)-1
+				if got := ans.Data.NextCursor != nil; got == last {
+					t.Fatalf("page %d: next_cursor present %v, want %v", i, got, !last)
+				}
+				if !last {
+					target = fmt.Sprintf("/api/pipeline-runs?limit=%d&cursor=%s", tc.limit, *ans.Data.NextCursor)
+				}
+			}
+		})
+	}
+}
+
+func TestGetRun(t *testing.T) {
+	runs := history(t, 3)
+	run, err := json.Marshal(runs.runs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		target   string
+		wantCode int
+		wantBody string
+	}{
+		{"/api/pipeline-runs/2", http.StatusOK, `{"status":"success","data":` + string(run) + `}`},
+		{"/api/pipeline-runs/4", http.StatusNotFound, `{"status":"error","errorType":"not_found","error":"run 4 not found"}`},
+		{"/api/pipeline-runs/abc", http.StatusBadRequest, `{"status":"error","errorType":"bad_data","error":"invalid run id \"abc\""}`},
+		{"/api/pipeline-runs/0", http.StatusBadRequest, `{"status":"error","errorType":"bad_data","error":"invalid run id \"0\""}`},
+		{"/api/pipeline-runs/99999999999999999999", http.StatusBadRequest, `{"status":"error","errorType":"bad_data","error":"invalid run id \"99999999999999999999\""}`},
+	}
+	h := newHandler(runs)
+	for _, tc := range tests {
+		t.Run(tc.target, func(t *testing.T) {
+			code, body := get(t, h, tc.target)
+			if code != tc.wantCode || body != tc.wantBody {
+				t.Errorf("got %d %s\nwant %d %s", code, body, tc.wantCode, tc.wantBody)
+			}
+		})
+	}
+}
+
+// TestRunJSON pins the run fields DESIGN.md names, from a run built out of
+// a published workflow_run payload.
+func TestRunJSON(t *testing.T) {
+	_, body := get(t, newHandler(&fakeRuns{runs: []*pipeline.Run{fixtureRun(t, 1)}}), "/api/pipeline-runs/1")
+	var ans struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &ans); err != nil {
+		t.Fatal(err)
+	}
+	gh, _ := ans.Data["github"].(map[string]any)
+	trigger, _ := ans.Data["trigger"].(map[string]any)
+	got := map[string]any{
+		"id": ans.Data["id"], "pipeline": ans.Data["pipeline"], "status": ans.Data["status"],
+		"created_at": ans.Data["created_at"], "finished_at": ans.Data["finished_at"],
+		"duration_seconds": ans.Data["duration_seconds"], "trigger.source": trigger["source"],
+		"github.run_id": gh["run_id"], "github.html_url": gh["html_url"], "github.head_sha": gh["head_sha"],
+	}
+	want := map[string]any{
+		"id": 1.0, "pipeline": "site", "status": "success",
+		"created_at": "2020-10-05T16:33:24Z", "finished_at": "2020-10-05T16:33:49Z",
+		"duration_seconds": 25.0, "trigger.source": "github",
+		"github.run_id": 289782451.0, "github.html_url": "https://github.com/octo-org/octo-repo/actions/runs/289782451",
+		"github.head_sha": "3484a3fb816e0859fd6e1cea078d76385ff50625",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("run JSON fields\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestStoreUnavailable(t *testing.T) {
+	h := newHandler(&fakeRuns{err: errors.New("database is locked")})
+	const want = `{"status":"error","errorType":"unavailable","error":"run history unavailable"}`
+	for _, target := range []string{"/api/pipeline-runs", "/api/pipeline-runs/1"} {
+		code, body := get(t, h, target)
+		if code != http.StatusServiceUnavailable || body != want {
+			t.Errorf("GET %s: got %d %s, want 503 %s", target, code, body, want)
+		}
+	}
+}
+
+func TestStatus(t *testing.T) {
+	code, body := get(t, newHandler(&fakeRuns{}), "/api/status")
+	if want := `{"status":"success","data":{"version":"1.0.0"}}`; code != http.StatusOK || body != want {
+		t.Errorf("got %d %s, want 200 %s", code, body, want)
+	}
+}
