@@ -1,0 +1,296 @@
+// Package config owns pipeline_exporter's YAML configuration: the schema, its
+// defaults, ${VAR} expansion, validation with file:line errors, secrets that
+// never print, and the SafeConfig holder that reloads it.
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// Defaults, applied before a section is decoded so that an absent key keeps
+// its default and an explicit zero (poll_interval: 0) stays zero.
+var (
+	// DefaultGitHub holds the defaults of the github section.
+	DefaultGitHub = GitHub{
+		APIURL:         "https://api.github.com/",
+		PollInterval:   model.Duration(time.Minute),
+		BackfillWindow: model.Duration(24 * time.Hour),
+	}
+	// DefaultWebhooks holds the defaults of the webhooks section.
+	DefaultWebhooks = Webhooks{
+		MaxBodyBytes: 1 << 20,
+	}
+	// DefaultCloudflare holds the defaults of the cloudflare section.
+	DefaultCloudflare = Cloudflare{
+		APIURL:       "https://api.cloudflare.com/client/v4",
+		PollInterval: model.Duration(time.Minute),
+	}
+	// DefaultPipeline holds the defaults of each pipelines entry.
+	DefaultPipeline = Pipeline{
+		DispatchTimeout: model.Duration(10 * time.Minute),
+		// GitHub's own limit for a job.
+		Timeout:       model.Duration(6 * time.Hour),
+		SlowThreshold: model.Duration(15 * time.Minute),
+		// GitHub timestamps have one-second resolution and clocks drift.
+		ClockSkew: model.Duration(time.Minute),
+	}
+	// DefaultVerify holds the defaults of a pipeline's verify section.
+	DefaultVerify = Verify{
+		ExpectStatus: 200,
+		Timeout:      model.Duration(10 * time.Second),
+		Deadline:     model.Duration(5 * time.Minute),
+	}
+)
+
+// MaxWebhookBodyBytes is the largest allowed webhooks.max_body_bytes: GitHub
+// does not deliver payloads above 25 MiB, so a larger cap only helps abuse.
+const MaxWebhookBodyBytes = 25 << 20
+
+// Config is the whole configuration file.
+type Config struct {
+	// GitHub is optional: without it, runs come from webhooks only.
+	GitHub     *GitHub     `yaml:"github,omitempty"`
+	Webhooks   Webhooks    `yaml:"webhooks"`
+	Cloudflare *Cloudflare `yaml:"cloudflare,omitempty"`
+	Pipelines  []Pipeline  `yaml:"pipelines"`
+}
+
+// UnmarshalYAML applies the defaults of the webhooks section, which is a
+// value and so keeps them when the file leaves it out.
+func (c *Config) UnmarshalYAML(value *yaml.Node) error {
+	*c = Config{Webhooks: DefaultWebhooks}
+	type plain Config
+	return value.Decode((*plain)(c))
+}
+
+// GitHub configures the GitHub Actions API poller.
+type GitHub struct {
+	// Owner and Repo name one repository; Repos lists several as owner/repo.
+	Owner     string   `yaml:"owner,omitempty"`
+	Repo      string   `yaml:"repo,omitempty"`
+	Repos     []string `yaml:"repositories,omitempty"`
+	Token     Secret   `yaml:"token,omitempty"`
+	TokenFile string   `yaml:"token_file,omitempty"`
+	// APIURL always ends with a slash after loading, as go-github requires.
+	APIURL string `yaml:"api_url"`
+	// PollInterval 0 disables polling.
+	PollInterval model.Duration `yaml:"poll_interval"`
+	// BackfillWindow is how far back the poller reconciles after a gap.
+	BackfillWindow model.Duration `yaml:"backfill_window"`
+}
+
+// UnmarshalYAML applies DefaultGitHub before decoding.
+func (g *GitHub) UnmarshalYAML(value *yaml.Node) error {
+	*g = DefaultGitHub
+	type plain GitHub
+	return value.Decode((*plain)(g))
+}
+
+// Repositories returns the watched repositories as owner/repo.
+func (g *GitHub) Repositories() []string {
+	if g.Repo != "" {
+		return []string{g.Owner + "/" + g.Repo}
+	}
+	return append([]string(nil), g.Repos...)
+}
+
+// Webhooks configures the webhook receivers. A source without a secret is
+// disabled: its path answers 404, so nothing unsigned is ever accepted.
+type Webhooks struct {
+	GitHub     WebhookSource   `yaml:"github"`
+	Supabase   SupabaseWebhook `yaml:"supabase"`
+	MailerLite WebhookSource   `yaml:"mailerlite"`
+	Cloudflare WebhookSource   `yaml:"cloudflare"`
+	// MaxBodyBytes caps every request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// UnmarshalYAML applies DefaultWebhooks before decoding.
+func (w *Webhooks) UnmarshalYAML(value *yaml.Node) error {
+	*w = DefaultWebhooks
+	type plain Webhooks
+	return value.Decode((*plain)(w))
+}
+
+// Secret returns the secret configured for a source's webhook, empty when
+// the source is disabled.
+func (w *Webhooks) Secret(s pipeline.Source) Secret {
+	switch s {
+	case pipeline.SourceGitHub:
+		return w.GitHub.Secret
+	case pipeline.SourceSupabase:
+		return w.Supabase.Secret
+	case pipeline.SourceMailerLite:
+		return w.MailerLite.Secret
+	case pipeline.SourceCloudflare:
+		return w.Cloudflare.Secret
+	}
+	return ""
+}
+
+// WebhookSource holds the shared secret of one webhook source.
+type WebhookSource struct {
+	Secret     Secret `yaml:"secret,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+}
+
+// SupabaseWebhook holds the Supabase secret. Supabase does not sign
+// database webhooks; the user sets a header carrying the secret.
+type SupabaseWebhook struct {
+	Secret     Secret `yaml:"secret,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+	// Header names the header carrying the secret verbatim; empty means
+	// "Authorization: Bearer <secret>".
+	Header string `yaml:"header,omitempty"`
+}
+
+// Cloudflare configures the Cloudflare Pages API poller.
+type Cloudflare struct {
+	AccountID    string `yaml:"account_id,omitempty"`
+	APIToken     Secret `yaml:"api_token,omitempty"`
+	APITokenFile string `yaml:"api_token_file,omitempty"`
+	// APIURL never ends with a slash after loading.
+	APIURL string `yaml:"api_url"`
+	// PollInterval 0 disables polling.
+	PollInterval model.Duration `yaml:"poll_interval"`
+}
+
+// UnmarshalYAML applies DefaultCloudflare before decoding.
+func (c *Cloudflare) UnmarshalYAML(value *yaml.Node) error {
+	*c = DefaultCloudflare
+	type plain Cloudflare
+	return value.Decode((*plain)(c))
+}
+
+// Pipeline is one watched publish pipeline.
+type Pipeline struct {
+	Name string `yaml:"name"`
+	// Workflow is a workflow file name (deploy.yml) or a numeric workflow id.
+	Workflow string `yaml:"workflow"`
+	// Branches limits the tracked runs; empty tracks every branch.
+	Branches        []string       `yaml:"branches,omitempty"`
+	Triggers        []Trigger      `yaml:"triggers,omitempty"`
+	PagesProject    string         `yaml:"pages_project,omitempty"`
+	Verify          *Verify        `yaml:"verify,omitempty"`
+	DispatchTimeout model.Duration `yaml:"dispatch_timeout"`
+	Timeout         model.Duration `yaml:"timeout"`
+	SlowThreshold   model.Duration `yaml:"slow_threshold"`
+	ClockSkew       model.Duration `yaml:"clock_skew"`
+}
+
+// UnmarshalYAML applies DefaultPipeline before decoding.
+func (p *Pipeline) UnmarshalYAML(value *yaml.Node) error {
+	*p = DefaultPipeline
+	type plain Pipeline
+	return value.Decode((*plain)(p))
+}
+
+// Trigger is one rule for which outside events start a run.
+type Trigger struct {
+	Source pipeline.Source `yaml:"source"`
+	// Table is the Supabase table, without schema; empty matches every table.
+	Table string `yaml:"table,omitempty"`
+	// Events lists the accepted event types; empty accepts all.
+	Events []string `yaml:"events,omitempty"`
+}
+
+// Verify configures the HTTP check of the live site after a deploy.
+type Verify struct {
+	URL          string         `yaml:"url"`
+	ExpectStatus int            `yaml:"expect_status"`
+	Timeout      model.Duration `yaml:"timeout"`
+	BodyContains string         `yaml:"body_contains,omitempty"`
+	BodyRegexp   *Regexp        `yaml:"body_regexp,omitempty"`
+	// Deadline is how long verify keeps retrying before the stage fails.
+	Deadline model.Duration `yaml:"deadline"`
+}
+
+// UnmarshalYAML applies DefaultVerify before decoding.
+func (v *Verify) UnmarshalYAML(value *yaml.Node) error {
+	*v = DefaultVerify
+	type plain Verify
+	return value.Decode((*plain)(v))
+}
+
+// Regexp is a regular expression compiled when the config loads, so a bad
+// pattern fails the load instead of the first verify. It is unanchored: it
+// matches anywhere in the body.
+type Regexp struct {
+	*regexp.Regexp
+}
+
+// UnmarshalYAML compiles the pattern.
+func (r *Regexp) UnmarshalYAML(value *yaml.Node) error {
+	var s string
+	if err := value.Decode(&s); err != nil {
+		return err
+	}
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return err
+	}
+	r.Regexp = re
+	return nil
+}
+
+// MarshalText returns the pattern as written, for YAML and JSON output.
+func (r Regexp) MarshalText() ([]byte, error) {
+	if r.Regexp == nil {
+		return nil, nil
+	}
+	return []byte(r.String()), nil
+}
+
+// Load reads the file at path and parses it with Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse expands environment variables in data, decodes it strictly, applies
+// defaults, reads *_file secrets and validates the result. filename names the
+// file in errors, and relative *_file paths are resolved against its
+// directory.
+func Parse(data []byte, filename string) (*Config, error) {
+	d := &decoder{file: filename, dir: filepath.Dir(filename), lines: map[string]int{}}
+	return d.parse(data)
+}
+
+// Specs returns the pipelines as the Tracker needs them.
+func (c *Config) Specs() []pipeline.Spec {
+	specs := make([]pipeline.Spec, 0, len(c.Pipelines))
+	for _, p := range c.Pipelines {
+		s := pipeline.Spec{
+			Name:            p.Name,
+			Workflow:        p.Workflow,
+			Branches:        append([]string(nil), p.Branches...),
+			PagesProject:    p.PagesProject,
+			Verify:          p.Verify != nil,
+			DispatchTimeout: time.Duration(p.DispatchTimeout),
+			Timeout:         time.Duration(p.Timeout),
+			SlowThreshold:   time.Duration(p.SlowThreshold),
+			ClockSkew:       time.Duration(p.ClockSkew),
+		}
+		for _, t := range p.Triggers {
+			s.Triggers = append(s.Triggers, pipeline.TriggerRule{
+				Source: t.Source,
+				Table:  t.Table,
+				Events: append([]string(nil), t.Events...),
+			})
+		}
+		specs = append(specs, s)
+	}
+	return specs
+}

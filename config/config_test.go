@@ -1,0 +1,427 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+func TestLoadBad(t *testing.T) {
+	tests := []struct {
+		file string
+		want string
+	}{
+		{"unknown_key", "testdata/bad/unknown_key.yml:6: pipelines[0]: field verfy not found in type config.Pipeline"},
+		{"unknown_top", "testdata/bad/unknown_top.yml:3: field pipeline not found in type config.Config"},
+		{"merge_unknown_key", "testdata/bad/merge_unknown_key.yml:7: pipelines[1]: field url not found in type config.Pipeline"},
+		{"duplicate_key", "testdata/bad/duplicate_key.yml:6: pipelines[0].workflow: already set at line 5"},
+		{"reserved_char", "testdata/bad/reserved_char.yml:3: the character U+E000 is reserved for ${VAR} expansion"},
+		{"syntax", "testdata/bad/syntax.yml:3: did not find expected '-' indicator"},
+		{"wrong_kind", "testdata/bad/wrong_kind.yml:3: pipelines: must be a list, not !!str"},
+		{"bad_int", "testdata/bad/bad_int.yml:3: webhooks.max_body_bytes: cannot unmarshal !!str `lots` into int64"},
+		{"bad_duration", `testdata/bad/bad_duration.yml:6: pipelines[0].timeout: unknown unit " minutes" in duration "5 minutes"`},
+		{"negative_poll", `testdata/bad/negative_poll.yml:5: github.poll_interval: not a valid duration string: "-1s"`},
+		{"zero_timeout", "testdata/bad/zero_timeout.yml:6: pipelines[0].timeout: must be positive"},
+		{"empty", "testdata/bad/empty.yml:1: pipelines: at least one pipeline is required"},
+		{"no_pipelines", "testdata/bad/no_pipelines.yml:1: pipelines: at least one pipeline is required"},
+
+		{"repo_and_repositories", "testdata/bad/repo_and_repositories.yml:4: github.repositories: set either owner and repo, or repositories, not both"},
+		{"repo_without_owner", "testdata/bad/repo_without_owner.yml:1: github.owner: is required with repo"},
+		{"bad_repositories_entry", "testdata/bad/bad_repositories_entry.yml:4: github.repositories[1]: must be owner/repo"},
+		{"no_repo", "testdata/bad/no_repo.yml:1: github: set owner and repo, or repositories"},
+		{"bad_api_url", "testdata/bad/bad_api_url.yml:5: github.api_url: must be an http or https URL"},
+		{"poll_without_token", "testdata/bad/poll_without_token.yml:1: github.poll_interval: polling needs github.token or github.token_file (poll_interval: 0 disables polling)"},
+
+		{"empty_secret", "testdata/bad/empty_secret.yml:4: webhooks.supabase.secret: is empty (an unset environment variable?); remove the key to go without"},
+		{"empty_secret_file_path", "testdata/bad/empty_secret_file_path.yml:3: webhooks.mailerlite.secret_file: is empty (an unset environment variable?); remove the key to go without"},
+		{"secret_and_file", "testdata/bad/secret_and_file.yml:4: webhooks.github.secret_file: set either secret or secret_file, not both"},
+		{"missing_secret_file", "testdata/bad/missing_secret_file.yml:3: webhooks.github.secret_file: open testdata/bad/no_such_file: no such file or directory"},
+		{"empty_secret_file", "testdata/bad/empty_secret_file.yml:3: webhooks.github.secret_file: testdata/empty_secret is empty"},
+		{"body_too_big", "testdata/bad/body_too_big.yml:3: webhooks.max_body_bytes: must be between 1 and 26214400 (GitHub's 25 MiB cap)"},
+		{"zero_body", "testdata/bad/zero_body.yml:3: webhooks.max_body_bytes: must be between 1 and 26214400 (GitHub's 25 MiB cap)"},
+		{"header_without_secret", "testdata/bad/header_without_secret.yml:3: webhooks.supabase.header: needs webhooks.supabase.secret or secret_file"},
+		{"bad_header", `testdata/bad/bad_header.yml:3: webhooks.supabase.header: "X Secret" is not a valid HTTP header name`},
+		{"no_run_source", "testdata/bad/no_run_source.yml:3: pipelines: no source of workflow runs: set webhooks.github.secret, or a github section with a token to poll"},
+
+		{"cloudflare_poll_without_token", "testdata/bad/cloudflare_poll_without_token.yml:3: cloudflare.poll_interval: polling needs cloudflare.api_token or cloudflare.api_token_file (poll_interval: 0 disables polling)"},
+		{"cloudflare_poll_without_account", "testdata/bad/cloudflare_poll_without_account.yml:3: cloudflare.account_id: is required for polling (poll_interval: 0 disables polling)"},
+
+		{"bad_name", `testdata/bad/bad_name.yml:4: pipelines[0].name: "1site" must match ^[a-zA-Z_][a-zA-Z0-9_-]*$`},
+		{"missing_name", "testdata/bad/missing_name.yml:4: pipelines[0].name: is required"},
+		{"duplicate_name", "testdata/bad/duplicate_name.yml:6: pipelines[1].name: duplicate pipeline name site (first at line 4)"},
+		{"missing_workflow", "testdata/bad/missing_workflow.yml:4: pipelines[0].workflow: is required"},
+		{"workflow_path", "testdata/bad/workflow_path.yml:5: pipelines[0].workflow: must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id"},
+		{"empty_branch", "testdata/bad/empty_branch.yml:6: pipelines[0].branches[1]: must not be empty"},
+		{"bad_source", "testdata/bad/bad_source.yml:7: pipelines[0].triggers[0].source: must be one of github, supabase, mailerlite, cloudflare"},
+		{"table_not_supabase", "testdata/bad/table_not_supabase.yml:8: pipelines[0].triggers[0].table: applies to supabase triggers only"},
+		{"schema_table", "testdata/bad/schema_table.yml:8: pipelines[0].triggers[0].table: give the table name without its schema"},
+		{"bad_supabase_event", "testdata/bad/bad_supabase_event.yml:9: pipelines[0].triggers[0].events[1]: supabase events are INSERT, UPDATE and DELETE"},
+		{"bad_github_event", `testdata/bad/bad_github_event.yml:8: pipelines[0].triggers[0].events[0]: "pushh" is not an event that starts GitHub workflow runs`},
+		{"trigger_without_secret", "testdata/bad/trigger_without_secret.yml:7: pipelines[0].triggers[0].source: trigger source supabase needs webhooks.supabase.secret or secret_file"},
+		{"pages_without_cloudflare", "testdata/bad/pages_without_cloudflare.yml:6: pipelines[0].pages_project: needs the cloudflare section"},
+		{"pages_without_source", "testdata/bad/pages_without_source.yml:8: pipelines[0].pages_project: needs cloudflare polling or webhooks.cloudflare.secret"},
+
+		{"verify_without_url", "testdata/bad/verify_without_url.yml:6: pipelines[0].verify.url: is required"},
+		{"verify_bad_url", "testdata/bad/verify_bad_url.yml:7: pipelines[0].verify.url: must be an http or https URL"},
+		{"verify_both_matchers", "testdata/bad/verify_both_matchers.yml:9: pipelines[0].verify.body_regexp: set either body_contains or body_regexp, not both"},
+		{"verify_bad_regexp", "testdata/bad/verify_bad_regexp.yml:8: pipelines[0].verify.body_regexp: error parsing regexp: missing closing ): `(unclosed`"},
+		{"verify_bad_status", "testdata/bad/verify_bad_status.yml:8: pipelines[0].verify.expect_status: must be an HTTP status code (100-599)"},
+		{"verify_deadline_short", "testdata/bad/verify_deadline_short.yml:9: pipelines[0].verify.deadline: must be at least timeout (30s)"},
+	}
+	files, err := filepath.Glob("testdata/bad/*.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(tests) {
+		t.Errorf("testdata/bad has %d files, the table %d: every bad file needs its error", len(files), len(tests))
+	}
+	t.Setenv("PIPELINE_EXPORTER_TEST_UNSET", "")
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			c, err := Load("testdata/bad/" + tt.file + ".yml")
+			if err == nil {
+				t.Fatalf("Load succeeded with %+v, want error %q", c, tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("Load error:\n got %s\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadGood(t *testing.T) {
+	c, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.GitHub
+	if got, want := g.Repositories(), []string{"octo-org/octo-repo", "octo-org/docs"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Repositories() = %v, want %v", got, want)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"github token from token_file, trimmed", g.Token.Value(), "ghp_from_file_0123"},
+		{"github api_url gains a trailing slash", g.APIURL, "https://github.example.com/api/v3/"},
+		{"github poll_interval", g.PollInterval, model.Duration(30 * time.Second)},
+		{"github backfill_window in days", g.BackfillWindow, model.Duration(48 * time.Hour)},
+		{"github webhook secret", c.Webhooks.GitHub.Secret.Value(), "gh-literal-secret"},
+		{"supabase secret from secret_file", c.Webhooks.Supabase.Secret.Value(), "supabase-from-file"},
+		{"supabase header", c.Webhooks.Supabase.Header, "X-Webhook-Secret"},
+		{"mailerlite secret", c.Webhooks.Secret(pipeline.SourceMailerLite).Value(), "ml-literal-secret"},
+		{"cloudflare webhook secret", c.Webhooks.Secret(pipeline.SourceCloudflare).Value(), "cf-literal-secret"},
+		{"max_body_bytes", c.Webhooks.MaxBodyBytes, int64(2097152)},
+		{"cloudflare account", c.Cloudflare.AccountID, "0123456789abcdef"},
+		{"cloudflare token", c.Cloudflare.APIToken.Value(), "cf-api-token"},
+		{"cloudflare api_url loses its trailing slash", c.Cloudflare.APIURL, "https://api.cloudflare.com/client/v4"},
+		{"cloudflare poll_interval", c.Cloudflare.PollInterval, model.Duration(2 * time.Minute)},
+		{"verify url", c.Pipelines[0].Verify.URL, "https://example.com/"},
+		{"verify expect_status", c.Pipelines[0].Verify.ExpectStatus, 204},
+		{"verify timeout", c.Pipelines[0].Verify.Timeout, model.Duration(5 * time.Second)},
+		{"verify deadline", c.Pipelines[0].Verify.Deadline, model.Duration(2 * time.Minute)},
+		{"verify regexp matches", c.Pipelines[0].Verify.BodyRegexp.MatchString("<html><title>My Blog</title>"), true},
+		{"verify regexp is unanchored but exact", c.Pipelines[0].Verify.BodyRegexp.MatchString("<title>Shop</title>"), false},
+		{"second pipeline has no verify", c.Pipelines[1].Verify == nil, true},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s: got %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestSpecs(t *testing.T) {
+	c, err := Load("testdata/good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pipeline.Spec{
+		{
+			Name:     "site",
+			Workflow: "deploy.yml",
+			Branches: []string{"main", "release"},
+			Triggers: []pipeline.TriggerRule{
+				{Source: pipeline.SourceSupabase, Table: "posts", Events: []string{"INSERT", "UPDATE", "DELETE"}},
+				{Source: pipeline.SourceMailerLite, Events: []string{"campaign.sent"}},
+				{Source: pipeline.SourceGitHub, Events: []string{"push", "repository_dispatch", "workflow_dispatch"}},
+				{Source: pipeline.SourceCloudflare, Events: []string{}},
+			},
+			PagesProject:    "my-site",
+			Verify:          true,
+			DispatchTimeout: 5 * time.Minute,
+			Timeout:         time.Hour,
+			SlowThreshold:   20 * time.Minute,
+			ClockSkew:       30 * time.Second,
+		},
+		{
+			Name:            "docs_2",
+			Workflow:        "161335",
+			Branches:        []string{},
+			DispatchTimeout: 10 * time.Minute,
+			Timeout:         6 * time.Hour,
+			SlowThreshold:   15 * time.Minute,
+			ClockSkew:       time.Minute,
+		},
+	}
+	got := c.Specs()
+	// A nil and an empty list mean the same to the Tracker (match all).
+	for i := range got {
+		if got[i].Branches == nil {
+			got[i].Branches = []string{}
+		}
+		for j := range got[i].Triggers {
+			if got[i].Triggers[j].Events == nil {
+				got[i].Triggers[j].Events = []string{}
+			}
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Specs():\n got %+v\nwant %+v", got, want)
+	}
+	// Specs must not share slices with the config: the Tracker may keep them
+	// across reloads.
+	got = c.Specs()
+	got[0].Branches[0] = "changed"
+	got[0].Triggers[0].Events[0] = "changed"
+	if c.Pipelines[0].Branches[0] != "main" || c.Pipelines[0].Triggers[0].Events[0] != "INSERT" {
+		t.Error("Specs() shares slices with the Config")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load("testdata/minimal.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GitHub != nil || c.Cloudflare != nil {
+		t.Errorf("absent sections decoded as %+v, %+v; want nil", c.GitHub, c.Cloudflare)
+	}
+	if c.Webhooks.MaxBodyBytes != 1048576 {
+		t.Errorf("max_body_bytes = %d, want 1048576", c.Webhooks.MaxBodyBytes)
+	}
+	p := c.Pipelines[0]
+	want := Pipeline{
+		Name:            "site",
+		Workflow:        "test.yml",
+		DispatchTimeout: model.Duration(10 * time.Minute),
+		Timeout:         model.Duration(6 * time.Hour),
+		SlowThreshold:   model.Duration(15 * time.Minute),
+		ClockSkew:       model.Duration(time.Minute),
+		Verify: &Verify{
+			URL:          "http://localhost:8080/",
+			ExpectStatus: 200,
+			Timeout:      model.Duration(10 * time.Second),
+			Deadline:     model.Duration(5 * time.Minute),
+		},
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("pipeline defaults:\n got %+v %+v\nwant %+v %+v", p, *p.Verify, want, *want.Verify)
+	}
+
+	// Sections present but empty get their own defaults; an explicit 0
+	// poll_interval stays 0 and needs no token.
+	c, err = Parse([]byte(`
+github: { owner: o, repo: r, poll_interval: 0 }
+cloudflare: { account_id: a, api_token: t }
+webhooks: { github: { secret: s } }
+pipelines: [{ name: p, workflow: w.yaml }]
+`), "inline.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (GitHub{Owner: "o", Repo: "r", APIURL: "https://api.github.com/", BackfillWindow: model.Duration(24 * time.Hour)}); !reflect.DeepEqual(*c.GitHub, want) {
+		t.Errorf("github defaults:\n got %+v\nwant %+v", *c.GitHub, want)
+	}
+	if want := (Cloudflare{AccountID: "a", APIToken: "t", APIURL: "https://api.cloudflare.com/client/v4", PollInterval: model.Duration(time.Minute)}); !reflect.DeepEqual(*c.Cloudflare, want) {
+		t.Errorf("cloudflare defaults:\n got %+v\nwant %+v", *c.Cloudflare, want)
+	}
+}
+
+func TestAnchorsAndMerge(t *testing.T) {
+	c, err := Load("testdata/anchors.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Pipelines[0], c.Pipelines[1]
+	if a.Name != "a" || b.Name != "b" || b.Workflow != "deploy.yml" || b.Branches[0] != "main" {
+		t.Errorf("merge did not carry keys over: %+v", b)
+	}
+	if a.Timeout != model.Duration(2*time.Hour) || b.Timeout != model.Duration(3*time.Hour) {
+		t.Errorf("timeouts = %v, %v; want 2h, 3h (a key in place overrides the merged one)", a.Timeout, b.Timeout)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	t.Setenv("PE_SET", "value")
+	t.Setenv("PE_EMPTY", "")
+	t.Setenv("PE_NASTY", "a #b: 'c\" {d}")
+	t.Setenv("PE_SIZE", "4096")
+	t.Setenv("PE_INTERVAL", "90d")
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"braces", "${PE_SET}", "value"},
+		{"bare", "x$PE_SET", "xvalue"},
+		{"unset is empty", "a${PE_NOT_SET_ANYWHERE}b", "ab"},
+		{"default when unset", "${PE_NOT_SET_ANYWHERE:-fallback}", "fallback"},
+		{"default when empty", "${PE_EMPTY:-fallback}", "fallback"},
+		{"default ignored when set", "${PE_SET:-fallback}", "value"},
+		{"dollar escape", "pa$$word", "pa$word"},
+		{"trailing dollar kept", "ok$", "ok$"},
+		// Expansion happens after parsing, so YAML syntax in a value stays data.
+		{"yaml syntax in the value", "${PE_NASTY}", "a #b: 'c\" {d}"},
+		{"quoted", `"${PE_SET}"`, "value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte("webhooks:\n  github: { secret: "+tt.yaml+" }\npipelines: [{ name: p, workflow: w.yml }]\n"), "env.yml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Webhooks.GitHub.Secret.Value(); got != tt.want {
+				t.Errorf("secret = %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	// Non-string values resolve after expansion, and keys never expand.
+	c, err := Parse([]byte(`
+github: { owner: o, repo: r, token: t, poll_interval: ${PE_INTERVAL} }
+webhooks: { github: { secret: s }, max_body_bytes: ${PE_SIZE} }
+pipelines: [{ name: p, workflow: w.yml }]
+`), "env.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Webhooks.MaxBodyBytes != 4096 || c.GitHub.PollInterval != model.Duration(90*24*time.Hour) {
+		t.Errorf("max_body_bytes = %d, poll_interval = %v; want 4096, 90d", c.Webhooks.MaxBodyBytes, c.GitHub.PollInterval)
+	}
+	_, err = Parse([]byte("${PE_SET}: 1\n"), "key.yml")
+	if want := "key.yml:1: field ${PE_SET} not found in type config.Config"; err == nil || err.Error() != want {
+		t.Errorf("expanded key: err = %v, want %s", err, want)
+	}
+}
+
+func TestExampleConfig(t *testing.T) {
+	// `make run` uses the example on a fresh machine: no variables set.
+	for _, v := range []string{"GITHUB_TOKEN", "GITHUB_OWNER", "GITHUB_REPO", "GITHUB_WEBHOOK_SECRET", "SUPABASE_WEBHOOK_SECRET", "MAILERLITE_WEBHOOK_SECRET", "CLOUDFLARE_API_TOKEN"} {
+		t.Setenv(v, "")
+	}
+	c, err := Load("../examples/pipeline_exporter.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := c.Specs()
+	if len(specs) != 1 {
+		t.Fatalf("got %d pipelines, want 1", len(specs))
+	}
+	s := specs[0]
+	// The published workflow_run fixtures run .github/workflows/test.yml on master.
+	if s.Name != "site" || s.Workflow != "test.yml" || !reflect.DeepEqual(s.Branches, []string{"master"}) {
+		t.Errorf("spec = %+v, want site on test.yml, branch master", s)
+	}
+	if r := s.Triggers[0]; r.Source != pipeline.SourceSupabase || r.Table != "posts" {
+		t.Errorf("first trigger = %+v, want supabase on posts", r)
+	}
+	if c.GitHub != nil {
+		t.Error("the example polls GitHub; a fresh machine has no token")
+	}
+	if c.Webhooks.GitHub.Secret == "" || c.Webhooks.Supabase.Secret == "" {
+		t.Error("the example's demo secrets are missing: the demo's webhooks would answer 404")
+	}
+
+	t.Setenv("SUPABASE_WEBHOOK_SECRET", "from-env")
+	if c, err = Load("../examples/pipeline_exporter.yml"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Webhooks.Supabase.Secret.Value(); got != "from-env" {
+		t.Errorf("supabase secret = %q, want the environment's", got)
+	}
+}
+
+func TestSecretsNeverPrinted(t *testing.T) {
+	const envSecret = "env-secret-4b1d"
+	t.Setenv("PE_SECRET", envSecret)
+	dir := t.TempDir()
+	const fileSecret = "file-secret-7f2a"
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(fileSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const literal = "literal-secret-9c3e"
+	cfg := `
+github: { owner: o, repo: r, token_file: token }
+webhooks:
+  github: { secret: ${PE_SECRET} }
+  supabase: { secret: ` + literal + ` }
+cloudflare: { account_id: a, api_token: ` + literal + `-cf }
+pipelines: [{ name: p, workflow: w.yml }]
+`
+	path := filepath.Join(dir, "cfg.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GitHub.Token.Value() != fileSecret || c.Webhooks.GitHub.Secret.Value() != envSecret {
+		t.Fatal("secrets did not load; the checks below would prove nothing")
+	}
+	jsonOut, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yamlOut, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A validation error after the secrets are loaded must not carry them.
+	_, loadErr := Parse([]byte(strings.Replace(cfg, "workflow: w.yml", "workflow: bad/path", 1)), path)
+	if loadErr == nil {
+		t.Fatal("Parse accepted a bad workflow")
+	}
+	outputs := map[string]string{
+		"%v":           fmt.Sprintf("%v", c),
+		"%+v":          fmt.Sprintf("%+v", *c),
+		"%+v github":   fmt.Sprintf("%+v", *c.GitHub),
+		"%#v webhooks": fmt.Sprintf("%#v", c.Webhooks),
+		"%s secret":    fmt.Sprintf("%s", c.Webhooks.Supabase.Secret),
+		"%q secret":    fmt.Sprintf("%q", c.Webhooks.Supabase.Secret),
+		"String":       c.Cloudflare.APIToken.String(),
+		"json":         string(jsonOut),
+		"yaml":         string(yamlOut),
+		"error":        loadErr.Error(),
+	}
+	for name, out := range outputs {
+		for _, s := range []string{envSecret, fileSecret, literal} {
+			if strings.Contains(out, s) {
+				t.Errorf("%s output contains a secret: %s", name, out)
+			}
+		}
+	}
+	var decoded struct {
+		GitHub   struct{ Token string }
+		Webhooks struct{ MailerLite struct{ Secret string } }
+	}
+	if err := json.Unmarshal(jsonOut, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if decoded.GitHub.Token != "<secret>" || !strings.Contains(outputs["yaml"], "token: <secret>") {
+		t.Errorf("marshalled secrets should read <secret>:\n%s\n%s", jsonOut, yamlOut)
+	}
+	// An unset secret prints empty, so a disabled source does not look set.
+	if decoded.Webhooks.MailerLite.Secret != "" || fmt.Sprint(c.Webhooks.MailerLite.Secret) != "" {
+		t.Errorf("unset secret prints %q in JSON, %q with %%v; want both empty", decoded.Webhooks.MailerLite.Secret, c.Webhooks.MailerLite.Secret)
+	}
+}

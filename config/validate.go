@@ -1,0 +1,270 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+var (
+	pipelineName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_-]*$`)
+	// A run's workflow is matched by the file name of its path or by its
+	// numeric id, so those are the two forms a pipeline may give.
+	workflowFile = regexp.MustCompile(`^[^/@]+\.ya?ml$`)
+	workflowID   = regexp.MustCompile(`^[1-9][0-9]*$`)
+)
+
+// supabaseEvents are the operations a Supabase database webhook reports.
+var supabaseEvents = []string{"INSERT", "UPDATE", "DELETE"}
+
+// githubEvents are the values a workflow run's `event` can take: the events
+// listed in GitHub's "Events that trigger workflows", plus "dynamic", which
+// GitHub reports for the runs it creates itself (Dependabot, CodeQL default
+// setup). Checking them catches a typo that would make a rule never match.
+var githubEvents = []string{
+	"branch_protection_rule", "check_run", "check_suite", "create", "delete",
+	"deployment", "deployment_status", "discussion", "discussion_comment",
+	"dynamic", "fork", "gollum", "image_version", "issue_comment", "issues",
+	"label", "merge_group", "milestone", "page_build", "public",
+	"pull_request", "pull_request_review", "pull_request_review_comment",
+	"pull_request_target", "push", "registry_package", "release",
+	"repository_dispatch", "schedule", "status", "watch", "workflow_call",
+	"workflow_dispatch", "workflow_run",
+}
+
+// validate checks what the schema cannot express and normalises the API
+// URLs. Secrets are already loaded, so the checks see *_file secrets too.
+func (d *decoder) validate(c *Config) error {
+	if c.GitHub != nil {
+		if err := d.validateGitHub(c.GitHub); err != nil {
+			return err
+		}
+	}
+	if err := d.validateWebhooks(&c.Webhooks); err != nil {
+		return err
+	}
+	if c.Cloudflare != nil {
+		if err := d.validateCloudflare(c.Cloudflare); err != nil {
+			return err
+		}
+	}
+	if len(c.Pipelines) == 0 {
+		return d.errorf("pipelines", "at least one pipeline is required")
+	}
+	polling := c.GitHub != nil && c.GitHub.PollInterval > 0
+	if !polling && c.Webhooks.GitHub.Secret == "" {
+		return d.errorf("pipelines", "no source of workflow runs: set webhooks.github.secret, or a github section with a token to poll")
+	}
+	names := map[string]int{}
+	for i := range c.Pipelines {
+		path := fmt.Sprintf("pipelines[%d]", i)
+		p := &c.Pipelines[i]
+		if first, dup := names[p.Name]; dup && p.Name != "" {
+			return d.errorf(path+".name", "duplicate pipeline name %s (first at line %d)", p.Name, first)
+		}
+		names[p.Name] = d.line(path + ".name")
+		if err := d.validatePipeline(c, p, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) validateGitHub(g *GitHub) error {
+	switch {
+	case g.Repo != "" && len(g.Repos) > 0:
+		return d.errorf("github.repositories", "set either owner and repo, or repositories, not both")
+	case g.Repo != "":
+		if g.Owner == "" {
+			return d.errorf("github.owner", "is required with repo")
+		}
+		if strings.Contains(g.Owner, "/") || strings.Contains(g.Repo, "/") {
+			return d.errorf("github.repo", "owner and repo must not contain '/'; use repositories for owner/repo entries")
+		}
+	case len(g.Repos) > 0:
+		if g.Owner != "" {
+			return d.errorf("github.owner", "goes with repo; repositories entries are owner/repo")
+		}
+		for i, r := range g.Repos {
+			owner, name, ok := strings.Cut(r, "/")
+			if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+				return d.errorf(fmt.Sprintf("github.repositories[%d]", i), "must be owner/repo")
+			}
+			if slices.Contains(g.Repos[:i], r) {
+				return d.errorf(fmt.Sprintf("github.repositories[%d]", i), "duplicate repository %s", r)
+			}
+		}
+	default:
+		return d.errorf("github", "set owner and repo, or repositories")
+	}
+	u, err := d.httpURL("github.api_url", g.APIURL)
+	if err != nil {
+		return err
+	}
+	// go-github resolves paths against BaseURL, which must end with "/".
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	g.APIURL = u.String()
+	if g.PollInterval > 0 && g.Token == "" {
+		return d.errorf("github.poll_interval", "polling needs github.token or github.token_file (poll_interval: 0 disables polling)")
+	}
+	return nil
+}
+
+func (d *decoder) validateWebhooks(w *Webhooks) error {
+	if w.MaxBodyBytes <= 0 || w.MaxBodyBytes > MaxWebhookBodyBytes {
+		return d.errorf("webhooks.max_body_bytes", "must be between 1 and %d (GitHub's 25 MiB cap)", MaxWebhookBodyBytes)
+	}
+	if h := w.Supabase.Header; h != "" {
+		if w.Supabase.Secret == "" {
+			return d.errorf("webhooks.supabase.header", "needs webhooks.supabase.secret or secret_file")
+		}
+		if !validHeaderName(h) {
+			return d.errorf("webhooks.supabase.header", "%q is not a valid HTTP header name", h)
+		}
+	}
+	return nil
+}
+
+func (d *decoder) validateCloudflare(c *Cloudflare) error {
+	u, err := d.httpURL("cloudflare.api_url", c.APIURL)
+	if err != nil {
+		return err
+	}
+	// The poller appends /accounts/...; a trailing slash would double it.
+	u.Path = strings.TrimRight(u.Path, "/")
+	c.APIURL = u.String()
+	if c.PollInterval > 0 {
+		if c.AccountID == "" {
+			return d.errorf("cloudflare.account_id", "is required for polling (poll_interval: 0 disables polling)")
+		}
+		if c.APIToken == "" {
+			return d.errorf("cloudflare.poll_interval", "polling needs cloudflare.api_token or cloudflare.api_token_file (poll_interval: 0 disables polling)")
+		}
+	}
+	return nil
+}
+
+// httpURL parses an http or https URL. The value is left out of errors: it
+// may carry credentials.
+func (d *decoder) httpURL(path, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, d.errorf(path, "must be an http or https URL")
+	}
+	return u, nil
+}
+
+func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
+	switch {
+	case p.Name == "":
+		return d.errorf(path+".name", "is required")
+	case !pipelineName.MatchString(p.Name):
+		return d.errorf(path+".name", "%q must match %s", p.Name, pipelineName)
+	case p.Workflow == "":
+		return d.errorf(path+".workflow", "is required")
+	case !workflowFile.MatchString(p.Workflow) && !workflowID.MatchString(p.Workflow):
+		return d.errorf(path+".workflow", "must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id")
+	}
+	for i, b := range p.Branches {
+		if b == "" {
+			return d.errorf(fmt.Sprintf("%s.branches[%d]", path, i), "must not be empty")
+		}
+	}
+	for i := range p.Triggers {
+		if err := d.validateTrigger(c, &p.Triggers[i], fmt.Sprintf("%s.triggers[%d]", path, i)); err != nil {
+			return err
+		}
+	}
+	if p.PagesProject != "" {
+		if c.Cloudflare == nil {
+			return d.errorf(path+".pages_project", "needs the cloudflare section")
+		}
+		if c.Cloudflare.PollInterval == 0 && c.Webhooks.Cloudflare.Secret == "" {
+			return d.errorf(path+".pages_project", "needs cloudflare polling or webhooks.cloudflare.secret")
+		}
+	}
+	if p.Verify != nil {
+		if err := d.validateVerify(p.Verify, path+".verify"); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		key   string
+		value int64
+	}{
+		{"dispatch_timeout", int64(p.DispatchTimeout)},
+		{"timeout", int64(p.Timeout)},
+		{"slow_threshold", int64(p.SlowThreshold)},
+	} {
+		if f.value <= 0 {
+			return d.errorf(path+"."+f.key, "must be positive")
+		}
+	}
+	return nil
+}
+
+func (d *decoder) validateTrigger(c *Config, t *Trigger, path string) error {
+	if !slices.Contains(pipeline.Sources, t.Source) {
+		return d.errorf(path+".source", "must be one of github, supabase, mailerlite, cloudflare")
+	}
+	if t.Table != "" {
+		if t.Source != pipeline.SourceSupabase {
+			return d.errorf(path+".table", "applies to supabase triggers only")
+		}
+		if strings.Contains(t.Table, ".") {
+			return d.errorf(path+".table", "give the table name without its schema")
+		}
+	}
+	for i, e := range t.Events {
+		key := fmt.Sprintf("%s.events[%d]", path, i)
+		switch {
+		case e == "":
+			return d.errorf(key, "must not be empty")
+		case t.Source == pipeline.SourceSupabase && !slices.Contains(supabaseEvents, e):
+			return d.errorf(key, "supabase events are INSERT, UPDATE and DELETE")
+		case t.Source == pipeline.SourceGitHub && !slices.Contains(githubEvents, e):
+			return d.errorf(key, "%q is not an event that starts GitHub workflow runs", e)
+		}
+	}
+	// GitHub triggers are read from workflow runs, whose source validate
+	// already required; the others arrive only as webhooks.
+	if t.Source != pipeline.SourceGitHub && c.Webhooks.Secret(t.Source) == "" {
+		return d.errorf(path+".source", "trigger source %s needs webhooks.%s.secret or secret_file", t.Source, t.Source)
+	}
+	return nil
+}
+
+func (d *decoder) validateVerify(v *Verify, path string) error {
+	switch {
+	case v.URL == "":
+		return d.errorf(path+".url", "is required")
+	case v.ExpectStatus < 100 || v.ExpectStatus > 599:
+		return d.errorf(path+".expect_status", "must be an HTTP status code (100-599)")
+	case v.Timeout <= 0:
+		return d.errorf(path+".timeout", "must be positive")
+	case v.Deadline < v.Timeout:
+		return d.errorf(path+".deadline", "must be at least timeout (%s)", v.Timeout)
+	case v.BodyContains != "" && v.BodyRegexp != nil:
+		return d.errorf(path+".body_regexp", "set either body_contains or body_regexp, not both")
+	}
+	if _, err := d.httpURL(path+".url", v.URL); err != nil {
+		return err
+	}
+	return nil
+}
+
+// validHeaderName reports whether s is an HTTP field name (RFC 9110 token).
+func validHeaderName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
