@@ -1,0 +1,232 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-github/v60/github"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// authGitHub accepts only X-Hub-Signature-256. go-github's ValidateSignature
+// also accepts sha1= and sha512= tags, so the prefix is checked here first,
+// and the legacy X-Hub-Signature header is never consulted.
+func authGitHub(r *http.Request, s Settings, body []byte, _ time.Time) error {
+	sig := r.Header.Get(github.SHA256SignatureHeader)
+	if sig == "" {
+		if r.Header.Get(github.SHA1SignatureHeader) != "" {
+			return errors.New("missing X-Hub-Signature-256 header (SHA-1 signatures are not accepted)")
+		}
+		return errors.New("missing X-Hub-Signature-256 header")
+	}
+	if !strings.HasPrefix(sig, "sha256=") {
+		return errors.New("X-Hub-Signature-256 does not start with sha256=")
+	}
+	if github.ValidateSignature(sig, body, []byte(s.GitHubSecret)) != nil {
+		return errors.New("X-Hub-Signature-256 does not match the body")
+	}
+	return nil
+}
+
+// The workflow_run and workflow_job payloads are the hot path: GitHub sends
+// one per state change of every run and job. They are decoded into these
+// structs holding only what the Tracker needs, because encoding/json skips
+// undeclared fields cheaply, while go-github's WorkflowRunEvent and
+// WorkflowJobEvent would allocate the repository, owner, sender, head commit
+// and organisation objects (hundreds of pointer fields) of every delivery
+// only to drop them. The rare events use go-github's types.
+
+type ghRepository struct {
+	FullName string `json:"full_name"`
+}
+
+type ghWorkflowRunPayload struct {
+	WorkflowRun *struct {
+		ID           int64     `json:"id"`
+		RunAttempt   int       `json:"run_attempt"`
+		WorkflowID   int64     `json:"workflow_id"`
+		Path         string    `json:"path"`
+		Name         string    `json:"name"`
+		HeadBranch   string    `json:"head_branch"`
+		HeadSHA      string    `json:"head_sha"`
+		Event        string    `json:"event"`
+		Status       string    `json:"status"`
+		Conclusion   string    `json:"conclusion"`
+		HTMLURL      string    `json:"html_url"`
+		CreatedAt    time.Time `json:"created_at"`
+		UpdatedAt    time.Time `json:"updated_at"`
+		RunStartedAt time.Time `json:"run_started_at"`
+	} `json:"workflow_run"`
+	Repository ghRepository `json:"repository"`
+}
+
+type ghWorkflowJobPayload struct {
+	WorkflowJob *struct {
+		ID           int64     `json:"id"`
+		RunID        int64     `json:"run_id"`
+		RunAttempt   int       `json:"run_attempt"`
+		Name         string    `json:"name"`
+		WorkflowName string    `json:"workflow_name"`
+		HeadBranch   string    `json:"head_branch"`
+		HeadSHA      string    `json:"head_sha"`
+		Status       string    `json:"status"`
+		Conclusion   string    `json:"conclusion"`
+		HTMLURL      string    `json:"html_url"`
+		CreatedAt    time.Time `json:"created_at"`
+		StartedAt    time.Time `json:"started_at"`
+		CompletedAt  time.Time `json:"completed_at"`
+	} `json:"workflow_job"`
+	Repository ghRepository `json:"repository"`
+}
+
+func parseGitHub(r *http.Request, body []byte, received time.Time) (parsed, error) {
+	event := github.WebHookType(r)
+	if event == "" {
+		return parsed{}, errors.New("missing X-GitHub-Event header")
+	}
+	id := github.DeliveryID(r)
+	if id == "" {
+		return parsed{}, errors.New("missing X-GitHub-Delivery header")
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
+		return parsed{}, errors.New("form-encoded payloads are not supported: set the webhook's content type to application/json")
+	}
+	p := parsed{id: id, event: event}
+	var err error
+	switch event {
+	case "workflow_run":
+		p.events, err = parseWorkflowRun(body, id)
+	case "workflow_job":
+		p.events, err = parseWorkflowJob(body)
+	case "push":
+		p.events, err = parsePush(body, id, received)
+	case "repository_dispatch":
+		p.events, err = parseRepositoryDispatch(body, id, received)
+	case "ping":
+		err = decodeObject(body, &github.PingEvent{})
+	default:
+		// Not interesting, but still stored: it must at least be JSON.
+		err = decodeObject(body, &struct{}{})
+	}
+	if err != nil {
+		return parsed{}, fmt.Errorf("%s payload: %w", event, err)
+	}
+	return p, nil
+}
+
+func parseWorkflowRun(body []byte, deliveryID string) ([]pipeline.Event, error) {
+	var p ghWorkflowRunPayload
+	if err := decodeObject(body, &p); err != nil {
+		return nil, err
+	}
+	run := p.WorkflowRun
+	switch {
+	case run == nil:
+		return nil, errors.New("missing workflow_run object")
+	case run.ID == 0:
+		return nil, errors.New("missing workflow_run.id")
+	case run.Status == "":
+		return nil, errors.New("missing workflow_run.status")
+	}
+	return []pipeline.Event{pipeline.WorkflowRunEvent{
+		Repository:   p.Repository.FullName,
+		RunID:        run.ID,
+		RunAttempt:   run.RunAttempt,
+		WorkflowID:   run.WorkflowID,
+		WorkflowPath: run.Path,
+		Name:         run.Name,
+		HeadBranch:   run.HeadBranch,
+		HeadSHA:      run.HeadSHA,
+		Event:        run.Event,
+		Status:       run.Status,
+		Conclusion:   run.Conclusion,
+		HTMLURL:      run.HTMLURL,
+		CreatedAt:    run.CreatedAt,
+		UpdatedAt:    run.UpdatedAt,
+		RunStartedAt: run.RunStartedAt,
+		DeliveryID:   deliveryID,
+	}}, nil
+}
+
+func parseWorkflowJob(body []byte) ([]pipeline.Event, error) {
+	var p ghWorkflowJobPayload
+	if err := decodeObject(body, &p); err != nil {
+		return nil, err
+	}
+	job := p.WorkflowJob
+	switch {
+	case job == nil:
+		return nil, errors.New("missing workflow_job object")
+	case job.ID == 0:
+		return nil, errors.New("missing workflow_job.id")
+	case job.RunID == 0:
+		return nil, errors.New("missing workflow_job.run_id")
+	case job.Status == "":
+		return nil, errors.New("missing workflow_job.status")
+	}
+	return []pipeline.Event{pipeline.WorkflowJobEvent{
+		Repository:   p.Repository.FullName,
+		RunID:        job.RunID,
+		RunAttempt:   job.RunAttempt,
+		JobID:        job.ID,
+		Name:         job.Name,
+		WorkflowName: job.WorkflowName,
+		HeadBranch:   job.HeadBranch,
+		HeadSHA:      job.HeadSHA,
+		Status:       job.Status,
+		Conclusion:   job.Conclusion,
+		HTMLURL:      job.HTMLURL,
+		CreatedAt:    job.CreatedAt,
+		StartedAt:    job.StartedAt,
+		CompletedAt:  job.CompletedAt,
+	}}, nil
+}
+
+// parsePush makes a trigger of a branch push. Tag pushes and branch
+// deletions publish nothing, so they make none.
+func parsePush(body []byte, deliveryID string, received time.Time) ([]pipeline.Event, error) {
+	var ev github.PushEvent
+	if err := decodeObject(body, &ev); err != nil {
+		return nil, err
+	}
+	branch, ok := strings.CutPrefix(ev.GetRef(), "refs/heads/")
+	if !ok || branch == "" || ev.GetDeleted() {
+		return nil, nil
+	}
+	return []pipeline.Event{pipeline.TriggerEvent{
+		Trigger: pipeline.Trigger{
+			Source:     pipeline.SourceGitHub,
+			Event:      "push",
+			DeliveryID: deliveryID,
+			ReceivedAt: received,
+			Ref:        ev.GetRef(),
+			SHA:        ev.GetAfter(),
+		},
+		Type:       "push",
+		Repository: ev.GetRepo().GetFullName(),
+		Branch:     branch,
+	}}, nil
+}
+
+func parseRepositoryDispatch(body []byte, deliveryID string, received time.Time) ([]pipeline.Event, error) {
+	var ev github.RepositoryDispatchEvent
+	if err := decodeObject(body, &ev); err != nil {
+		return nil, err
+	}
+	return []pipeline.Event{pipeline.TriggerEvent{
+		Trigger: pipeline.Trigger{
+			Source:     pipeline.SourceGitHub,
+			Event:      ev.GetAction(),
+			DeliveryID: deliveryID,
+			ReceivedAt: received,
+		},
+		Type:       "repository_dispatch",
+		Repository: ev.GetRepo().GetFullName(),
+		Branch:     ev.GetBranch(),
+	}}, nil
+}
