@@ -266,20 +266,16 @@ func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 		}
 		return changed[i].GetID() < changed[j].GetID()
 	})
-	fullName := repo
 	for _, r := range changed {
-		if n := r.GetRepository().GetFullName(); n != "" {
-			fullName = n
-		}
 		attempt := max(r.GetRunAttempt(), 1)
 		jobs, err := p.listJobs(ctx, owner, name, r.GetID(), attempt)
 		if err != nil {
 			return err
 		}
 		events := make([]pipeline.Event, 0, 1+len(jobs))
-		events = append(events, runEvent(fullName, r))
+		events = append(events, runEvent(repo, r))
 		for _, j := range jobs {
-			events = append(events, jobEvent(fullName, attempt, j))
+			events = append(events, jobEvent(repo, attempt, j))
 		}
 		if err := p.sink.Apply(ctx, events); err != nil {
 			return fmt.Errorf("apply run %d of %s: %w", r.GetID(), repo, err)
@@ -356,6 +352,8 @@ func (p *GitHubPoller) listJobs(ctx context.Context, owner, repo string, runID i
 	}
 }
 
+// runEvent converts a listed run. Repository is the configured owner/repo
+// that was listed, so every event of one poller names its repository alike.
 func runEvent(repo string, r *workflowRun) pipeline.WorkflowRunEvent {
 	return pipeline.WorkflowRunEvent{
 		Repository:   repo,
