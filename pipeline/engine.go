@@ -121,8 +121,8 @@ func (e *Engine) Restore(h History) error {
 
 // Ingest applies the events of one webhook delivery and returns once the
 // delivery and the runs it changed are durable. A delivery already stored
-// or being stored is a duplicate and changes nothing. Errors wrap
-// ErrUnavailable: the sender may retry.
+// or being stored is a duplicate and changes nothing; d is required. Errors
+// wrap ErrUnavailable: the sender may retry.
 func (e *Engine) Ingest(ctx context.Context, d *Delivery, events []Event) (Outcome, []int64, error) {
 	key := deliveryKey{d.Source, d.ID}
 	e.mu.Lock()

@@ -167,6 +167,10 @@ func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64)
 	}
 	for _, r := range lastSuccess {
 		t.lastID = max(t.lastID, r.ID)
+		if last := t.lastFinished[r.Pipeline]; last != nil && last.ID == r.ID {
+			// One run, so that late job updates reach both.
+			r = last
+		}
 		if cur := t.lastSuccess[r.Pipeline]; cur == nil || finishedLater(r, cur) {
 			t.lastSuccess[r.Pipeline] = r
 		}

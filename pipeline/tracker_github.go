@@ -186,14 +186,16 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) error {
 		tr = p[0]
 		t.removePending(tr)
 		tr.run.Status = StatusRunning
-		i := specialIndex(tr.run, StageDispatch)
-		st := tr.run.Stages[i]
-		end := e.CreatedAt
-		if end.Before(*st.StartedAt) {
-			end = *st.StartedAt
+		if i := specialIndex(tr.run, StageDispatch); i >= 0 {
+			start := tr.run.Trigger.ReceivedAt
+			end := e.CreatedAt
+			if end.Before(start) {
+				end = start
+			}
+			st := tr.run.Stages[i]
+			st.Status, st.StartedAt, st.FinishedAt, st.DurationSeconds = StatusSuccess, timePtr(start), timePtr(end), seconds(start, end)
+			t.setStage(tr, i, st)
 		}
-		st.Status, st.FinishedAt, st.DurationSeconds = StatusSuccess, timePtr(end), seconds(*st.StartedAt, end)
-		t.setStage(tr, i, st)
 	} else {
 		if !opensOwnRun(spec, e.Event) {
 			return nil

@@ -65,8 +65,9 @@ func pagesStatus(latest PagesStage) Status {
 }
 
 // applyPagesTo updates a run's pages stage from its deployment. A run keeps
-// the first deployment it matched; later deployments of the same commit are
-// someone else's.
+// the first deployment it matched that was created after the run began
+// (less the clock skew); other deployments of the same commit belong to
+// other runs or attempts.
 func (t *Tracker) applyPagesTo(tr *tracked, e PagesDeploymentEvent) {
 	r := tr.run
 	i := specialIndex(r, StagePages)
@@ -74,6 +75,11 @@ func (t *Tracker) applyPagesTo(tr *tracked, e PagesDeploymentEvent) {
 		return
 	}
 	if r.Pages != nil && r.Pages.DeploymentID != e.Deployment.DeploymentID {
+		return
+	}
+	if !e.CreatedOn.IsZero() && e.CreatedOn.Before(r.CreatedAt.Add(-tr.spec.ClockSkew)) {
+		// Deployed before the run began: an earlier run (or attempt) of
+		// the same commit.
 		return
 	}
 	latest := latestPagesStage(e)

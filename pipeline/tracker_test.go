@@ -532,6 +532,12 @@ func TestRestore(t *testing.T) {
 	if ups := apply(t, after, done); len(ups) != 0 {
 		t.Error("a duplicate of the last finished run made an update after Restore")
 	}
+	late := jobEvent(t, "completed.success.with-organization")
+	late.RunID = done.RunID
+	one(t, apply(t, after, late))
+	if got := after.Snapshot().Pipelines[0]; len(got.LastFinished.Stages) != 2 || len(got.LastSuccess.Stages) != 2 {
+		t.Errorf("late job of the restored last run: %v and %v", stageNames(got.LastFinished), stageNames(got.LastSuccess))
+	}
 	if r := one(t, apply(t, after, supabaseTrigger("d2", clock.Now()))).Run; r.ID != 1 || len(r.Triggers) != 2 {
 		t.Errorf("trigger after restore: run %d with %d triggers, want the restored pending run", r.ID, len(r.Triggers))
 	}
@@ -582,6 +588,14 @@ func TestPages(t *testing.T) {
 			edit: func(e *PagesDeploymentEvent) { e.Deployment.CommitHash = "ad9ccd918a81025731e10e40267e11273a263421" },
 		},
 		{
+			name: "deployed before the run began", status: StatusRunning, stage: StatusPending, pagesPending: true,
+			edit: func(e *PagesDeploymentEvent) { e.CreatedOn = fixtureCreated.Add(-61 * time.Second) },
+		},
+		{
+			name: "deployed within the clock skew", status: StatusSuccess, stage: StatusSuccess,
+			edit: func(e *PagesDeploymentEvent) { e.CreatedOn = fixtureCreated.Add(-59 * time.Second) },
+		},
+		{
 			name: "other project", status: StatusRunning, stage: StatusPending, pagesPending: true,
 			edit: func(e *PagesDeploymentEvent) { e.Project = "ninjakittens" },
 		},
@@ -628,7 +642,7 @@ func TestPages(t *testing.T) {
 			if r.Pages == nil || r.Pages.DeploymentID != fixtureDeployID || len(r.Pages.Stages) != 5 || st.URL != "https://f64788e9.ninjakittens.pages.dev" {
 				t.Fatalf("pages %+v url %s", r.Pages, st.URL)
 			}
-			if tc.status == StatusSuccess {
+			if tc.status == StatusSuccess && tc.edit == nil {
 				if !u.Finished || !r.FinishedAt.Equal(deployEnd) || st.DurationSeconds != 235.122199 {
 					t.Errorf("finished %v at %v, pages took %v", u.Finished, r.FinishedAt, st.DurationSeconds)
 				}
