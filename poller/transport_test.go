@@ -84,31 +84,3 @@ func TestConditionalTransport(t *testing.T) {
 		t.Errorf("304s counted %v, want 2", got)
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	for _, tc := range []struct {
-		interval time.Duration
-		failures int
-		lo, hi   time.Duration
-	}{
-		{time.Minute, 1, time.Minute, 2 * time.Minute},
-		{time.Minute, 2, 2 * time.Minute, 4 * time.Minute},
-		{time.Minute, 3, 2*time.Minute + 30*time.Second, 5 * time.Minute},
-		{time.Minute, 50, 2*time.Minute + 30*time.Second, 5 * time.Minute},
-		{time.Second, 1, time.Second, 2 * time.Second},
-		{10 * time.Minute, 1, 10 * time.Minute, 20 * time.Minute},
-		{10 * time.Minute, 5, 10 * time.Minute, 20 * time.Minute},
-	} {
-		seen := map[time.Duration]bool{}
-		for range 200 {
-			d := backoff(tc.interval, tc.failures)
-			if d < tc.lo || d > tc.hi {
-				t.Fatalf("backoff(%v, %d) = %v, want within [%v, %v]", tc.interval, tc.failures, d, tc.lo, tc.hi)
-			}
-			seen[d] = true
-		}
-		if len(seen) < 2 {
-			t.Errorf("backoff(%v, %d) always %v: no jitter", tc.interval, tc.failures, seen)
-		}
-	}
-}
