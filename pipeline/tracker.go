@@ -171,7 +171,7 @@ func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64)
 			// One run, so that late job updates reach both.
 			r = last
 		}
-		if cur := t.lastSuccess[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+		if cur := t.lastSuccess[r.Pipeline]; cur == nil || r.ID >= cur.ID {
 			t.lastSuccess[r.Pipeline] = r
 		}
 	}
@@ -512,25 +512,19 @@ func (t *Tracker) removePending(tr *tracked) {
 	}
 }
 
-// recordLast keeps the pipeline's most recently finished (and most recently
-// successful) run: the latest FinishedAt, then the highest ID, as the store
-// orders them.
+// recordLast keeps the pipeline's last finished (and last successful) run:
+// the one with the highest ID, that is the latest to begin, as the store
+// orders them. A stuck older run that times out after a newer one finished
+// does not hide the newer one's outcome.
 func (t *Tracker) recordLast(r *Run) {
-	if cur := t.lastFinished[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+	if cur := t.lastFinished[r.Pipeline]; cur == nil || r.ID >= cur.ID {
 		t.lastFinished[r.Pipeline] = r
 	}
 	if r.Status == StatusSuccess {
-		if cur := t.lastSuccess[r.Pipeline]; cur == nil || finishedLater(r, cur) {
+		if cur := t.lastSuccess[r.Pipeline]; cur == nil || r.ID >= cur.ID {
 			t.lastSuccess[r.Pipeline] = r
 		}
 	}
-}
-
-func finishedLater(a, b *Run) bool {
-	if a.FinishedAt == nil || b.FinishedAt == nil || a.FinishedAt.Equal(*b.FinishedAt) {
-		return a.ID >= b.ID
-	}
-	return a.FinishedAt.After(*b.FinishedAt)
 }
 
 // touch returns the change entry of the run for the event being applied,

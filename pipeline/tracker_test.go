@@ -857,3 +857,20 @@ func TestWorkflowFile(t *testing.T) {
 		}
 	}
 }
+
+func TestLastFinishedIsLatestRun(t *testing.T) {
+	clock := &fakeClock{t: fixtureCreated.Add(5 * time.Minute)}
+	tr := newTestTracker(clock, siteSpec())
+	apply(t, tr, supabaseTrigger("d1", clock.Now()))
+	// Created before the trigger, so it runs on its own as run 2.
+	if r := one(t, apply(t, tr, runEvent(t, "completed"))).Run; r.ID != 2 || r.Status != StatusSuccess {
+		t.Fatalf("run %d %s, want 2 success", r.ID, r.Status)
+	}
+	clock.Advance(10 * time.Minute)
+	if u := one(t, tr.Expire()); u.Run.ID != 1 || u.Run.Status != StatusTimedOut {
+		t.Fatalf("expired run %d %s", u.Run.ID, u.Run.Status)
+	}
+	if last := tr.Snapshot().Pipelines[0].LastFinished; last.ID != 2 {
+		t.Errorf("last finished run %d, want 2: an older run ending later does not replace it", last.ID)
+	}
+}
