@@ -248,7 +248,8 @@ func (c *Collector) collectPipeline(ch chan<- prometheus.Metric, ps *pipeline.Pi
 }
 
 // Observe counts what one committed update finished. The engine calls it
-// once per update, in commit order.
+// once per update, in commit order, and not under its own lock: an update
+// for a pipeline the collector has not seen makes it read a fresh Snapshot.
 func (c *Collector) Observe(u pipeline.Update) {
 	if u.Run == nil || !c.configured(u.Run.Pipeline) {
 		return
