@@ -55,7 +55,9 @@ type Checker struct {
 	// Client sends the requests. Check uses a copy of it whose redirect
 	// policy follows at most 5 redirects.
 	Client *http.Client
-	Now    func() time.Time
+	// Now is the clock of the deadline, the result's times and the
+	// response times.
+	Now func() time.Time
 	// Sleep waits between attempts; it returns early with ctx's error.
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Observe, when set, receives the response time in seconds of every
