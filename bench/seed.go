@@ -49,7 +49,7 @@ func seededRun(id int64, created time.Time) *pipeline.Run {
 		last = pipeline.StatusFailed
 	}
 	trigger := pipeline.Trigger{Source: pipeline.SourceSupabase, Event: "INSERT", DeliveryID: fmt.Sprintf("seed-%d", id), ReceivedAt: created}
-	return &pipeline.Run{
+	r := &pipeline.Run{
 		ID:        id,
 		Pipeline:  fmt.Sprintf("site-%d", id%seedPipelines),
 		Status:    status,
