@@ -129,6 +129,10 @@ func TestAlertContract(t *testing.T) {
 		"PipelineGitHubPollFailing":   "github_poll_failing",
 		"PipelineGitHubRateLimitLow":  "github_rate_limit_low",
 	}
+	readme, err := os.ReadFile("../deploy/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]rule{}
 	for _, r := range rules(t) {
 		if r.Alert == "" {
@@ -155,6 +159,11 @@ func TestAlertContract(t *testing.T) {
 			if strings.TrimSpace(r.Annotations[a]) == "" {
 				t.Errorf("%s: annotation %s is missing", name, a)
 			}
+		}
+		// The runbook is a section of deploy/README.md, named after the alert.
+		const runbooks = "https://github.com/pipeline-exporter/pipeline_exporter/blob/main/deploy/README.md#"
+		if r.Annotations["runbook_url"] != runbooks+strings.ToLower(name) || !strings.Contains(string(readme), "\n### "+name+"\n") {
+			t.Errorf("%s: runbook_url %q is not the deploy/README.md section ### %s", name, r.Annotations["runbook_url"], name)
 		}
 		// Pipeline alerts name the pipeline, and link to its failed runs.
 		if strings.Contains(r.Expr, "pipeline_last_") || strings.Contains(r.Expr, "pipeline_runs_") {
