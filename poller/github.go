@@ -212,6 +212,11 @@ func (p *GitHubPoller) pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// pollRepo lists one repository's runs, pages back only while every run of a
+// page is new or changed and inside the window, and sends each new or
+// changed run with its jobs in one Apply. A run is remembered only once the
+// sink took it, so a failed Apply is retried on the next poll (from the
+// replayed body when the list answers 304).
 func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 	owner, name, ok := strings.Cut(repo, "/")
 	if !ok || owner == "" || name == "" {

@@ -477,6 +477,23 @@ func TestGitHubRateLimitSendsNothingUntilReset(t *testing.T) {
 	}
 }
 
+func TestGitHubLastPointSpentWaitsForReset(t *testing.T) {
+	gt := newGitHubTest(t, nil)
+	ctx := context.Background()
+	gt.fake.limit = 2 // the first poll's two requests spend it all
+	if err := gt.poller.PollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requests, _ := gt.fake.counts()
+	var rl *rateLimitedError
+	if err := gt.poller.PollOnce(ctx); !errors.As(err, &rl) || !rl.until.Equal(gt.fake.resetAt) {
+		t.Fatalf("PollOnce with 0 remaining = %v, want rate limited until %v", err, gt.fake.resetAt)
+	}
+	if after, _ := gt.fake.counts(); after != requests {
+		t.Errorf("%d requests sent with 0 remaining before the reset, want none", after-requests)
+	}
+}
+
 func TestGitHubRateLimitAbsentUntilAnswered(t *testing.T) {
 	gt := newGitHubTest(t, nil)
 	names := []string{"pipeline_exporter_github_rate_limit_remaining", "pipeline_exporter_github_rate_limit_reset_timestamp_seconds"}

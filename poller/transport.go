@@ -95,7 +95,7 @@ func (t *conditionalTransport) RoundTrip(req *http.Request) (*http.Response, err
 
 	if resp.StatusCode == http.StatusNotModified && entry != nil {
 		resp.Body.Close()
-		return t.replay(key, entry, resp), nil
+		return t.replay(entry, resp), nil
 	}
 	if resp.StatusCode != http.StatusOK {
 		return resp, nil
@@ -131,11 +131,14 @@ func (t *conditionalTransport) RoundTrip(req *http.Request) (*http.Response, err
 
 // replay builds the answer to a 304 from the stored one. The 304's own
 // headers replace the stored ones (RFC 9111 section 4.3.4), so the rate-limit
-// headers read above this transport are the current ones.
-func (t *conditionalTransport) replay(key string, entry *cacheEntry, notModified *http.Response) *http.Response {
+// headers read above this transport are the current ones; its
+// Content-Length, if any, describes its own empty body and is not taken.
+func (t *conditionalTransport) replay(entry *cacheEntry, notModified *http.Response) *http.Response {
 	t.mu.Lock()
 	for name, values := range notModified.Header {
-		entry.header[name] = values
+		if name != "Content-Length" {
+			entry.header[name] = values
+		}
 	}
 	header := entry.header.Clone()
 	t.mu.Unlock()
