@@ -134,9 +134,17 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		args = append(args, q.BeforeID)
 	}
 
+	// With only a time range to go by, SQLite would walk the whole table
+	// backwards by id, reading every run newer than the range. The
+	// created_at index bounds the work to the range, read from the index
+	// alone.
+	from := "runs"
+	if (!q.Since.IsZero() || !q.Until.IsZero()) && q.Pipeline == "" && q.Trigger == "" && len(q.Statuses) == 0 {
+		from = "runs INDEXED BY runs_created_at"
+	}
 	branch := func(extra []string) string {
 		conds := append(extra, where...)
-		sel := "SELECT id FROM runs"
+		sel := "SELECT id FROM " + from
 		if len(conds) > 0 {
 			sel += " WHERE " + strings.Join(conds, " AND ")
 		}

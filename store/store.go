@@ -312,8 +312,16 @@ func (s *Store) Backup(ctx context.Context, dst string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("store: backup: %w", err)
 	}
-	// VACUUM INTO reads one snapshot on a read connection, so ingest goes on.
-	if _, err := s.rdb.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
+	// VACUUM INTO only reads one snapshot, so in WAL mode ingest goes on.
+	// It needs a connection of its own: the read pool is query_only, which
+	// VACUUM INTO refuses, and the writer's one connection must stay free.
+	db, err := sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return fmt.Errorf("store: backup: %w", err)
+	}
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, dst)
+	db.Close()
+	if err != nil {
 		os.Remove(dst)
 		return fmt.Errorf("store: backup to %s: %w", dst, err)
 	}
