@@ -45,7 +45,7 @@ func TestLoadBad(t *testing.T) {
 		{"empty_secret", "testdata/bad/empty_secret.yml:4: webhooks.supabase.secret: is empty (an unset environment variable?); remove the key to go without"},
 		{"empty_secret_file_path", "testdata/bad/empty_secret_file_path.yml:3: webhooks.mailerlite.secret_file: is empty (an unset environment variable?); remove the key to go without"},
 		{"secret_and_file", "testdata/bad/secret_and_file.yml:4: webhooks.github.secret_file: set either secret or secret_file, not both"},
-		{"missing_secret_file", "testdata/bad/missing_secret_file.yml:3: webhooks.github.secret_file: open testdata/bad/no_such_file: no such file or directory"},
+		{"missing_secret_file", "testdata/bad/missing_secret_file.yml:3: webhooks.github.secret_file: stat testdata/bad/no_such_file: no such file or directory"},
 		{"empty_secret_file", "testdata/bad/empty_secret_file.yml:3: webhooks.github.secret_file: testdata/empty_secret is empty"},
 		{"body_too_big", "testdata/bad/body_too_big.yml:3: webhooks.max_body_bytes: must be between 1 and 26214400 (GitHub's 25 MiB cap)"},
 		{"zero_body", "testdata/bad/zero_body.yml:3: webhooks.max_body_bytes: must be between 1 and 26214400 (GitHub's 25 MiB cap)"},
@@ -423,5 +423,28 @@ pipelines: [{ name: p, workflow: w.yml }]
 	// An unset secret prints empty, so a disabled source does not look set.
 	if decoded.Webhooks.MailerLite.Secret != "" || fmt.Sprint(c.Webhooks.MailerLite.Secret) != "" {
 		t.Errorf("unset secret prints %q in JSON, %q with %%v; want both empty", decoded.Webhooks.MailerLite.Secret, c.Webhooks.MailerLite.Secret)
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	// Each level merges the previous one twice: 2^40 mappings if walked naively.
+	var b strings.Builder
+	b.WriteString("webhooks: { github: { secret: s } }\npipelines:\n  - &l0 { name: a, workflow: w.yml }\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "  - &l%d { <<: [*l%d, *l%d] }\n", i, i-1, i-1)
+	}
+	tests := []struct {
+		name, config, want string
+	}{
+		{"merge bomb", b.String(), "limits.yml:3: pipelines[15].workflow: aliases expand to more than 100000 nodes"},
+		{"secret file not regular", "webhooks: { github: { secret_file: . } }\npipelines: [{ name: a, workflow: w.yml }]\n", "limits.yml:1: webhooks.github.secret_file: testdata is not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.config), "testdata/limits.yml")
+			if err == nil || err.Error() != "testdata/"+tt.want {
+				t.Errorf("Parse error = %v, want testdata/%s", err, tt.want)
+			}
+		})
 	}
 }

@@ -17,6 +17,11 @@ import (
 // or a large file fails instead of hanging or filling memory.
 const maxSecretFileBytes = 64 << 10
 
+// maxNodes bounds the nodes check visits. Aliases and merge keys revisit
+// their anchor, so a small file can expand exponentially (a "billion laughs");
+// a real config has a few hundred nodes.
+const maxNodes = 100000
+
 // decoder turns one file into a Config. It keeps the line of every key it
 // saw, by key path ("pipelines[0].verify.url"), so that validation errors
 // point at the line to fix.
@@ -24,6 +29,7 @@ type decoder struct {
 	file  string
 	dir   string
 	lines map[string]int
+	nodes int
 }
 
 // parse expands environment variables (see expand.go), then walks the node
@@ -67,6 +73,9 @@ var regexpType = reflect.TypeOf(Regexp{})
 func (d *decoder) check(n *yaml.Node, t reflect.Type, path string, line int) error {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		return d.errorAt(line, path, "aliases expand to more than %d nodes", maxNodes)
 	}
 	d.lines[path] = line
 	for t.Kind() == reflect.Pointer {
@@ -203,6 +212,8 @@ var (
 )
 
 // yamlError rewrites yaml.v3's "line N: msg" lines into "file:N: msg".
+// yaml.v3 leaves "line N" out when its 0-based mark is 0, so a message
+// without one is about line 1.
 func (d *decoder) yamlError(msg string) error {
 	msgs := strings.Split(strings.TrimPrefix(msg, "yaml: unmarshal errors:\n"), "\n")
 	for i, m := range msgs {
@@ -210,7 +221,7 @@ func (d *decoder) yamlError(msg string) error {
 		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
 			msgs[i] = d.file + ":" + sm[1] + ": " + sm[2]
 		} else {
-			msgs[i] = d.file + ": " + strings.TrimPrefix(m, "yaml: ")
+			msgs[i] = d.file + ":1: " + strings.TrimPrefix(m, "yaml: ")
 		}
 	}
 	return errors.New(strings.Join(msgs, "\n"))
@@ -270,6 +281,12 @@ func lastKey(path string) string {
 func (d *decoder) readSecretFile(name string) (Secret, error) {
 	if !filepath.IsAbs(name) {
 		name = filepath.Join(d.dir, name)
+	}
+	// Opening a FIFO would block, and with it every later reload.
+	if fi, err := os.Stat(name); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", name)
 	}
 	f, err := os.Open(name)
 	if err != nil {
