@@ -446,6 +446,9 @@ pipelines:
 		}
 		if n == 0 {
 			empty++
+			if p.needsData {
+				t.Errorf("%s has no values: %s", p.name, p.query)
+			}
 		}
 	}
 	t.Logf("%d dashboard queries ran, %d with no data yet", len(panels), empty)
@@ -458,7 +461,13 @@ type stackPanelQuery struct {
 	name  string // dashboard file, panel title and refId, for messages
 	expr  string // as written in the dashboard
 	query string // as Grafana would send it
+	// needsData is set for the queries of template variables: a variable
+	// without values leaves every panel of its dashboard empty.
+	needsData bool
 }
+
+// labelValues is the form of Grafana's Prometheus variable queries.
+var labelValues = regexp.MustCompile(`^label_values\((\w+),\s*(\w+)\)$`)
 
 // stackDashboardQueries reads every target of every dashboard, substituting
 // template variables the way Grafana does for this stack: the pipeline under
@@ -476,6 +485,13 @@ func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 	var out []stackPanelQuery
 	for _, f := range files {
 		var d struct {
+			Templating struct {
+				List []struct {
+					Name       string `json:"name"`
+					Type       string `json:"type"`
+					Definition string `json:"definition"`
+				} `json:"list"`
+			} `json:"templating"`
 			Panels []struct {
 				Title   string `json:"title"`
 				Targets []struct {
@@ -490,6 +506,19 @@ func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 		}
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatalf("%s: %v", f, err)
+		}
+		for _, v := range d.Templating.List {
+			if v.Type != "query" {
+				continue
+			}
+			m := labelValues.FindStringSubmatch(v.Definition)
+			if m == nil {
+				t.Errorf("%s variable %s: %q is not label_values(metric, label)", filepath.Base(f), v.Name, v.Definition)
+				continue
+			}
+			// What Grafana asks Prometheus for, as a PromQL query.
+			expr := fmt.Sprintf("group by (%s) (%s)", m[2], m[1])
+			out = append(out, stackPanelQuery{name: fmt.Sprintf("%s variable %s", filepath.Base(f), v.Name), expr: expr, query: expr, needsData: true})
 		}
 		for _, p := range d.Panels {
 			for _, tg := range p.Targets {
