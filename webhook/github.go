@@ -35,11 +35,12 @@ func authGitHub(r *http.Request, s Settings, body []byte, _ time.Time) error {
 
 // The workflow_run and workflow_job payloads are the hot path: GitHub sends
 // one per state change of every run and job. They are decoded into these
-// structs holding only what the Tracker needs, because encoding/json skips
-// undeclared fields cheaply, while go-github's WorkflowRunEvent and
-// WorkflowJobEvent would allocate the repository, owner, sender, head commit
-// and organisation objects (hundreds of pointer fields) of every delivery
-// only to drop them. The rare events use go-github's types.
+// structs holding only what the Tracker needs, not into go-github's
+// WorkflowRunEvent and WorkflowJobEvent, which would allocate the repository,
+// owner, sender and organisation objects of every delivery only to drop
+// them. BenchmarkDecodeWorkflowJob: 19 allocations (0.9 KB) per job payload
+// here against 386 (13.7 KB) with go-github; the time, spent scanning the
+// ~10 KB body, is about the same. The rare events use go-github's types.
 
 type ghRepository struct {
 	FullName string `json:"full_name"`
