@@ -26,6 +26,7 @@ func TestLoadBad(t *testing.T) {
 		{"merge_unknown_key", "testdata/bad/merge_unknown_key.yml:7: pipelines[1]: field url not found in type config.Pipeline"},
 		{"duplicate_key", "testdata/bad/duplicate_key.yml:6: pipelines[0].workflow: already set at line 5"},
 		{"reserved_char", "testdata/bad/reserved_char.yml:3: the character U+E000 is reserved for ${VAR} expansion"},
+		{"two_documents", "testdata/bad/two_documents.yml:3: a second YAML document is not allowed"},
 		{"syntax", "testdata/bad/syntax.yml:3: did not find expected '-' indicator"},
 		{"wrong_kind", "testdata/bad/wrong_kind.yml:3: pipelines: must be a list, not !!str"},
 		{"bad_int", "testdata/bad/bad_int.yml:3: webhooks.max_body_bytes: cannot unmarshal !!str `lots` into int64"},
@@ -310,6 +311,39 @@ pipelines: [{ name: p, workflow: w.yml }]
 	_, err = Parse([]byte("${PE_SET}: 1\n"), "key.yml")
 	if want := "key.yml:1: field ${PE_SET} not found in type config.Config"; err == nil || err.Error() != want {
 		t.Errorf("expanded key: err = %v, want %s", err, want)
+	}
+}
+
+func TestDesignExample(t *testing.T) {
+	// The contract writes `{ secret: ${VAR} }`: a bare ${VAR} in a flow
+	// mapping must not end the mapping at its '}'.
+	vars := map[string]string{
+		"GITHUB_OWNER": "octo-org", "GITHUB_REPO": "octo-repo", "GITHUB_TOKEN": "ghp_x",
+		"GITHUB_WEBHOOK_SECRET": "a{b}c", "SUPABASE_WEBHOOK_SECRET": "s", "MAILERLITE_WEBHOOK_SECRET": "m",
+		"CLOUDFLARE_WEBHOOK_SECRET": "c", "CLOUDFLARE_API_TOKEN": "t",
+	}
+	for k, v := range vars {
+		t.Setenv(k, v)
+	}
+	c, err := Load("testdata/design.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.GitHub.Repositories(); len(got) != 1 || got[0] != "octo-org/octo-repo" {
+		t.Errorf("Repositories() = %v", got)
+	}
+	if got := c.Webhooks.GitHub.Secret.Value(); got != "a{b}c" {
+		t.Errorf("github secret = %q, want a{b}c", got)
+	}
+	if v := c.Pipelines[0].Verify; v.URL != "https://example.com/" || v.Timeout != model.Duration(10*time.Second) || v.Deadline != model.Duration(5*time.Minute) {
+		t.Errorf("verify = %+v", *v)
+	}
+
+	// With a variable unset, the secret is explicitly empty: an error.
+	t.Setenv("MAILERLITE_WEBHOOK_SECRET", "")
+	_, err = Load("testdata/design.yml")
+	if want := "testdata/design.yml:11: webhooks.mailerlite.secret: is empty (an unset environment variable?); remove the key to go without"; err == nil || err.Error() != want {
+		t.Errorf("Load error = %v, want %s", err, want)
 	}
 }
 

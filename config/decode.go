@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -38,12 +39,19 @@ type decoder struct {
 // duplicate keys, wrong kinds, bad durations and patterns) and reports each
 // problem with its line and key path.
 func (d *decoder) parse(data []byte) (*Config, error) {
-	text, refs, err := protect(string(data))
-	if err != nil {
-		return nil, fmt.Errorf("%s:%w", d.file, err)
+	if i := bytes.IndexRune(data, refOpen); i >= 0 {
+		return nil, d.errorAt(1+bytes.Count(data[:i], []byte("\n")), "", "the character U+E000 is reserved for ${VAR} expansion")
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+	text, refs := protect(string(data))
+	dec := yaml.NewDecoder(strings.NewReader(text))
+	var doc, next yaml.Node
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		return nil, d.yamlError(refs.restore(err.Error()))
+	}
+	// yaml.v3 would silently ignore what follows a "---".
+	if err := dec.Decode(&next); err == nil {
+		return nil, d.errorAt(next.Line, "", "a second YAML document is not allowed")
+	} else if err != io.EOF {
 		return nil, d.yamlError(refs.restore(err.Error()))
 	}
 	cfg := &Config{Webhooks: DefaultWebhooks}

@@ -27,17 +27,14 @@ var refPattern = regexp.MustCompile("\uE000([0-9]+)\uE001")
 type refs []string
 
 // protect swaps every reference os.Expand recognises ($VAR, ${VAR},
-// ${VAR:-default}, $$) for a placeholder.
-func protect(text string) (string, refs, error) {
-	if i := strings.IndexRune(text, refOpen); i >= 0 {
-		return "", nil, fmt.Errorf("%d: the character U+E000 is reserved for ${VAR} expansion", 1+strings.Count(text[:i], "\n"))
-	}
+// ${VAR:-default}, $$) for a placeholder. The text must not hold refOpen.
+func protect(text string) (string, refs) {
 	var r refs
 	text = os.Expand(text, func(name string) string {
 		r = append(r, name)
 		return fmt.Sprintf("%c%d%c", refOpen, len(r)-1, refClose)
 	})
-	return text, r, nil
+	return text, r
 }
 
 // expand replaces the placeholders in every scalar value with the
