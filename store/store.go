@@ -125,7 +125,7 @@ func open(dir string, opts Options, migs []string) (*Store, error) {
 		pending: make(map[deliveryKey]int),
 	}
 	if err := s.openDBs(migs); err != nil {
-		s.closeDBs()
+		s.closeDBs(false)
 		return nil, err
 	}
 	go s.writer()
@@ -248,10 +248,12 @@ func (s *Store) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.stopped
-	return s.closeDBs()
+	return s.closeDBs(true)
 }
 
-func (s *Store) closeDBs() error {
+// closeDBs closes both pools; checkpoint is false when Open failed, on a
+// file that may not even be a database.
+func (s *Store) closeDBs(checkpoint bool) error {
 	var errs []error
 	if s.rdb != nil {
 		errs = append(errs, s.rdb.Close())
@@ -259,8 +261,10 @@ func (s *Store) closeDBs() error {
 	s.stmts.close()
 	if s.wdb != nil {
 		// The read pool is closed first so the checkpoint can empty the WAL.
-		if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			s.logger.Warn("Checkpoint at close failed", "path", s.path, "err", err)
+		if checkpoint {
+			if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+				s.logger.Warn("Checkpoint at close failed", "path", s.path, "err", err)
+			}
 		}
 		errs = append(errs, s.wdb.Close())
 	}

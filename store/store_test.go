@@ -239,6 +239,11 @@ func TestGroupCommit(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// Queued is as good as journaled for dedup: a redelivery racing its
+	// original must not be applied twice.
+	if ok, err := s.HasDelivery(pipeline.SourceMailerLite, "42"); !ok || err != nil {
+		t.Errorf("HasDelivery of a queued delivery = %v, %v; want true", ok, err)
+	}
 	release()
 	for i, ch := range chans {
 		if err := <-ch; err != nil {
