@@ -438,20 +438,20 @@ pipelines:
 	// 4. Every dashboard query runs on this Prometheus, and every metric the
 	// dashboards and rules use is in the exporter's exposition.
 	panels := stackDashboardQueries(t)
-	empty := 0
+	var empty []string
 	for _, p := range panels {
 		n, err := stackQuery(promURL, p.query)
 		if err != nil {
 			t.Errorf("%s: %v\nquery: %s", p.name, err, p.query)
 		}
 		if n == 0 {
-			empty++
+			empty = append(empty, p.name)
 			if p.needsData {
 				t.Errorf("%s has no values: %s", p.name, p.query)
 			}
 		}
 	}
-	t.Logf("%d dashboard queries ran, %d with no data yet", len(panels), empty)
+	t.Logf("%d dashboard queries ran, %d with no data yet: %s", len(panels), len(empty), strings.Join(empty, "; "))
 	stackCheckMetricsExist(t, e, panels)
 	t.Logf("real-stack test took %v", time.Since(start).Round(time.Millisecond))
 }
