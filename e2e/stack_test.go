@@ -363,7 +363,8 @@ func stackQuery(promURL, query string) (int, error) {
 
 // TestStackAlertsAndDashboards replays a failing run, a successful one and a
 // new failure into the real exporter and follows each to an Alertmanager
-// notification, then runs every dashboard query against the Prometheus that
+// notification (PipelineFailure, and PipelineStageFailure naming the failed
+// job), then runs every dashboard query against the Prometheus that
 // evaluated the alerts.
 func TestStackAlertsAndDashboards(t *testing.T) {
 	start := time.Now()
@@ -417,12 +418,21 @@ pipelines:
 		t.Errorf("PipelineFailure link = %q, want %q", first.Annotations["link"], want)
 	}
 	t.Logf("PipelineFailure firing after %v", time.Since(start).Round(time.Millisecond))
+	// The failed job is named as the failed stage, in the pipeline's group.
+	stageFailure := func(status string) func(stackNotification, stackAlert) bool {
+		return func(n stackNotification, a stackAlert) bool {
+			return n.Receiver == "webhook" && n.GroupLabels["pipeline"] == "site" && a.Status == status &&
+				a.Labels["alertname"] == "PipelineStageFailure" && a.Labels["stage"] == "linters"
+		}
+	}
+	receiver.wait(t, 0, 10*time.Second, "PipelineStageFailure of stage linters firing", stageFailure("firing"))
 
 	// 2. A later run succeeds (verify of the live site included): resolved.
 	for _, d := range exampleRun(t, exampleRunID+1, "success") {
 		e.mustPost(d, http.StatusAccepted)
 	}
 	_, next = receiver.wait(t, next, 30*time.Second, "PipelineFailure resolved", resolved)
+	receiver.wait(t, 0, 10*time.Second, "PipelineStageFailure of stage linters resolved", stageFailure("resolved"))
 	t.Logf("PipelineFailure resolved after %v", time.Since(start).Round(time.Millisecond))
 
 	// 3. A new failure after the recovery is a new alert, not the old one.
