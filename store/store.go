@@ -89,6 +89,9 @@ type Store struct {
 	// commits counts successful Submit transactions; tests use it to see
 	// that concurrent requests share commits.
 	commits atomic.Int64
+	// errors counts failed write transactions since Open, for
+	// pipeline_exporter_store_errors_total.
+	errors atomic.Int64
 
 	healthMu sync.Mutex
 	writeErr error
@@ -308,9 +311,28 @@ func (s *Store) setHealth(err error) {
 	s.healthMu.Unlock()
 }
 
+// Errors returns how many write transactions have failed since Open.
+func (s *Store) Errors() int64 { return s.errors.Load() }
+
 // Backup writes a consistent copy of the database to dst while the store
 // keeps running. It refuses to overwrite an existing file.
 func (s *Store) Backup(ctx context.Context, dst string) error {
+	return backup(ctx, s.path, dst)
+}
+
+// BackupDir writes a consistent copy of the history in dir to dst without
+// opening it as a Store: it is what `pipeline_exporter backup` runs, in a
+// process of its own, while the exporter keeps writing (WAL readers never
+// block the writer). It refuses a missing history and an existing dst.
+func BackupDir(ctx context.Context, dir, dst string) error {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("store: backup: %w", err)
+	}
+	return backup(ctx, path, dst)
+}
+
+func backup(ctx context.Context, path, dst string) error {
 	if _, err := os.Lstat(dst); err == nil {
 		return fmt.Errorf("store: backup %s already exists", dst)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -319,7 +341,7 @@ func (s *Store) Backup(ctx context.Context, dst string) error {
 	// VACUUM INTO only reads one snapshot, so in WAL mode ingest goes on.
 	// It needs a connection of its own: the read pool is query_only, which
 	// VACUUM INTO refuses, and the writer's one connection must stay free.
-	db, err := sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		return fmt.Errorf("store: backup: %w", err)
 	}

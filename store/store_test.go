@@ -762,6 +762,9 @@ func TestWriteFailureRecovers(t *testing.T) {
 	if s.Healthy() == nil {
 		t.Error("Healthy() = nil after a failed write")
 	}
+	if s.Errors() != 1 {
+		t.Errorf("Errors() = %d after one failed write, want 1", s.Errors())
+	}
 	if ok, _ := s.HasDelivery(pipeline.SourceGitHub, "big"); ok {
 		t.Error("failed delivery reported as journaled")
 	}
@@ -856,5 +859,29 @@ func TestCloseDrainsQueue(t *testing.T) {
 	s = openTest(t, dir, Options{})
 	if st, _ := s.Stats(); st.Runs != n {
 		t.Errorf("runs after reopening = %d, want %d", st.Runs, n)
+	}
+}
+
+func TestBackupDirWhileOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	run, d := fixtureRun(t)
+	submit(t, s, d, run)
+	dst := filepath.Join(t.TempDir(), "backup.db")
+	// BackupDir runs in another process in real use; a second connection
+	// to the open store's file is the same to SQLite.
+	if err := BackupDir(context.Background(), dir, dst); err != nil {
+		t.Fatalf("BackupDir: %v", err)
+	}
+	if err := BackupDir(context.Background(), t.TempDir(), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), FileName) {
+		t.Errorf("BackupDir of an empty directory = %v, want an error naming %s", err, FileName)
+	}
+	restored := t.TempDir()
+	if err := os.Rename(dst, filepath.Join(restored, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	b := openTest(t, restored, Options{})
+	if got, err := b.Run(run.ID); err != nil || !reflect.DeepEqual(got, run) {
+		t.Fatalf("restored run = %+v, %v", got, err)
 	}
 }

@@ -248,7 +248,12 @@ func (s *Store) writeSubmits(reqs []*request) {
 // inTx runs fn in a write transaction and keeps Healthy up to date: a failed
 // write marks the store unhealthy, the next successful commit clears it.
 func (s *Store) inTx(fn func(*sql.Tx) (int64, int64, error)) (a, b int64, err error) {
-	defer func() { s.setHealth(err) }()
+	defer func() {
+		if err != nil {
+			s.errors.Add(1)
+		}
+		s.setHealth(err)
+	}()
 	tx, err := s.wdb.Begin()
 	if err != nil {
 		return 0, 0, err

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/common/version"
+
+	"github.com/pipeline-exporter/pipeline_exporter/config"
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+	"github.com/pipeline-exporter/pipeline_exporter/poller"
+	"github.com/pipeline-exporter/pipeline_exporter/store"
+	"github.com/pipeline-exporter/pipeline_exporter/verify"
+	"github.com/pipeline-exporter/pipeline_exporter/webhook"
+)
+
+// status is the body of GET /api/status.
+type status struct {
+	Version   string           `json:"version"`
+	Revision  string           `json:"revision"`
+	StartedAt time.Time        `json:"started_at"`
+	Uptime    float64          `json:"uptime_seconds"`
+	Pipelines []pipelineStatus `json:"pipelines"`
+	Sources   []sourceStatus   `json:"webhook_sources"`
+	Pollers   []poller.Status  `json:"pollers"`
+	Store     storeStatus      `json:"store"`
+}
+
+type pipelineStatus struct {
+	Name        string        `json:"name"`
+	InProgress  int           `json:"in_progress"`
+	LastRun     *pipeline.Run `json:"last_run"`
+	LastSuccess *time.Time    `json:"last_success,omitempty"`
+}
+
+type sourceStatus struct {
+	Source       pipeline.Source    `json:"source"`
+	LastReceived *time.Time         `json:"last_received,omitempty"`
+	Requests     map[string]float64 `json:"requests"`
+}
+
+type storeStatus struct {
+	Path       string `json:"path"`
+	Runs       int64  `json:"runs"`
+	Deliveries int64  `json:"deliveries"`
+	SizeBytes  int64  `json:"size_bytes"`
+	Error      string `json:"error,omitempty"`
+}
+
+func statusReport(started time.Time, engine *pipeline.Engine, hooks *webhook.Handler, ps *pollers, st *store.Store) status {
+	s := status{
+		Version:   version.Version,
+		Revision:  version.Revision,
+		StartedAt: started.UTC(),
+		Uptime:    time.Since(started).Seconds(),
+		Pollers:   ps.statuses(),
+		Store:     storeStatus{Path: st.Path()},
+	}
+	for _, p := range engine.Snapshot().Pipelines {
+		ps := pipelineStatus{Name: p.Spec.Name, InProgress: p.InProgress, LastRun: p.LastFinished}
+		if p.LastSuccess != nil && p.LastSuccess.FinishedAt != nil {
+			ps.LastSuccess = p.LastSuccess.FinishedAt
+		}
+		s.Pipelines = append(s.Pipelines, ps)
+	}
+	last := hooks.LastReceived()
+	counts := hooks.Counts()
+	for _, src := range pipeline.Sources {
+		ss := sourceStatus{Source: src, Requests: counts[src]}
+		if t, ok := last[src]; ok && !t.IsZero() {
+			t := t.UTC()
+			ss.LastReceived = &t
+		}
+		s.Sources = append(s.Sources, ss)
+	}
+	if stats, err := st.Stats(); err == nil {
+		s.Store.Runs, s.Store.Deliveries, s.Store.SizeBytes = stats.Runs, stats.Deliveries, stats.SizeBytes
+	}
+	if err := st.Healthy(); err != nil {
+		s.Store.Error = err.Error()
+	}
+	return s
+}
+
+// verifyTarget is the verify check configured for a pipeline, if any.
+func verifyTarget(c *config.Config, name string) (verify.Target, bool) {
+	for _, p := range c.Pipelines {
+		if p.Name != name || p.Verify == nil {
+			continue
+		}
+		v := p.Verify
+		var re *regexp.Regexp
+		if v.BodyRegexp != nil {
+			re = v.BodyRegexp.Regexp
+		}
+		return verify.Target{
+			URL:          v.URL,
+			ExpectStatus: v.ExpectStatus,
+			Timeout:      time.Duration(v.Timeout),
+			BodyContains: v.BodyContains,
+			BodyRegexp:   re,
+			Deadline:     time.Duration(v.Deadline),
+		}, true
+	}
+	return verify.Target{}, false
+}
+
+func writeJSON(w io.Writer, v any) {
+	_ = json.NewEncoder(w).Encode(v)
+}
