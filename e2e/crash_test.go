@@ -36,7 +36,10 @@ func loadUntilStopped(t *testing.T, e *exporter, firstID int64, max int, stopAft
 					return
 				}
 				runID := firstID + i
-				body := fixtures.MustEdit(template, map[string]any{"workflow_run.id": runID})
+				// Fresh timestamps: the published example is from 2020 and
+				// the default retention would prune it at the restart.
+				now := time.Now().UTC().Format(time.RFC3339)
+				body := fixtures.MustEdit(template, map[string]any{"workflow_run.id": runID, "workflow_run.created_at": now, "workflow_run.updated_at": now})
 				a, err := e.post(githubDelivery(githubSecret, "workflow_run", fmt.Sprintf("crash-%d", runID), body))
 				if err != nil {
 					return // the process is gone
