@@ -28,7 +28,7 @@ run: build
 
 ## demo: sign and post the published example webhooks to a running exporter.
 demo:
-	$(GO) run ./cmd/webhook-demo --url=http://localhost:8080 --secret=demo-secret-change-me
+	$(GO) run ./cmd/webhook-demo --url=http://localhost:8080 --secret=demo-github-secret-change-me
 
 ## test: everything CI proves: formatting, vet, unit, fuzz seeds, rules, end to end on real Prometheus/Alertmanager.
 test: style vet

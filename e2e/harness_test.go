@@ -134,7 +134,8 @@ func startExporter(t *testing.T, configPath, dataDir string, args ...string) *ex
 		resp, err := http.Get(e.url + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// 401: the listener is up behind exporter-toolkit's basic auth.
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
 				return e
 			}
 		}

@@ -18,7 +18,7 @@ import (
 
 func main() {
 	url := flag.String("url", "http://localhost:8080", "Base URL of the exporter (or of its webhook listener).")
-	secret := flag.String("secret", "demo-secret-change-me", "webhooks.github.secret of the exporter's config.")
+	secret := flag.String("secret", "demo-github-secret-change-me", "webhooks.github.secret of the exporter's config.")
 	flag.Parse()
 	if err := demo(*url, *secret); err != nil {
 		fmt.Fprintln(os.Stderr, "webhook-demo:", err)

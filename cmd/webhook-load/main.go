@@ -39,7 +39,7 @@ type Result struct {
 
 func main() {
 	url := flag.String("url", "http://127.0.0.1:8080/webhooks/github", "Webhook URL to load.")
-	secret := flag.String("secret", "demo-secret-change-me", "GitHub webhook secret.")
+	secret := flag.String("secret", "demo-github-secret-change-me", "GitHub webhook secret.")
 	concurrency := flag.Int("concurrency", 16, "Concurrent clients.")
 	requests := flag.Int("requests", 6000, "Requests to send (bounded: the test stops by itself).")
 	rate := flag.Float64("rate", 0, "Fixed request rate per second; 0 sends as fast as the clients can.")
