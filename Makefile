@@ -14,7 +14,7 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: all build run demo test test-unit test-e2e bench style vet lint checkmetrics checkrules k8s-rules
+.PHONY: all build run demo test test-unit test-e2e bench fuzz style vet lint checkmetrics checkrules k8s-rules
 
 all: style vet lint build test
 
@@ -40,6 +40,16 @@ test-unit:
 test-e2e:
 	$(GO) test -count=1 -v ./e2e/...
 
+## fuzz: every fuzz target for FUZZTIME each (go test runs their seed corpora in `make test`).
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for pkg in ./webhook ./config; do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
 ## bench: Go benchmarks and the webhook load test, printed as one table.
 bench:
 	./scripts/bench.sh
@@ -60,3 +70,7 @@ checkmetrics:
 checkrules:
 	promtool check rules alerting-rules/*.yml
 	promtool test rules alerting-rules/tests/*.yml
+
+## k8s-rules: regenerate the Kubernetes PrometheusRule and ConfigMap from alerting-rules/ and deploy/.
+k8s-rules:
+	$(GO) run ./deploy/kubernetes/gen
