@@ -2,16 +2,19 @@ package collector
 
 import (
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
 // BenchmarkCollect measures one scrape (Gather) of n pipelines whose last
-// run had 10 stages, each of which has also been observed once.
+// run had 10 stages, each of which has also been observed once. It reports
+// the size of the text exposition as bytes/scrape.
 func BenchmarkCollect(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("pipelines=%d", n), func(b *testing.B) {
@@ -37,12 +40,27 @@ func BenchmarkCollect(b *testing.B) {
 			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(c)
+
+			mfs, err := reg.Gather()
+			if err != nil {
+				b.Fatal(err)
+			}
+			size := 0
+			for _, mf := range mfs {
+				n, err := expfmt.MetricFamilyToText(io.Discard, mf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size += n
+			}
+
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := reg.Gather(); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(size), "bytes/scrape")
 		})
 	}
 }
