@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Journal makes deliveries and run snapshots durable (implemented by store.Store).
 type Journal interface {
+	// HasDelivery reports whether the delivery is stored or queued; a
+	// delivery whose commit was reported must be reported.
 	HasDelivery(source Source, id string) (bool, error)
 	// Submit queues one durable write of the delivery (may be nil) and the
 	// runs; writes are committed in submission order; the channel receives
@@ -52,6 +55,16 @@ type Engine struct {
 
 	mu       sync.Mutex
 	inflight map[deliveryKey]struct{}
+	// recent are the deliveries committed lately, oldest first in ring
+	// (a ring of at most recentMax, from position committed%recentMax),
+	// so that a delivery whose original committed while Ingest read the
+	// Journal, outside the lock, is still a duplicate.
+	recent    map[deliveryKey]struct{}
+	ring      []deliveryKey
+	recentMax int
+	// committed counts the deliveries ever added to recent; it is written
+	// under mu and read without it before the Journal is read.
+	committed atomic.Uint64
 	// carried are the updates of failed writes; their runs are written
 	// again, in their current state, with the next write, and observers
 	// hear of them once that write commits.
@@ -63,6 +76,10 @@ type Engine struct {
 	turnCond *sync.Cond
 	turn     uint64
 }
+
+// recentDeliveries is how many committed deliveries the Engine remembers:
+// far more than commit while one delivery's HasDelivery read is under way.
+const recentDeliveries = 1 << 16
 
 type deliveryKey struct {
 	source Source
@@ -83,7 +100,12 @@ func NewEngine(t *Tracker, j Journal, opts EngineOptions) *Engine {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &Engine{t: t, j: j, opts: opts, inflight: make(map[deliveryKey]struct{})}
+	e := &Engine{
+		t: t, j: j, opts: opts,
+		inflight:  make(map[deliveryKey]struct{}),
+		recent:    make(map[deliveryKey]struct{}),
+		recentMax: recentDeliveries,
+	}
 	e.turnCond = sync.NewCond(&e.turnMu)
 	return e
 }
@@ -125,18 +147,23 @@ func (e *Engine) Restore(h History) error {
 // wrap ErrUnavailable: the sender may retry.
 func (e *Engine) Ingest(ctx context.Context, d *Delivery, events []Event) (Outcome, []int64, error) {
 	key := deliveryKey{d.Source, d.ID}
-	e.mu.Lock()
-	if _, ok := e.inflight[key]; ok {
-		e.mu.Unlock()
-		return OutcomeDuplicate, nil, nil
-	}
+	// The Journal is read outside the lock, so that deliveries do not wait
+	// for each other's reads; what commits meanwhile is in e.recent.
+	seen := e.committed.Load()
 	dup, err := e.j.HasDelivery(d.Source, d.ID)
+	// From here on e.mu is held unless the delivery is a duplicate or could
+	// not be checked.
+	if err == nil && !dup {
+		e.mu.Lock()
+		dup, err = e.duplicate(key, seen)
+		if err != nil || dup {
+			e.mu.Unlock()
+		}
+	}
 	if err != nil {
-		e.mu.Unlock()
 		return "", nil, fmt.Errorf("%w: checking delivery %s: %w", ErrUnavailable, d.ID, err)
 	}
 	if dup {
-		e.mu.Unlock()
 		return OutcomeDuplicate, nil, nil
 	}
 	updates, applyErr := e.apply(events)
@@ -236,6 +263,39 @@ func (e *Engine) ActiveRuns() []*Run {
 	return e.t.Active()
 }
 
+// duplicate reports whether the delivery is being stored or was stored
+// after the Journal read that began when e.committed was seen. The caller
+// holds e.mu.
+func (e *Engine) duplicate(key deliveryKey, seen uint64) (bool, error) {
+	if _, ok := e.inflight[key]; ok {
+		return true, nil
+	}
+	if _, ok := e.recent[key]; ok {
+		return true, nil
+	}
+	if e.committed.Load()-seen <= uint64(e.recentMax) {
+		return false, nil
+	}
+	// More deliveries committed during the read than e.recent holds: the
+	// original may be among the forgotten ones.
+	return e.j.HasDelivery(key.source, key.id)
+}
+
+// remember adds a committed delivery to e.recent, forgetting the oldest
+// when it is full. The caller holds e.mu.
+func (e *Engine) remember(key deliveryKey) {
+	n := e.committed.Load()
+	if len(e.ring) < e.recentMax {
+		e.ring = append(e.ring, key)
+	} else {
+		i := n % uint64(e.recentMax)
+		delete(e.recent, e.ring[i])
+		e.ring[i] = key
+	}
+	e.recent[key] = struct{}{}
+	e.committed.Store(n + 1)
+}
+
 // apply runs the events through the Tracker; the caller holds e.mu.
 func (e *Engine) apply(events []Event) ([]Update, error) {
 	var all []Update
@@ -329,6 +389,9 @@ func (e *Engine) complete(b batch, err error) error {
 	if b.delivery != nil {
 		e.mu.Lock()
 		delete(e.inflight, *b.delivery)
+		if err == nil {
+			e.remember(*b.delivery)
+		}
 		e.mu.Unlock()
 	}
 	return err

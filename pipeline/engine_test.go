@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -405,5 +406,130 @@ func TestEngineRestore(t *testing.T) {
 	}
 	if u := <-rec.finished; u.Run.ID != 5 || u.Run.Status != StatusSuccess {
 		t.Fatalf("run %d %s", u.Run.ID, u.Run.Status)
+	}
+}
+
+// gatedJournal is a fakeJournal whose next HasDelivery, once block is set,
+// reads the stored deliveries and then waits for gate to close before
+// answering: a slow read during which others commit.
+type gatedJournal struct {
+	*fakeJournal
+	block   atomic.Bool
+	reading chan struct{}
+	gate    chan struct{}
+	reads   atomic.Int32
+}
+
+func (j *gatedJournal) HasDelivery(source Source, id string) (bool, error) {
+	j.reads.Add(1)
+	stored, err := j.fakeJournal.HasDelivery(source, id)
+	if j.block.CompareAndSwap(true, false) {
+		j.reading <- struct{}{}
+		<-j.gate
+	}
+	return stored, err
+}
+
+// TestEngineDuplicateCommittedDuringRead is a redelivery that read the
+// Journal before its original committed and takes the lock after.
+func TestEngineDuplicateCommittedDuringRead(t *testing.T) {
+	tests := []struct {
+		name      string
+		recentMax int
+		// originalFails makes the original's commit fail: the redelivery
+		// must then be applied and stored.
+		originalFails bool
+		// after are deliveries that commit after the original, before the
+		// redelivery takes the lock.
+		after   []string
+		outcome Outcome
+		writes  int
+		// reads counts HasDelivery calls: a fourth is the redelivery's
+		// second read under the lock.
+		reads int32
+	}{
+		{name: "remembered", recentMax: recentDeliveries, outcome: OutcomeDuplicate, writes: 1, reads: 2},
+		{name: "remembered among others", recentMax: 2, after: []string{"d2"}, outcome: OutcomeDuplicate, writes: 2, reads: 3},
+		{name: "forgotten is read again", recentMax: 1, after: []string{"d2"}, outcome: OutcomeDuplicate, writes: 2, reads: 4},
+		{name: "original failed", recentMax: recentDeliveries, originalFails: true, outcome: OutcomeIgnored, writes: 2, reads: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			j := &gatedJournal{fakeJournal: newFakeJournal(), reading: make(chan struct{}), gate: make(chan struct{})}
+			if tc.originalFails {
+				j.fail = []error{errors.New("disk full")}
+			}
+			rec := newRecorder()
+			clock := &fakeClock{t: fixtureCreated}
+			e := NewEngine(NewTracker([]Spec{siteSpec()}, clock.Now, nil), j, EngineOptions{
+				Observers: []func(Update){rec.observe},
+				Now:       clock.Now,
+			})
+			e.recentMax = tc.recentMax
+			ingest := func(id string) (Outcome, error) {
+				o, _, err := e.Ingest(context.Background(), supabaseDelivery(id), []Event{supabaseTrigger(id, fixtureCreated)})
+				return o, err
+			}
+
+			j.block.Store(true)
+			redelivery := make(chan Outcome, 1)
+			go func() {
+				o, err := ingest("d1")
+				if err != nil {
+					t.Errorf("redelivery: %v", err)
+				}
+				redelivery <- o
+			}()
+			<-j.reading
+			original := make(chan error, 1)
+			go func() {
+				_, err := ingest("d1")
+				original <- err
+			}()
+			select {
+			case err := <-original:
+				if (err != nil) != tc.originalFails {
+					t.Fatalf("original: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the original could not commit while the redelivery read the Journal")
+			}
+			for _, id := range tc.after {
+				if _, err := ingest(id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(j.gate)
+
+			if o := <-redelivery; o != tc.outcome {
+				t.Fatalf("redelivery = %s, want %s", o, tc.outcome)
+			}
+			if j.writeCount() != tc.writes || j.reads.Load() != tc.reads {
+				t.Errorf("%d writes and %d reads, want %d and %d", j.writeCount(), j.reads.Load(), tc.writes, tc.reads)
+			}
+			if !j.stored[deliveryKey{SourceSupabase, "d1"}] {
+				t.Error("the delivery was not stored")
+			}
+		})
+	}
+}
+
+func TestEngineRecentIsBounded(t *testing.T) {
+	j, rec := newFakeJournal(), newRecorder()
+	e := newTestEngine(&fakeClock{t: fixtureCreated}, j, rec, siteSpec())
+	e.recentMax = 3
+	for i := range 5 {
+		id := fmt.Sprintf("d%d", i)
+		if _, _, err := e.Ingest(context.Background(), supabaseDelivery(id), []Event{supabaseTrigger(id, fixtureCreated)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for k := range e.recent {
+		got = append(got, k.id)
+	}
+	slices.Sort(got)
+	if want := []string{"d2", "d3", "d4"}; !slices.Equal(got, want) || len(e.ring) != 3 || e.committed.Load() != 5 {
+		t.Fatalf("remembered %v in a ring of %d after %d commits, want %v in 3 after 5", got, len(e.ring), e.committed.Load(), want)
 	}
 }
