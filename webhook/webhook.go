@@ -349,12 +349,14 @@ func secretEqual(got, want string) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
+var errNotObject = errors.New("body is not a JSON object")
+
 // decodeObject decodes a JSON object into v, with errors that say what is
 // wrong in terms a sender can act on.
 func decodeObject(body []byte, v any) error {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return errors.New("body is not a JSON object")
+		return errNotObject
 	}
 	err := json.Unmarshal(body, v)
 	if err == nil {
