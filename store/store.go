@@ -66,6 +66,8 @@ type Store struct {
 	// connection, which is the only one that ever writes.
 	wdb *sql.DB
 	rdb *sql.DB
+	// cdb is the checkpointer's single connection.
+	cdb *sql.DB
 
 	stmts writeStmts
 
@@ -78,6 +80,16 @@ type Store struct {
 
 	stopPruner context.CancelFunc
 	prunerDone chan struct{}
+
+	// sinceCheckpoint is about how many bytes were committed since the
+	// last checkpoint started; past checkpointBytes the writer kicks the
+	// checkpointer.
+	sinceCheckpoint atomic.Int64
+	checkpointKick  chan struct{}
+	checkpointStop  chan struct{}
+	checkpointDone  chan struct{}
+	// checkpoints counts completed background checkpoints.
+	checkpoints atomic.Int64
 
 	// pending counts deliveries queued but not yet committed, so that
 	// HasDelivery answers true for a redelivery that races its original.
@@ -126,12 +138,17 @@ func open(dir string, opts Options, migs []string) (*Store, error) {
 		reqs:    make(chan *request, 4*maxBatch),
 		stopped: make(chan struct{}),
 		pending: make(map[deliveryKey]int),
+
+		checkpointKick: make(chan struct{}, 1),
+		checkpointStop: make(chan struct{}),
+		checkpointDone: make(chan struct{}),
 	}
 	if err := s.openDBs(migs); err != nil {
 		s.closeDBs(false)
 		return nil, err
 	}
 	go s.writer()
+	go s.checkpointer()
 	if opts.MaxRecords > 0 || opts.Retention > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopPruner = cancel
@@ -147,11 +164,12 @@ func (s *Store) openDBs(migs []string) error {
 	// strips the query. synchronous=FULL makes every commit fsync the WAL, so
 	// an acknowledged write survives power loss. journal_size_limit lets the
 	// WAL shrink back after a big transaction instead of counting against
-	// SizeBytes forever.
+	// SizeBytes forever. The checkpointer, not the commit, copies the WAL
+	// into the main file.
 	var err error
 	s.wdb, err = sql.Open("sqlite", s.path+"?_txlock=immediate"+
 		"&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"+
-		"&_pragma=journal_size_limit(67108864)")
+		"&_pragma=journal_size_limit(67108864)&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -177,8 +195,17 @@ func (s *Store) openDBs(migs []string) error {
 	s.rdb.SetMaxOpenConns(readConns)
 	s.rdb.SetMaxIdleConns(readConns)
 
+	// synchronous=FULL: the main file must be on disk before the WAL
+	// frames it was copied from are overwritten.
+	s.cdb, err = sql.Open("sqlite", s.path+"?_pragma=synchronous(FULL)")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.cdb.SetMaxOpenConns(1)
+	s.cdb.SetMaxIdleConns(1)
+
 	var runs, deliveries int64
-	if err := s.rdb.QueryRow(`SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM deliveries)`).Scan(&runs, &deliveries); err != nil {
+	if err := s.rdb.QueryRow(`SELECT runs, deliveries FROM counts`).Scan(&runs, &deliveries); err != nil {
 		return fmt.Errorf("store: %s: %w", s.path, err)
 	}
 	s.runs.Store(runs)
@@ -251,6 +278,8 @@ func (s *Store) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.stopped
+	close(s.checkpointStop)
+	<-s.checkpointDone
 	return s.closeDBs(true)
 }
 
@@ -258,12 +287,15 @@ func (s *Store) Close() error {
 // file that may not even be a database.
 func (s *Store) closeDBs(checkpoint bool) error {
 	var errs []error
-	if s.rdb != nil {
-		errs = append(errs, s.rdb.Close())
+	for _, db := range []*sql.DB{s.rdb, s.cdb} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
 	}
 	s.stmts.close()
 	if s.wdb != nil {
-		// The read pool is closed first so the checkpoint can empty the WAL.
+		// The other pools are closed first so the checkpoint can empty the
+		// WAL.
 		if checkpoint {
 			if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 				s.logger.Warn("Checkpoint at close failed", "path", s.path, "err", err)

@@ -100,6 +100,9 @@ func BenchmarkSubmitParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/float64(s.commits.Load()), "requests/commit")
+	if fi, err := os.Stat(s.Path() + "-wal"); err == nil {
+		b.ReportMetric(float64(fi.Size())/(1<<20), "WAL-MB")
+	}
 }
 
 func BenchmarkListRuns(b *testing.B) {

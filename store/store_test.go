@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -150,14 +152,8 @@ func TestRoundTrip(t *testing.T) {
 			w, _ := json.Marshal(run)
 			t.Fatalf("Run(%d) =\n%s\nwant\n%s", run.ID, g, w)
 		}
-		var body []byte
-		var event string
-		var received int64
-		if err := s.rdb.QueryRow(`SELECT event, received_at, body FROM deliveries WHERE source = ? AND id = ?`,
-			string(d.Source), d.ID).Scan(&event, &received, &body); err != nil {
-			t.Fatalf("reading delivery: %v", err)
-		}
-		if event != d.Event || received != d.ReceivedAt.UnixNano() || string(body) != string(d.Body) {
+		event, received, body := readDelivery(t, s, d.Source, d.ID)
+		if event != d.Event || received != d.ReceivedAt.UnixNano() || !bytes.Equal(body, d.Body) {
 			t.Errorf("delivery = %q %d %d bytes, want %q %d %d bytes", event, received, len(body), d.Event, d.ReceivedAt.UnixNano(), len(d.Body))
 		}
 		st, err := s.Stats()
@@ -176,6 +172,75 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	check(openTest(t, dir, Options{}))
+}
+
+// readDelivery reads a journaled delivery back as it was received.
+func readDelivery(t *testing.T, s *Store, source pipeline.Source, id string) (event string, received int64, body []byte) {
+	t.Helper()
+	var stored []byte
+	var encoding string
+	if err := s.rdb.QueryRow(`SELECT event, received_at, body, body_encoding FROM deliveries WHERE source = ? AND id = ?`,
+		string(source), id).Scan(&event, &received, &stored, &encoding); err != nil {
+		t.Fatalf("reading delivery: %v", err)
+	}
+	body, err := decodeBody(encoding, stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return event, received, body
+}
+
+// incompressible returns n bytes that deflate cannot shrink.
+func incompressible(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestBodyEncoding(t *testing.T) {
+	fixture, err := os.ReadFile("testdata/workflow_run.completed.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"empty", []byte{}, encodingIdentity},
+		// Deflate's framing makes a tiny body longer.
+		{"tiny", []byte("{}"), encodingIdentity},
+		{"random", incompressible(64 << 10), encodingIdentity},
+		{"webhook payload", fixture, encodingFlate},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, t.TempDir(), Options{})
+			submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: tc.name, Event: "workflow_run", ReceivedAt: t0, Body: tc.body})
+			var encoding string
+			var size int
+			if err := s.rdb.QueryRow(`SELECT body_encoding, length(body) FROM deliveries`).Scan(&encoding, &size); err != nil {
+				t.Fatal(err)
+			}
+			if encoding != tc.want {
+				t.Errorf("stored as %q, want %q", encoding, tc.want)
+			}
+			if encoding == encodingFlate && size > len(tc.body)/3 {
+				t.Errorf("stored %d bytes of a %d-byte body", size, len(tc.body))
+			}
+			if _, _, got := readDelivery(t, s, pipeline.SourceGitHub, tc.name); !bytes.Equal(got, tc.body) {
+				t.Errorf("read back %d bytes that differ from the %d received", len(got), len(tc.body))
+			}
+		})
+	}
+	if _, err := decodeBody("gzip", nil); err == nil {
+		t.Error("decodeBody accepted an unknown encoding")
+	}
+	if _, err := decodeBody(encodingFlate, []byte("not deflate")); err == nil {
+		t.Error("decodeBody accepted a damaged body")
+	}
 }
 
 func TestHasDelivery(t *testing.T) {
@@ -624,6 +689,39 @@ func TestMaxRunID(t *testing.T) {
 	if id, err := s.MaxRunID(); err != nil || id != 41 {
 		t.Errorf("MaxRunID after deleting every run and reopening = %d, %v; want 41", id, err)
 	}
+	if st, _ := s.Stats(); st.Runs != 0 {
+		t.Errorf("Stats().Runs after deleting every run = %d, want 0", st.Runs)
+	}
+}
+
+func TestCheckpointWhileRunning(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	fileSize := func() int64 {
+		fi, err := os.Stat(s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := fileSize()
+	// Incompressible bodies, so the WAL grows by what is submitted.
+	const n = 24
+	body := incompressible(256 << 10)
+	for i := range n {
+		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: fmt.Sprint(i), Event: "push", ReceivedAt: t0, Body: body})
+	}
+	// The writer never checkpoints, so only the checkpointer can move
+	// these pages into the main file.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.checkpoints.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.checkpoints.Load() == 0 {
+		t.Fatalf("no checkpoint after %d bytes were committed", n*len(body))
+	}
+	if after := fileSize(); after-before < checkpointBytes {
+		t.Errorf("main file grew from %d to %d bytes; want the checkpointed WAL (%d+ bytes) in it", before, after, checkpointBytes)
+	}
 }
 
 func userVersion(t *testing.T, s *Store) int {
@@ -655,14 +753,51 @@ func TestMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		if v := userVersion(t, s); v != 2 {
-			t.Errorf("user_version = %d, want 2", v)
+		if v := userVersion(t, s); v != len(addColumn) {
+			t.Errorf("user_version = %d, want %d", v, len(addColumn))
 		}
 		if _, err := s.rdb.Exec(`SELECT note FROM runs`); err != nil {
-			t.Errorf("migration 2 not applied: %v", err)
+			t.Errorf("migration %d not applied: %v", len(addColumn), err)
 		}
 		if _, err := s.Run(1); err != nil {
 			t.Errorf("run lost in migration: %v", err)
+		}
+	})
+	t.Run("v1 history kept", func(t *testing.T) {
+		// A file written by the first release: bodies as received, no counts.
+		dir := t.TempDir()
+		path := filepath.Join(dir, FileName)
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate(db, path, migrations[:1]); err != nil {
+			t.Fatal(err)
+		}
+		body := []byte(`{"action":"completed"}`)
+		for _, q := range []string{
+			`INSERT INTO deliveries VALUES ('github', 'old', 'workflow_run', 1, CAST('` + string(body) + `' AS BLOB))`,
+			`INSERT INTO runs (id, pipeline, status, trigger_source, created_at, data) VALUES (1, 'site', 'success', 'github', 1, '{"id":1}'), (2, 'site', 'failed', 'github', 1, '{"id":2}')`,
+		} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+
+		s := openTest(t, dir, Options{})
+		if st, _ := s.Stats(); st.Runs != 2 || st.Deliveries != 1 {
+			t.Errorf("Stats after upgrade = %+v, want 2 runs and 1 delivery", st)
+		}
+		if _, _, got := readDelivery(t, s, pipeline.SourceGitHub, "old"); !bytes.Equal(got, body) {
+			t.Errorf("old delivery body = %q, want %q", got, body)
+		}
+		// The counts go on from there: one replaced run, one new run, one
+		// new delivery.
+		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "new", Event: "workflow_run", ReceivedAt: t0, Body: body},
+			testRun(2, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0), testRun(3, "site", pipeline.StatusRunning, pipeline.SourceGitHub, t0))
+		if st, _ := s.Stats(); st.Runs != 3 || st.Deliveries != 2 {
+			t.Errorf("Stats after a write = %+v, want 3 runs and 2 deliveries", st)
 		}
 	})
 	t.Run("newer than binary", func(t *testing.T) {
@@ -684,12 +819,13 @@ func TestMigrations(t *testing.T) {
 		submit(t, s, nil, testRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0))
 		s.Close()
 		bad := append(slices.Clone(migrations), `CREATE TABLE extra (x); ALTER TABLE nosuch ADD COLUMN y`)
-		if _, err := open(dir, Options{}, bad); err == nil || !strings.Contains(err.Error(), "version 2") {
-			t.Fatalf("open with a failing migration = %v, want an error about version 2", err)
+		want := fmt.Sprintf("version %d", len(bad))
+		if _, err := open(dir, Options{}, bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("open with a failing migration = %v, want an error about %s", err, want)
 		}
 		s = openTest(t, dir, Options{})
-		if v := userVersion(t, s); v != 1 {
-			t.Errorf("user_version = %d, want 1", v)
+		if v := userVersion(t, s); v != len(migrations) {
+			t.Errorf("user_version = %d, want %d", v, len(migrations))
 		}
 		if _, err := s.rdb.Exec(`SELECT * FROM extra`); err == nil {
 			t.Error("half of the failed migration was kept")
@@ -754,7 +890,8 @@ func TestWriteFailureRecovers(t *testing.T) {
 	if _, err := s.wdb.Exec(`PRAGMA max_page_count = 1`); err != nil {
 		t.Fatal(err)
 	}
-	big := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "big", Event: "push", ReceivedAt: t0, Body: make([]byte, 256<<10)}
+	// Incompressible, so the write needs new pages whatever the encoding.
+	big := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "big", Event: "push", ReceivedAt: t0, Body: incompressible(256 << 10)}
 	err := <-s.Submit(big, []*pipeline.Run{testRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0)})
 	if !errors.Is(err, pipeline.ErrUnavailable) {
 		t.Fatalf("Submit on a full disk = %v, want ErrUnavailable", err)

@@ -27,28 +27,33 @@ const (
 const activeStatuses = `('` + string(pipeline.StatusPending) + `','` + string(pipeline.StatusRunning) + `')`
 
 type writeStmts struct {
-	updateRun, insertRun, insertDelivery *sql.Stmt
+	upsertRun, insertDelivery, counts *sql.Stmt
 }
 
 func (w *writeStmts) prepare(db *sql.DB) error {
 	var err error
-	if w.updateRun, err = db.Prepare(`UPDATE runs SET pipeline = ?, status = ?, trigger_source = ?, created_at = ?,
-		finished_at = ?, github_run_id = ?, github_run_attempt = ?, data = ? WHERE id = ?`); err != nil {
-		return err
-	}
-	if w.insertRun, err = db.Prepare(`INSERT INTO runs (pipeline, status, trigger_source, created_at,
-		finished_at, github_run_id, github_run_attempt, data, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+	// One statement whether the run is new or not: the counts table's
+	// triggers tell new rows from replaced ones.
+	if w.upsertRun, err = db.Prepare(`INSERT INTO runs (pipeline, status, trigger_source, created_at,
+		finished_at, github_run_id, github_run_attempt, data, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, status = excluded.status,
+		trigger_source = excluded.trigger_source, created_at = excluded.created_at,
+		finished_at = excluded.finished_at, github_run_id = excluded.github_run_id,
+		github_run_attempt = excluded.github_run_attempt, data = excluded.data`); err != nil {
 		return err
 	}
 	// A redelivery that raced its original is already journaled: keep the
 	// first copy rather than failing the whole batch on the primary key.
-	w.insertDelivery, err = db.Prepare(`INSERT INTO deliveries (source, id, event, received_at, body)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	if w.insertDelivery, err = db.Prepare(`INSERT INTO deliveries (source, id, event, received_at, body, body_encoding)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`); err != nil {
+		return err
+	}
+	w.counts, err = db.Prepare(`SELECT runs, deliveries FROM counts`)
 	return err
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.updateRun, w.insertRun, w.insertDelivery} {
+	for _, st := range []*sql.Stmt{w.upsertRun, w.insertDelivery, w.counts} {
 		if st != nil {
 			st.Close()
 		}
@@ -102,12 +107,18 @@ func nanos(t time.Time) int64 {
 
 type request struct {
 	delivery *pipeline.Delivery
+	// body and encoding are the delivery's body as stored.
+	body     []byte
+	encoding string
 	runs     []runRow
 	// prune asks the writer for one pruning step instead of a write;
 	// pruned reports how many rows it deleted.
 	prune  bool
 	pruned int64
-	done   chan error
+	// checkpoint asks the writer to finish a checkpoint between its
+	// transactions (see checkpointer).
+	checkpoint bool
+	done       chan error
 }
 
 // Submit queues a delivery (nil when there is none) and the runs it changed
@@ -127,6 +138,7 @@ func (s *Store) Submit(d *pipeline.Delivery, runs []*pipeline.Run) <-chan error 
 		req.runs = append(req.runs, row)
 	}
 	if d != nil {
+		req.encoding, req.body = encodeBody(d.Body)
 		s.addPending(d, 1)
 	}
 	if err := s.enqueue(req); err != nil {
@@ -185,7 +197,7 @@ func (s *Store) writer() {
 		}
 		submits = submits[:0]
 		for _, r := range batch {
-			if !r.prune {
+			if !r.prune && !r.checkpoint {
 				submits = append(submits, r)
 			}
 		}
@@ -193,42 +205,41 @@ func (s *Store) writer() {
 			s.writeSubmits(submits)
 		}
 		for _, r := range batch {
-			if r.prune {
+			switch {
+			case r.prune:
 				var err error
 				r.pruned, err = s.pruneStep()
 				r.done <- err
+			case r.checkpoint:
+				r.done <- s.checkpointOn(s.wdb)
 			}
 		}
 	}
 }
 
 func (s *Store) writeSubmits(reqs []*request) {
-	runs, deliveries, err := s.inTx(func(tx *sql.Tx) (runs, deliveries int64, err error) {
+	var written int64
+	err := s.inTx(func(tx *sql.Tx) error {
 		insDelivery := tx.Stmt(s.stmts.insertDelivery)
 		for _, r := range reqs {
 			if d := r.delivery; d != nil {
-				res, err := insDelivery.Exec(string(d.Source), d.ID, d.Event, nanos(d.ReceivedAt), d.Body)
-				if err != nil {
-					return 0, 0, err
+				if _, err := insDelivery.Exec(string(d.Source), d.ID, d.Event, nanos(d.ReceivedAt), r.body, r.encoding); err != nil {
+					return err
 				}
-				n, err := res.RowsAffected()
-				if err != nil {
-					return 0, 0, err
-				}
-				deliveries += n
+				written += int64(len(r.body))
 			}
-			n, err := s.upsertRuns(tx, r.runs)
-			if err != nil {
-				return 0, 0, err
+			if err := s.upsertRuns(tx, r.runs); err != nil {
+				return err
 			}
-			runs += n
+			for _, row := range r.runs {
+				written += int64(len(row.data))
+			}
 		}
-		return runs, deliveries, nil
+		return nil
 	})
 	if err == nil {
 		s.commits.Add(1)
-		s.runs.Add(runs)
-		s.deliveries.Add(deliveries)
+		s.wrote(written)
 	} else {
 		s.logger.Error("Writing to the store failed", "path", s.path, "requests", len(reqs), "err", err)
 		err = fmt.Errorf("%w: %v", pipeline.ErrUnavailable, err)
@@ -245,9 +256,11 @@ func (s *Store) writeSubmits(reqs []*request) {
 	}
 }
 
-// inTx runs fn in a write transaction and keeps Healthy up to date: a failed
-// write marks the store unhealthy, the next successful commit clears it.
-func (s *Store) inTx(fn func(*sql.Tx) (int64, int64, error)) (a, b int64, err error) {
+// inTx runs fn in a write transaction, reads the row counts the
+// transaction leaves and publishes them once it commits, and keeps Healthy
+// up to date: a failed write marks the store unhealthy, the next successful
+// commit clears it.
+func (s *Store) inTx(fn func(*sql.Tx) error) (err error) {
 	defer func() {
 		if err != nil {
 			s.errors.Add(1)
@@ -256,45 +269,37 @@ func (s *Store) inTx(fn func(*sql.Tx) (int64, int64, error)) (a, b int64, err er
 	}()
 	tx, err := s.wdb.Begin()
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	a, b, err = fn(tx)
+	var runs, deliveries int64
+	err = fn(tx)
+	if err == nil {
+		err = tx.Stmt(s.stmts.counts).QueryRow().Scan(&runs, &deliveries)
+	}
 	if err != nil {
 		tx.Rollback()
-		return 0, 0, err
+		return err
 	}
-	return a, b, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.runs.Store(runs)
+	s.deliveries.Store(deliveries)
+	return nil
 }
 
-// upsertRuns replaces each run's row and returns how many rows are new. It
-// tries UPDATE first (most writes change a known run) and INSERTs only when
-// nothing was updated, which tells the writer exactly when the run count
-// grows without a COUNT.
-func (s *Store) upsertRuns(tx *sql.Tx, rows []runRow) (int64, error) {
+// upsertRuns inserts or replaces each run's row.
+func (s *Store) upsertRuns(tx *sql.Tx, rows []runRow) error {
 	if len(rows) == 0 {
-		return 0, nil
+		return nil
 	}
-	upd, ins := tx.Stmt(s.stmts.updateRun), tx.Stmt(s.stmts.insertRun)
-	var added int64
+	st := tx.Stmt(s.stmts.upsertRun)
 	for _, r := range rows {
-		args := []any{r.pipeline, r.status, r.trigger, r.createdAt, r.finishedAt, r.githubRunID, r.githubAttempt, r.data, r.id}
-		res, err := upd.Exec(args...)
-		if err != nil {
-			return 0, err
+		if _, err := st.Exec(r.pipeline, r.status, r.trigger, r.createdAt, r.finishedAt, r.githubRunID, r.githubAttempt, r.data, r.id); err != nil {
+			return err
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
-		}
-		if n > 0 {
-			continue
-		}
-		if _, err := ins.Exec(args...); err != nil {
-			return 0, err
-		}
-		added++
 	}
-	return added, nil
+	return nil
 }
 
 // pruneStep deletes at most pruneBatch rows of each kind: finished runs past
@@ -307,37 +312,37 @@ func (s *Store) upsertRuns(tx *sql.Tx, rows []runRow) (int64, error) {
 // too: nothing legitimately runs for the whole retention period, and a run
 // of a pipeline removed from the config would otherwise stay forever.
 func (s *Store) pruneStep() (int64, error) {
-	runs, deliveries, err := s.inTx(func(tx *sql.Tx) (runs, deliveries int64, err error) {
+	var deleted int64
+	err := s.inTx(func(tx *sql.Tx) error {
 		if excess := s.runs.Load() - int64(s.opts.MaxRecords); s.opts.MaxRecords > 0 && excess > 0 {
 			n, err := execCount(tx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
 				WHERE status NOT IN `+activeStatuses+` ORDER BY id LIMIT ?)`, min(excess, pruneBatch))
 			if err != nil {
-				return 0, 0, err
+				return err
 			}
-			runs += n
+			deleted += n
 		}
 		if s.opts.Retention > 0 {
 			cutoff := s.opts.Now().Add(-s.opts.Retention).UnixNano()
 			n, err := execCount(tx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
 				WHERE created_at < ? LIMIT ?)`, cutoff, pruneBatch)
 			if err != nil {
-				return 0, 0, err
+				return err
 			}
-			runs += n
-			if deliveries, err = execCount(tx, `DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
+			deleted += n
+			if n, err = execCount(tx, `DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
 				WHERE received_at < ? LIMIT ?)`, cutoff, pruneBatch); err != nil {
-				return 0, 0, err
+				return err
 			}
+			deleted += n
 		}
-		return runs, deliveries, nil
+		return nil
 	})
 	if err != nil {
 		s.logger.Error("Pruning the store failed", "path", s.path, "err", err)
 		return 0, fmt.Errorf("%w: %v", pipeline.ErrUnavailable, err)
 	}
-	s.runs.Add(-runs)
-	s.deliveries.Add(-deliveries)
-	return runs + deliveries, nil
+	return deleted, nil
 }
 
 func execCount(tx *sql.Tx, query string, args ...any) (int64, error) {
@@ -393,20 +398,18 @@ func (s *Store) BulkLoad(runs []*pipeline.Run) error {
 		chunk := runs[:min(len(runs), bulkBatch)]
 		runs = runs[len(chunk):]
 		rows := make([]runRow, len(chunk))
+		var written int64
 		for i, r := range chunk {
 			var err error
 			if rows[i], err = encodeRun(r); err != nil {
 				return err
 			}
+			written += int64(len(rows[i].data))
 		}
-		added, _, err := s.inTx(func(tx *sql.Tx) (int64, int64, error) {
-			n, err := s.upsertRuns(tx, rows)
-			return n, 0, err
-		})
-		if err != nil {
+		if err := s.inTx(func(tx *sql.Tx) error { return s.upsertRuns(tx, rows) }); err != nil {
 			return fmt.Errorf("store: bulk load: %w", err)
 		}
-		s.runs.Add(added)
+		s.wrote(written)
 	}
 	return nil
 }
