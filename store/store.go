@@ -29,6 +29,11 @@ import (
 // FileName is the name of the database file inside the storage directory.
 const FileName = "pipeline_exporter.db"
 
+// fullCheckBytes is the largest file Open checks page by page before it
+// returns. quick_check reads the whole file, which takes seconds at a
+// million runs; a bigger file is checked in the background instead.
+const fullCheckBytes = 64 << 20
+
 // readConns bounds the read pool: the API, the collector and status pages
 // read concurrently, and WAL lets each of them see a consistent snapshot.
 const readConns = 4
@@ -105,8 +110,16 @@ type Store struct {
 	// pipeline_exporter_store_errors_total.
 	errors atomic.Int64
 
+	// stopCheck and checkDone belong to the background integrity check;
+	// checkDone is nil when Open checked the whole file itself.
+	stopCheck context.CancelFunc
+	checkDone chan struct{}
+
 	healthMu sync.Mutex
 	writeErr error
+	// damage is what the background integrity check found; unlike a write
+	// error, no commit clears it.
+	damage error
 }
 
 type deliveryKey struct {
@@ -116,11 +129,17 @@ type deliveryKey struct {
 
 // Open opens (creating if needed) the database in dir, checks its integrity,
 // brings its schema up to date and starts the writer and the pruner.
+//
+// A file that is not SQLite, or whose header or schema is damaged, is
+// refused. Damage deeper in a file bigger than 64 MiB is found by a check
+// that runs in the background after Open returns; Healthy reports it.
 func Open(dir string, opts Options) (*Store, error) {
-	return open(dir, opts, migrations)
+	return open(dir, opts, migrations, fullCheckBytes)
 }
 
-func open(dir string, opts Options, migs []string) (*Store, error) {
+// open is Open with the migrations and the full-check limit as parameters,
+// so tests can add schema versions and force the background check.
+func open(dir string, opts Options, migs []string, fullCheckMax int64) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -143,12 +162,24 @@ func open(dir string, opts Options, migs []string) (*Store, error) {
 		checkpointStop: make(chan struct{}),
 		checkpointDone: make(chan struct{}),
 	}
-	if err := s.openDBs(migs); err != nil {
+	// Before the first connection: a new file has size 0.
+	var size int64
+	if fi, err := os.Stat(path); err == nil {
+		size = fi.Size()
+	}
+	fullCheck := size <= fullCheckMax
+	if err := s.openDBs(migs, fullCheck); err != nil {
 		s.closeDBs(false)
 		return nil, err
 	}
 	go s.writer()
 	go s.checkpointer()
+	if !fullCheck {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopCheck = cancel
+		s.checkDone = make(chan struct{})
+		go s.backgroundCheck(ctx)
+	}
 	if opts.MaxRecords > 0 || opts.Retention > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopPruner = cancel
@@ -159,7 +190,7 @@ func open(dir string, opts Options, migs []string) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) openDBs(migs []string) error {
+func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	// A non-file: DSN keeps the path literal (no URI escaping); the driver
 	// strips the query. synchronous=FULL makes every commit fsync the WAL, so
 	// an acknowledged write survives power loss. journal_size_limit lets the
@@ -178,8 +209,19 @@ func (s *Store) openDBs(migs []string) error {
 	s.wdb.SetConnMaxLifetime(0)
 	s.wdb.SetConnMaxIdleTime(0)
 
-	if err := s.checkIntegrity(); err != nil {
-		return err
+	// Reading the schema reads the header and the schema's pages: enough to
+	// refuse a file that is not a database before a migration touches it.
+	var tables int
+	if err := s.wdb.QueryRow(`SELECT COUNT(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		if isCorrupt(err) {
+			return s.corrupt(err.Error())
+		}
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
+	if fullCheck {
+		if err := s.quickCheck(context.Background(), s.wdb); err != nil {
+			return err
+		}
 	}
 	if err := migrate(s.wdb, s.path, migs); err != nil {
 		return err
@@ -213,10 +255,10 @@ func (s *Store) openDBs(migs []string) error {
 	return nil
 }
 
-// checkIntegrity refuses a file that is not SQLite or is damaged, before any
-// migration touches it, so the operator can restore a backup instead.
-func (s *Store) checkIntegrity() error {
-	rows, err := s.wdb.Query(`PRAGMA quick_check`)
+// quickCheck reads every page of the file and returns an error naming it
+// as corrupt when any is damaged, so the operator can restore a backup.
+func (s *Store) quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `PRAGMA quick_check`)
 	if err != nil {
 		if isCorrupt(err) {
 			return s.corrupt(err.Error())
@@ -246,8 +288,39 @@ func (s *Store) checkIntegrity() error {
 	return nil
 }
 
+// backgroundCheck runs quickCheck on a connection of its own while the
+// store serves, and marks the store unhealthy for good if the file is
+// damaged: the history cannot be trusted until a backup is restored.
+func (s *Store) backgroundCheck(ctx context.Context) {
+	defer close(s.checkDone)
+	db, err := sql.Open("sqlite", s.path+"?_pragma=query_only(1)")
+	if err != nil {
+		s.logger.Error("Checking the store failed", "path", s.path, "err", err)
+		return
+	}
+	defer db.Close()
+	start := time.Now()
+	err = s.quickCheck(ctx, db)
+	switch {
+	case ctx.Err() != nil:
+		// Closed before the check finished.
+	case errors.Is(err, errCorrupt):
+		s.logger.Error("Store is corrupt", "path", s.path, "err", err)
+		s.healthMu.Lock()
+		s.damage = err
+		s.healthMu.Unlock()
+	case err != nil:
+		s.logger.Error("Checking the store failed", "path", s.path, "err", err)
+	default:
+		s.logger.Info("Checked the store", "path", s.path, "duration", time.Since(start))
+	}
+}
+
+// errCorrupt is wrapped by the errors of corrupt.
+var errCorrupt = errors.New("corrupt")
+
 func (s *Store) corrupt(detail string) error {
-	return fmt.Errorf("store: %s is corrupt: %s; restore a backup or move the file away", s.path, detail)
+	return fmt.Errorf("store: %s is %w: %s; restore a backup or move the file away", s.path, errCorrupt, detail)
 }
 
 func isCorrupt(err error) bool {
@@ -277,6 +350,10 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.reqs)
 	s.mu.Unlock()
+	if s.stopCheck != nil {
+		s.stopCheck()
+		<-s.checkDone
+	}
 	<-s.stopped
 	close(s.checkpointStop)
 	<-s.checkpointDone
@@ -329,11 +406,16 @@ func (s *Store) Stats() (Stats, error) {
 	return st, nil
 }
 
-// Healthy returns nil, or the last write error while the store cannot write.
-// The next successful commit clears it.
+// Healthy returns nil, or why the store cannot be trusted: damage the
+// background integrity check found (until a restart with a restored file),
+// or the last write error while the store cannot write (until the next
+// successful commit).
 func (s *Store) Healthy() error {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
+	if s.damage != nil {
+		return s.damage
+	}
 	return s.writeErr
 }
 

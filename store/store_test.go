@@ -748,7 +748,7 @@ func TestMigrations(t *testing.T) {
 		s := openTest(t, dir, Options{})
 		submit(t, s, nil, testRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0))
 		s.Close()
-		s, err := open(dir, Options{}, addColumn)
+		s, err := open(dir, Options{}, addColumn, fullCheckBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -802,7 +802,7 @@ func TestMigrations(t *testing.T) {
 	})
 	t.Run("newer than binary", func(t *testing.T) {
 		dir := t.TempDir()
-		s, err := open(dir, Options{}, addColumn)
+		s, err := open(dir, Options{}, addColumn, fullCheckBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -820,7 +820,7 @@ func TestMigrations(t *testing.T) {
 		s.Close()
 		bad := append(slices.Clone(migrations), `CREATE TABLE extra (x); ALTER TABLE nosuch ADD COLUMN y`)
 		want := fmt.Sprintf("version %d", len(bad))
-		if _, err := open(dir, Options{}, bad); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := open(dir, Options{}, bad, fullCheckBytes); err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("open with a failing migration = %v, want an error about %s", err, want)
 		}
 		s = openTest(t, dir, Options{})
@@ -834,47 +834,77 @@ func TestMigrations(t *testing.T) {
 }
 
 func TestCorruptFileRefused(t *testing.T) {
+	notSQLite := func(t *testing.T, path string) {
+		if err := os.WriteFile(path, []byte(strings.Repeat("this is not a database\n", 300)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seeded := func(t *testing.T, path string) {
+		s, err := Open(filepath.Dir(path), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BulkLoad(seedRuns(200)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	damagedPages := func(t *testing.T, path string) {
+		seeded(t, path)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fi, _ := f.Stat()
+		// Leave the header page alone so only the integrity check can tell.
+		if _, err := f.WriteAt([]byte(strings.Repeat("\xff\x00\x13", 4096)), fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name   string
 		damage func(t *testing.T, path string)
+		// fullCheckMax 0 makes the file too big for a full check at Open.
+		fullCheckMax int64
+		// refused: Open fails; damaged: the background check finds it.
+		refused, damaged bool
 	}{
-		{"not sqlite", func(t *testing.T, path string) {
-			if err := os.WriteFile(path, []byte(strings.Repeat("this is not a database\n", 300)), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"damaged pages", func(t *testing.T, path string) {
-			s, err := Open(filepath.Dir(path), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.BulkLoad(seedRuns(200)); err != nil {
-				t.Fatal(err)
-			}
-			s.Close()
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			fi, _ := f.Stat()
-			// Leave the header page alone so only the integrity check can tell.
-			if _, err := f.WriteAt([]byte(strings.Repeat("\xff\x00\x13", 4096)), fi.Size()/2); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"not sqlite", notSQLite, fullCheckBytes, true, false},
+		{"not sqlite, big", notSQLite, 0, true, false},
+		{"damaged pages", damagedPages, fullCheckBytes, true, false},
+		{"damaged pages, big", damagedPages, 0, false, true},
+		{"intact, big", seeded, 0, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, FileName)
 			tc.damage(t, path)
-			s, err := Open(dir, Options{})
-			if err == nil {
-				s.Close()
-				t.Fatal("Open accepted a corrupt file")
+			s, err := open(dir, Options{}, migrations, tc.fullCheckMax)
+			if tc.refused {
+				if err == nil {
+					s.Close()
+					t.Fatal("Open accepted a corrupt file")
+				}
+				if !strings.Contains(err.Error(), path+" is corrupt") {
+					t.Errorf("error %q does not name %s as corrupt", err, path)
+				}
+				return
 			}
-			if !strings.Contains(err.Error(), path+" is corrupt") {
-				t.Errorf("error %q does not name %s as corrupt", err, path)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer s.Close()
+			<-s.checkDone
+			err = s.Healthy()
+			if !tc.damaged {
+				if err != nil {
+					t.Errorf("Healthy() = %v after checking an intact file", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), path+" is corrupt") || !strings.Contains(err.Error(), "restore a backup") {
+				t.Errorf("Healthy() = %v, want the damage, naming %s and a backup", err, path)
 			}
 		})
 	}
