@@ -168,7 +168,10 @@ func diffOracle(body []byte) string {
 func FuzzDecodeWorkflowRunDiff(f *testing.F) {
 	seedFiles(f, "github/*/*.json", func(_ string, body []byte) { f.Add(body) })
 	for _, c := range edgeCases(f) {
-		f.Add(c.body)
+		// The nesting cases would slow every mutation for little gain.
+		if len(c.body) < 16<<10 {
+			f.Add(c.body)
+		}
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if d := diffOracle(body); d != "" {
@@ -337,7 +340,7 @@ func edgeCases(t testing.TB) []edgeCase {
 		{name: "nesting at the limit", body: edit(nodeID, `"node_id": `+deep(9998)+`,`), want: func(*pipeline.WorkflowJobEvent) {}},
 		{name: "nesting past the limit", body: edit(nodeID, `"node_id": `+deep(9999)+`,`),
 			err: fmt.Sprintf("malformed JSON at byte %d: invalid character '[' exceeded max depth", at(nodeID)+11+9999)},
-		{name: "depth bomb", body: edit(nodeID, `"node_id": `+strings.Repeat(`{"a":`, 1<<20)),
+		{name: "depth bomb", body: edit(nodeID, `"node_id": `+strings.Repeat(`{"a":`, 20000)),
 			err: fmt.Sprintf("malformed JSON at byte %d: invalid character '{' exceeded max depth", at(nodeID)+11+9998*5+1)},
 	}
 }
