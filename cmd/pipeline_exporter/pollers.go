@@ -16,11 +16,11 @@ import (
 // pollers runs the GitHub and Cloudflare Pages pollers the current config
 // asks for, and restarts them when a reload changes it.
 type pollers struct {
-	parent  context.Context
-	sink    poller.Sink
-	reg     prometheus.Registerer
-	logger  *slog.Logger
-	client  *http.Client
+	parent context.Context
+	sink   poller.Sink
+	reg    prometheus.Registerer
+	logger *slog.Logger
+	client *http.Client
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -31,11 +31,11 @@ type pollers struct {
 
 func newPollers(ctx context.Context, sink poller.Sink, reg prometheus.Registerer, logger *slog.Logger) *pollers {
 	return &pollers{
-		parent:  ctx,
-		sink:    sink,
-		reg:     reg,
-		logger:  logger,
-		client:  &http.Client{Timeout: 30 * time.Second},
+		parent: ctx,
+		sink:   sink,
+		reg:    reg,
+		logger: logger,
+		client: &http.Client{Timeout: 30 * time.Second},
 	}
 }
 
