@@ -55,10 +55,11 @@ type Engine struct {
 
 	mu       sync.Mutex
 	inflight map[deliveryKey]struct{}
-	// recent are the deliveries committed lately, oldest first in ring
-	// (a ring of at most recentMax, from position committed%recentMax),
-	// so that a delivery whose original committed while Ingest read the
-	// Journal, outside the lock, is still a duplicate.
+	// recent are the last recentMax deliveries committed, so that a
+	// delivery whose original committed while Ingest read the Journal,
+	// outside the lock, is still a duplicate. ring holds them in commit
+	// order; once it is full, the oldest is at committed % recentMax.
+	// recentMax is recentDeliveries except in tests.
 	recent    map[deliveryKey]struct{}
 	ring      []deliveryKey
 	recentMax int
@@ -78,8 +79,11 @@ type Engine struct {
 }
 
 // recentDeliveries is how many committed deliveries the Engine remembers:
-// far more than commit while one delivery's HasDelivery read is under way.
-const recentDeliveries = 1 << 16
+// far more than commit during one HasDelivery read, which takes tens of
+// microseconds, and about half a megabyte of keys. Past it Ingest reads the
+// Journal again, under the lock, so the bound costs time, never a
+// duplicate.
+const recentDeliveries = 1 << 12
 
 type deliveryKey struct {
 	source Source
