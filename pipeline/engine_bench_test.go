@@ -45,6 +45,8 @@ func BenchmarkEngineIngestJournalCost(b *testing.B) {
 	tr, job := benchTracker(b)
 	e := NewEngine(tr, costlyJournal{}, EngineOptions{Observers: []func(Update){func(Update) {}}})
 	var seq atomic.Int64
+	// 16 clients at -cpu 2, as the webhook load test sends.
+	b.SetParallelism(8)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
