@@ -1,8 +1,10 @@
 package webhook
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"time"
 	"unicode"
@@ -243,37 +245,53 @@ func (s *jsonScanner) value(i int) int {
 	return s.fail(i, "looking for beginning of value")
 }
 
-// stringByte classifies the bytes of a string: 0 needs no attention, 1 ends
-// the fast loop ('"', '\\' and the control characters JSON forbids), 2 is
-// the start or continuation of a multi-byte UTF-8 sequence.
-var stringByte = func() (t [256]uint8) {
-	for c := range 0x20 {
-		t[c] = 1
+// plain marks the bytes a string may hold without attention: not '"' or
+// '\\', not a control character JSON forbids, and ASCII.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = true
 	}
-	t['"'], t['\\'] = 1, 1
-	for c := 0x80; c < 0x100; c++ {
-		t[c] = 2
-	}
+	t['"'], t['\\'] = false, false
 	return t
 }()
 
+// special returns, in the high bit of each byte, which bytes of the eight in
+// x (little-endian) are not plain. Only the lowest marked byte is certain:
+// the subtractions' borrows can mark bytes above it too.
+func special(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ ones*'"'
+	backslash := x ^ ones*'\\'
+	return (x-ones*0x20)&^x | (quote-ones)&^quote | (backslash-ones)&^backslash | x&highs
+}
+
 // str skips the string whose '"' is at data[i] and sets s.escaped and
-// s.nonASCII.
+// s.nonASCII. Most of a payload is strings, so it looks at eight bytes at a
+// time until one needs attention.
 func (s *jsonScanner) str(i int) int {
 	s.escaped, s.nonASCII = false, false
 	data := s.data
-	for i++; i < len(data); i++ {
-		switch stringByte[data[i]] {
-		case 0:
-			continue
-		case 2:
-			s.nonASCII = true
-			continue
+	i++
+	for {
+		for i+8 <= len(data) {
+			if m := special(binary.LittleEndian.Uint64(data[i:])) & 0x8080808080808080; m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
 		}
-		switch c := data[i]; c {
-		case '"':
+		for i < len(data) && plain[data[i]] {
+			i++
+		}
+		if i == len(data) {
+			return s.failEOF()
+		}
+		switch c := data[i]; {
+		case c == '"':
 			return i + 1
-		case '\\':
+		case c >= utf8.RuneSelf:
+			s.nonASCII = true
+		case c == '\\':
 			s.escaped = true
 			if i++; i == len(data) {
 				return s.fail(i, "in string escape code")
@@ -292,8 +310,8 @@ func (s *jsonScanner) str(i int) int {
 		default:
 			return s.fail(i, "in string literal")
 		}
+		i++
 	}
-	return s.failEOF()
 }
 
 func isHex(c byte) bool {
