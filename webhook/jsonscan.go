@@ -29,6 +29,8 @@ import (
 // struct, and an int field rejects 1e3 and 1.0. Errors keep encoding/json's
 // precedence: any syntax error, else the first error from a time field
 // (which stopped encoding/json's decoding), else the first type mismatch.
+// The one deliberate difference: a mismatch where an object belongs says
+// "object" where encoding/json named the Go struct type.
 
 // maxDepth is encoding/json's nesting limit, so that a body nested deeper
 // is rejected as it was rather than recursed into.
@@ -48,30 +50,23 @@ type object struct {
 	// to a struct: null makes the pointer nil again, so the fields read so
 	// far are cleared and present is false.
 	nullable bool
-	// present is whether the member was an object (or, for a mismatched
-	// type, anything but null).
+	// present is whether the member was an object, and not null since.
 	present bool
 	fields  []field
 }
-
-// syntaxError reads exactly like encoding/json's SyntaxError, which cannot
-// be constructed outside that package.
-type syntaxError struct {
-	msg    string
-	offset int
-}
-
-func (e *syntaxError) Error() string { return e.msg }
 
 // jsonScanner holds the state of one extractFields call.
 type jsonScanner struct {
 	data  []byte
 	depth int
-	// syntax stops the scan; fatal and typeErr only stop recording: the
-	// rest of the body must still be checked for syntax errors, which win.
-	syntax  *syntaxError
-	fatal   error
-	typeErr error
+	// syntax is the first syntax error in the words of encoding/json's
+	// scanner, and syntaxAt its json.SyntaxError.Offset. It stops the scan;
+	// fatal and typeErr only stop recording, as the rest of the body must
+	// still be checked for syntax errors, which win.
+	syntax   string
+	syntaxAt int
+	fatal    error
+	typeErr  error
 	// escaped and nonASCII describe the last string scanned, so that
 	// unquoting can take the short way.
 	escaped, nonASCII bool
@@ -92,8 +87,8 @@ func extractFields(body []byte, fields []field) error {
 		}
 	}
 	switch {
-	case s.syntax != nil:
-		return fmt.Errorf("malformed JSON at byte %d: %v", s.syntax.offset, s.syntax)
+	case s.syntax != "":
+		return fmt.Errorf("malformed JSON at byte %d: %s", s.syntaxAt, s.syntax)
 	case s.fatal != nil:
 		return fmt.Errorf("malformed JSON: %v", s.fatal)
 	}
@@ -108,13 +103,13 @@ func (s *jsonScanner) fail(i int, context string) int {
 	if i < len(s.data) {
 		c, off = s.data[i], i+1
 	}
-	s.syntax = &syntaxError{"invalid character " + quoteChar(c) + " " + context, off}
+	s.syntax, s.syntaxAt = "invalid character "+quoteChar(c)+" "+context, off
 	return -1
 }
 
 // failEOF records that the input ended inside a value.
 func (s *jsonScanner) failEOF() int {
-	s.syntax = &syntaxError{"unexpected end of JSON input", len(s.data)}
+	s.syntax, s.syntaxAt = "unexpected end of JSON input", len(s.data)
 	return -1
 }
 
