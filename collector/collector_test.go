@@ -354,11 +354,11 @@ func TestStageNamesAreBounded(t *testing.T) {
 	tests := []struct {
 		stage      string
 		wantStatus int // pipeline_last_stage_status series
-		wantRuns   int // pipeline_stage_runs_total series
+		wantRuns   int // pipeline_stage_runs_total series, one per terminal status
 	}{
 		{stage: "job-0", wantStatus: 0, wantRuns: 0},
-		{stage: "job-1", wantStatus: len(pipeline.StageStatuses), wantRuns: 1},
-		{stage: fmt.Sprintf("job-%d", maxStagesPerPipeline), wantStatus: len(pipeline.StageStatuses), wantRuns: 1},
+		{stage: "job-1", wantStatus: len(pipeline.StageStatuses), wantRuns: 5},
+		{stage: fmt.Sprintf("job-%d", maxStagesPerPipeline), wantStatus: len(pipeline.StageStatuses), wantRuns: 5},
 	}
 	for _, tc := range tests {
 		label := fmt.Sprintf("stage=%q", tc.stage)
@@ -408,11 +408,14 @@ func TestPipelinesFollowTheConfiguration(t *testing.T) {
 		site     int // series with pipeline="site"
 		contains []string
 	}{
-		// site: 3 sources x 4 statuses, 2 for the stage, 1 histogram, in progress, threshold.
-		{name: "unconfigured dropped", got: before, docs: 0, site: 12 + 2 + 1 + 2},
-		{name: "added by reload", got: added, docs: 4 + 2 + 1 + 1, site: 17, contains: []string{failedDocs, failedSite}},
-		{name: "removed by reload", got: removed, docs: 4 + 2 + 1 + 1 + 4 + 1 + 1 + 7 + 1, site: 0},
-		{name: "updates after removal dropped", got: afterDrop, docs: 22, site: 0},
+		// site: runs_total for 3 sources x 4 statuses, run_duration for 4
+		// statuses, stage_runs for 5 statuses and stage_duration for the
+		// stage, in progress, threshold.
+		{name: "unconfigured dropped", got: before, docs: 0, site: 12 + 4 + 5 + 1 + 2},
+		{name: "added by reload", got: added, docs: 4 + 4 + 5 + 1 + 1, site: 24, contains: []string{failedDocs, failedSite}},
+		// docs' last run adds its 4 + 1 + 1 run gauges and 7 + 1 stage gauges.
+		{name: "removed by reload", got: removed, docs: 15 + 4 + 1 + 1 + 7 + 1, site: 0},
+		{name: "updates after removal dropped", got: afterDrop, docs: 29, site: 0},
 	}
 	for _, tc := range tests {
 		if n := countMatching(tc.got, `pipeline="docs"`); n != tc.docs {
