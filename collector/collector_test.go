@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
@@ -429,5 +430,201 @@ func TestPipelinesFollowTheConfiguration(t *testing.T) {
 				t.Errorf("%s: no series %s", tc.name, s)
 			}
 		}
+	}
+}
+
+// samples gathers c and returns the value of every series by
+// name{labels}: a counter's or gauge's value, a histogram's sample count.
+func samples(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	return out
+}
+
+func TestSeriesExistBeforeTheirFirstObservation(t *testing.T) {
+	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
+	build := stage("build", pipeline.StatusSuccess, t0, t0.Add(time.Minute))
+	build.JobID = 7
+	// After a restart the collector knows the last run only from the
+	// snapshot: nothing has been observed yet.
+	last := finishedRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0,
+		stage(pipeline.StageTrigger, pipeline.StatusSuccess, t0, t0),
+		stage(pipeline.StageDispatch, pipeline.StatusSuccess, t0, t0.Add(time.Second)),
+		build)
+	src := &fakeSource{}
+	src.set(pipeline.PipelineState{Spec: siteSpec, LastFinished: last, LastSuccess: last})
+	c := New(src, fakeStats{})
+	restarted := samples(t, c)
+
+	// Then a run finishes a job the last run did not have.
+	deploy := stage("deploy", pipeline.StatusFailed, t0, t0.Add(time.Minute))
+	deploy.JobID = 8
+	next := &pipeline.Run{ID: 2, Pipeline: "site", Status: pipeline.StatusRunning, Stages: []pipeline.Stage{deploy}}
+	c.Observe(pipeline.Update{Run: next, StagesFinished: next.Stages})
+	observed := samples(t, c)
+
+	tests := []struct {
+		name   string
+		got    map[string]float64
+		series string
+		want   float64 // -1: absent
+	}{
+		{"run duration by terminal status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="timed_out"}`, 0},
+		{"run duration by terminal status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="failed"}`, 0},
+		{"no run duration for a running status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="running"}`, -1},
+		{"stage counter of the last run's stage", restarted, `pipeline_stage_runs_total{pipeline="site",stage="dispatch",status="timed_out"}`, 0},
+		{"stage counter of the last run's stage", restarted, `pipeline_stage_runs_total{pipeline="site",stage="build",status="failed"}`, 0},
+		{"no stage counter for a running status", restarted, `pipeline_stage_runs_total{pipeline="site",stage="build",status="running"}`, -1},
+		{"stage duration of the last run's stage", restarted, `pipeline_stage_duration_seconds{pipeline="site",stage="trigger"}`, 0},
+		{"queue time of the last run's job", restarted, `pipeline_stage_queued_seconds{pipeline="site",stage="build"}`, 0},
+		{"no queue time for a stage that is not a job", restarted, `pipeline_stage_queued_seconds{pipeline="site",stage="dispatch"}`, -1},
+		{"stage not seen yet", restarted, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`, -1},
+		{"observed stage counts", observed, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`, 1},
+		{"observed stage's other statuses at zero", observed, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="success"}`, 0},
+		{"observed job's queue time", observed, `pipeline_stage_queued_seconds{pipeline="site",stage="deploy"}`, 1},
+		{"observed stage listed for the last run", observed, `pipeline_last_stage_status{pipeline="site",stage="deploy",status="failed"}`, 0},
+	}
+	for _, tc := range tests {
+		got, ok := tc.got[tc.series]
+		switch {
+		case tc.want < 0 && ok:
+			t.Errorf("%s: %s = %g, want absent", tc.name, tc.series, got)
+		case tc.want >= 0 && !ok:
+			t.Errorf("%s: %s absent, want %g", tc.name, tc.series, tc.want)
+		case ok && got != tc.want:
+			t.Errorf("%s: %s = %g, want %g", tc.name, tc.series, got, tc.want)
+		}
+	}
+}
+
+// TestGaugesFollowTheSnapshot scrapes one collector after each change of
+// the snapshot, so that a gauge kept from an earlier scrape shows.
+func TestGaugesFollowTheSnapshot(t *testing.T) {
+	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
+	failed := finishedRun(1, "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0,
+		stage("build", pipeline.StatusFailed, t0, t0.Add(time.Minute)))
+	// The tracker keeps a finished run for late events: the same run,
+	// changed under its ID.
+	late := failed.Clone()
+	late.Stages[0] = stage("build", pipeline.StatusCancelled, t0, t0.Add(2*time.Minute))
+	late.FinishedAt = late.Stages[0].FinishedAt
+	late.DurationSeconds = 120
+	succeeded := finishedRun(2, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0.Add(time.Hour),
+		stage("build", pipeline.StatusSuccess, t0.Add(time.Hour), t0.Add(time.Hour+time.Minute)))
+	noThreshold := siteSpec
+	noThreshold.SlowThreshold = 0
+
+	const (
+		inProgress  = `pipeline_runs_in_progress{pipeline="site"}`
+		threshold   = `pipeline_slow_threshold_seconds{pipeline="site"}`
+		lastSuccess = `pipeline_last_success_timestamp_seconds{pipeline="site"}`
+		runFailed   = `pipeline_last_run_status{pipeline="site",status="failed"}`
+		runSuccess  = `pipeline_last_run_status{pipeline="site",status="success"}`
+		runDuration = `pipeline_last_run_duration_seconds{pipeline="site"}`
+		buildFailed = `pipeline_last_stage_status{pipeline="site",stage="build",status="failed"}`
+		buildCancel = `pipeline_last_stage_status{pipeline="site",stage="build",status="cancelled"}`
+		buildTime   = `pipeline_last_stage_duration_seconds{pipeline="site",stage="build"}`
+		lintFailed  = `pipeline_last_stage_status{pipeline="site",stage="lint",status="failed"}`
+	)
+	src := &fakeSource{}
+	c := New(src, fakeStats{})
+	steps := []struct {
+		name    string
+		state   pipeline.PipelineState
+		observe *pipeline.Stage // a stage finished by a run in progress
+		want    map[string]float64
+		absent  []string
+	}{
+		{
+			name:   "failed run",
+			state:  pipeline.PipelineState{Spec: siteSpec, LastFinished: failed},
+			want:   map[string]float64{inProgress: 0, threshold: 900, runFailed: 1, runDuration: 60, buildFailed: 1, buildTime: 60},
+			absent: []string{lastSuccess, lintFailed},
+		},
+		{
+			name:  "same run changed late",
+			state: pipeline.PipelineState{Spec: siteSpec, InProgress: 1, LastFinished: late},
+			want:  map[string]float64{inProgress: 1, runFailed: 1, runDuration: 120, buildFailed: 0, buildCancel: 1, buildTime: 120},
+		},
+		{
+			name:    "new stage seen in a run in progress",
+			state:   pipeline.PipelineState{Spec: siteSpec, InProgress: 1, LastFinished: late},
+			observe: &pipeline.Stage{Name: "lint", Status: pipeline.StatusFailed},
+			want:    map[string]float64{lintFailed: 0, buildCancel: 1},
+		},
+		{
+			name:   "success, threshold removed",
+			state:  pipeline.PipelineState{Spec: noThreshold, LastFinished: succeeded, LastSuccess: succeeded},
+			want:   map[string]float64{inProgress: 0, runFailed: 0, runSuccess: 1, runDuration: 60, buildFailed: 0, buildCancel: 0, buildTime: 60, lintFailed: 0, lastSuccess: float64(t0.Add(time.Hour + time.Minute).Unix())},
+			absent: []string{threshold},
+		},
+	}
+	for _, step := range steps {
+		src.set(step.state)
+		if step.observe != nil {
+			run := &pipeline.Run{ID: 3, Pipeline: "site", Status: pipeline.StatusRunning, Stages: []pipeline.Stage{*step.observe}}
+			c.Observe(pipeline.Update{Run: run, StagesFinished: run.Stages})
+		}
+		got := samples(t, c)
+		for series, want := range step.want {
+			if v, ok := got[series]; !ok || v != want {
+				t.Errorf("%s: %s = %g (present %v), want %g", step.name, series, v, ok, want)
+			}
+		}
+		for _, series := range step.absent {
+			if v, ok := got[series]; ok {
+				t.Errorf("%s: %s = %g, want absent", step.name, series, v)
+			}
+		}
+	}
+}
+
+// TestCollectSendsFamiliesSorted checks that every family comes in the
+// order the registry sorts it into, which is what keeps sorting cheap.
+func TestCollectSendsFamiliesSorted(t *testing.T) {
+	c, src := scenario(t)
+	// A pipeline that sorts before the others, listed last.
+	src.set(append(src.Snapshot().Pipelines, pipeline.PipelineState{Spec: pipeline.Spec{Name: "blog", Workflow: "blog.yml"}})...)
+	ch := make(chan prometheus.Metric)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	last := map[*prometheus.Desc]string{}
+	n := 0
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		var values []string
+		for _, l := range d.GetLabel() {
+			values = append(values, l.GetValue())
+		}
+		key := strings.Join(values, "\x00")
+		if prev, ok := last[m.Desc()]; ok && key <= prev {
+			t.Errorf("%s: %q sent after %q", m.Desc(), strings.Join(values, ","), strings.ReplaceAll(prev, "\x00", ","))
+		}
+		last[m.Desc()] = key
+		n++
+	}
+	if n < 100 {
+		t.Fatalf("only %d metrics collected", n)
 	}
 }
