@@ -45,9 +45,10 @@ type EngineOptions struct {
 
 // Engine is the one writer around a Tracker: it applies events, hands the
 // changed runs to the Journal, and tells observers once they are durable.
-// It is safe for concurrent use. Concurrent deliveries are applied one at a
-// time but committed together: the lock is not held while waiting for the
-// commit, so the Journal can group them into one transaction.
+// It is safe for concurrent use. Concurrent deliveries are checked for
+// duplicates in parallel, applied one at a time and committed together: the
+// lock is not held while reading the Journal or waiting for the commit, so
+// the Journal can group them into one transaction.
 type Engine struct {
 	t    *Tracker
 	j    Journal
