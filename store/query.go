@@ -17,7 +17,7 @@ func (s *Store) HasDelivery(source pipeline.Source, id string) (bool, error) {
 		return true, nil
 	}
 	var one int
-	err := s.rdb.QueryRow(`SELECT 1 FROM deliveries WHERE source = ? AND id = ?`, string(source), id).Scan(&one)
+	err := s.hasDeliveryStmt.QueryRow(string(source), id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

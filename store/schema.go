@@ -43,12 +43,7 @@ var migrations = []string{
 	CREATE INDEX runs_github ON runs (github_run_id, github_run_attempt);
 	CREATE INDEX runs_created_at ON runs (created_at);`,
 
-	// Version 2: bodies are stored compressed, so the single writer writes
-	// a fraction of the pages; rows written before keep their bytes as
-	// received and say so. See encodeBody for the encodings.
-	`ALTER TABLE deliveries ADD COLUMN body_encoding TEXT NOT NULL DEFAULT '` + encodingIdentity + `'`,
-
-	// Version 3: the row counts, kept by triggers in the transactions that
+	// Version 2: the row counts, kept by triggers in the transactions that
 	// change them, so Open reads two numbers instead of counting a million
 	// rows, and the writer can upsert a run in one statement without asking
 	// whether it was new.

@@ -71,6 +71,10 @@ type Store struct {
 	// connection, which is the only one that ever writes.
 	wdb *sql.DB
 	rdb *sql.DB
+	// hasDeliveryStmt is prepared once on the read pool: HasDelivery runs
+	// for every webhook, and parsing its SQL each time cost more than the
+	// lookup itself.
+	hasDeliveryStmt *sql.Stmt
 	// cdb is the checkpointer's single connection.
 	cdb *sql.DB
 
@@ -236,6 +240,9 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	}
 	s.rdb.SetMaxOpenConns(readConns)
 	s.rdb.SetMaxIdleConns(readConns)
+	if s.hasDeliveryStmt, err = s.rdb.Prepare(`SELECT 1 FROM deliveries WHERE source = ? AND id = ?`); err != nil {
+		return fmt.Errorf("store: %s: %w", s.path, err)
+	}
 
 	// synchronous=FULL: the main file must be on disk before the WAL
 	// frames it was copied from are overwritten.

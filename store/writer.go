@@ -44,8 +44,8 @@ func (w *writeStmts) prepare(db *sql.DB) error {
 	}
 	// A redelivery that raced its original is already journaled: keep the
 	// first copy rather than failing the whole batch on the primary key.
-	if w.insertDelivery, err = db.Prepare(`INSERT INTO deliveries (source, id, event, received_at, body, body_encoding)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`); err != nil {
+	if w.insertDelivery, err = db.Prepare(`INSERT INTO deliveries (source, id, event, received_at, body)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`); err != nil {
 		return err
 	}
 	w.counts, err = db.Prepare(`SELECT runs, deliveries FROM counts`)
@@ -107,9 +107,6 @@ func nanos(t time.Time) int64 {
 
 type request struct {
 	delivery *pipeline.Delivery
-	// body and encoding are the delivery's body as stored.
-	body     []byte
-	encoding string
 	runs     []runRow
 	// prune asks the writer for one pruning step instead of a write;
 	// pruned reports how many rows it deleted.
@@ -138,7 +135,6 @@ func (s *Store) Submit(d *pipeline.Delivery, runs []*pipeline.Run) <-chan error 
 		req.runs = append(req.runs, row)
 	}
 	if d != nil {
-		req.encoding, req.body = encodeBody(d.Body)
 		s.addPending(d, 1)
 	}
 	if err := s.enqueue(req); err != nil {
@@ -223,10 +219,10 @@ func (s *Store) writeSubmits(reqs []*request) {
 		insDelivery := tx.Stmt(s.stmts.insertDelivery)
 		for _, r := range reqs {
 			if d := r.delivery; d != nil {
-				if _, err := insDelivery.Exec(string(d.Source), d.ID, d.Event, nanos(d.ReceivedAt), r.body, r.encoding); err != nil {
+				if _, err := insDelivery.Exec(string(d.Source), d.ID, d.Event, nanos(d.ReceivedAt), d.Body); err != nil {
 					return err
 				}
-				written += int64(len(r.body))
+				written += int64(len(d.Body))
 			}
 			if err := s.upsertRuns(tx, r.runs); err != nil {
 				return err
