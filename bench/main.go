@@ -279,7 +279,11 @@ type process struct {
 
 func (b *bench) start(name string, args ...string) (*process, error) {
 	cmd := exec.Command(filepath.Join(b.bin, name), args...)
-	cmd.Stderr = io.Discard
+	logs, err := os.Create(filepath.Join(b.work, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -304,8 +308,14 @@ func (b *bench) exporter(dir string, fresh bool, args ...string) (*process, erro
 		return nil, err
 	}
 	addr := freeAddr()
-	all := append([]string{"--config.file=" + cfgPath, "--storage.path=" + dir, "--web.listen-address=" + addr,
-		"--storage.retention=0", "--storage.max-records=0"}, args...)
+	// Seeded runs are up to 60 days old and must all stay: no retention
+	// unless the caller asks for it (kingpin refuses a repeated flag).
+	all := []string{"--config.file=" + cfgPath, "--storage.path=" + dir, "--web.listen-address=" + addr}
+	all = append(all, args...)
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--storage.max-records=") }) {
+		all = append(all, "--storage.max-records=0")
+	}
+	all = append(all, "--storage.retention=0")
 	p, err := b.start("pipeline_exporter", all...)
 	if err != nil {
 		return nil, err
@@ -322,7 +332,7 @@ func (b *bench) exporter(dir string, fresh bool, args ...string) (*process, erro
 		time.Sleep(10 * time.Millisecond)
 	}
 	p.stop()
-	return nil, fmt.Errorf("exporter on %s not ready within 60s", dir)
+	return nil, fmt.Errorf("exporter on %s not ready within 60s; see %s", dir, filepath.Join(b.work, "pipeline_exporter.log"))
 }
 
 func (p *process) stop() {
