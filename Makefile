@@ -12,7 +12,9 @@ LDFLAGS   := -s -w \
 	-X github.com/prometheus/common/version.Branch=$(BRANCH) \
 	-X github.com/prometheus/common/version.BuildUser=$(shell whoami)@$(shell hostname) \
 	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
-STATICCHECK ?= $(shell command -v staticcheck || echo $(shell $(GO) env GOPATH)/bin/staticcheck)
+GOBIN         := $(shell $(GO) env GOPATH)/bin
+STATICCHECK   ?= $(GOBIN)/staticcheck
+GOLANGCI_LINT ?= $(GOBIN)/golangci-lint
 
 .PHONY: all build run demo test test-unit test-e2e bench fuzz style vet lint checkmetrics checkrules k8s-rules
 
@@ -60,9 +62,12 @@ style:
 vet:
 	$(GO) vet ./...
 
+## lint: staticcheck, and golangci-lint with the depguard rules of the import direction.
 lint:
 	@test -x "$(STATICCHECK)" || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	@test -x "$(GOLANGCI_LINT)" || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 	$(STATICCHECK) ./...
+	$(GOLANGCI_LINT) run ./...
 
 checkmetrics:
 	promtool check metrics < collector/testdata/golden.prom

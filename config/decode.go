@@ -45,13 +45,13 @@ func (d *decoder) parse(data []byte) (*Config, error) {
 	text, refs := protect(string(data))
 	dec := yaml.NewDecoder(strings.NewReader(text))
 	var doc, next yaml.Node
-	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, d.yamlError(refs.restore(err.Error()))
 	}
 	// yaml.v3 would silently ignore what follows a "---".
 	if err := dec.Decode(&next); err == nil {
 		return nil, d.errorAt(next.Line, "", "a second YAML document is not allowed")
-	} else if err != io.EOF {
+	} else if !errors.Is(err, io.EOF) {
 		return nil, d.yamlError(refs.restore(err.Error()))
 	}
 	cfg := &Config{Webhooks: DefaultWebhooks}

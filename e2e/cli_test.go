@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,8 +29,11 @@ func TestConfigCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			out, err := exec.Command(exporterBinary(t), append(tt.args, "--config.check")...).CombinedOutput()
 			code := 0
-			if err != nil {
-				code = err.(*exec.ExitError).ExitCode()
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				code = exit.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
 			}
 			if code != tt.wantCode || !strings.Contains(string(out), tt.wantOut) {
 				t.Fatalf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tt.wantCode, tt.wantOut)

@@ -42,7 +42,7 @@ func exporterBinary(t *testing.T) string {
 		cmd := exec.Command("go", "build", "-o", builtBinary, "../cmd/pipeline_exporter")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

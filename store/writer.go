@@ -244,7 +244,7 @@ func (s *Store) writeSubmits(reqs []*request) {
 		s.wrote(written)
 	} else {
 		s.logger.Error("Writing to the store failed", "path", s.path, "requests", len(reqs), "err", err)
-		err = fmt.Errorf("%w: %v", pipeline.ErrUnavailable, err)
+		err = fmt.Errorf("%w: %w", pipeline.ErrUnavailable, err)
 	}
 	// Pending entries go before the answers so that, once a caller has its
 	// result, HasDelivery reflects exactly what is on disk.
@@ -342,7 +342,7 @@ func (s *Store) pruneStep() (int64, error) {
 	})
 	if err != nil {
 		s.logger.Error("Pruning the store failed", "path", s.path, "err", err)
-		return 0, fmt.Errorf("%w: %v", pipeline.ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", pipeline.ErrUnavailable, err)
 	}
 	return deleted, nil
 }

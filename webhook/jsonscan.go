@@ -90,7 +90,7 @@ func extractFields(body []byte, fields []field) error {
 	case s.syntax != "":
 		return fmt.Errorf("malformed JSON at byte %d: %s", s.syntaxAt, s.syntax)
 	case s.fatal != nil:
-		return fmt.Errorf("malformed JSON: %v", s.fatal)
+		return fmt.Errorf("malformed JSON: %w", s.fatal)
 	}
 	return s.typeErr
 }

@@ -369,12 +369,12 @@ func decodeObject(body []byte, v any) error {
 		return nil
 	}
 	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return fmt.Errorf("malformed JSON at byte %d: %v", e.Offset, e)
+		return fmt.Errorf("malformed JSON at byte %d: %w", e.Offset, e)
 	}
 	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && e.Field != "" {
 		return fmt.Errorf("field %s: JSON %s where %s was expected", e.Field, e.Value, e.Type)
 	}
-	return fmt.Errorf("malformed JSON: %v", err)
+	return fmt.Errorf("malformed JSON: %w", err)
 }
 
 type successData struct {
