@@ -106,7 +106,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 
 	httpMetrics := newHTTPMetrics(reg)
 	var coll *collector.Collector
-	verifier := newVerifier(bg, &wg, safe, httpMetrics, logger)
+	verifier := newVerifier(bg, &wg, safe, logger)
 	tracker := pipeline.NewTracker(cfg.Specs(), time.Now, st.FindGitHubRun)
 	engine := pipeline.NewEngine(tracker, st, pipeline.EngineOptions{
 		Observers:   []func(pipeline.Update){func(u pipeline.Update) { coll.Observe(u) }},
@@ -324,26 +324,22 @@ type verifier struct {
 	client  *http.Client
 }
 
-func newVerifier(ctx context.Context, wg *sync.WaitGroup, safe *config.SafeConfig, _ *httpMetrics, logger *slog.Logger) *verifier {
+func newVerifier(ctx context.Context, wg *sync.WaitGroup, safe *config.SafeConfig, logger *slog.Logger) *verifier {
 	return &verifier{ctx: ctx, wg: wg, safe: safe, logger: logger.With("component", "verify"), client: &http.Client{}}
 }
 
 func (v *verifier) start(run *pipeline.Run) {
 	target, ok := verifyTarget(v.safe.Get(), run.Pipeline)
-	if !ok {
-		// The pipeline lost its verify block in a reload: finish the stage
-		// rather than leave the run waiting for its timeout.
-		target = verify.Target{}
-	}
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		var result pipeline.VerifyResultEvent
-		if !ok {
-			now := time.Now()
-			result = pipeline.VerifyResultEvent{RunID: run.ID, Success: true, StartedAt: now, FinishedAt: now}
-		} else {
-			c := verify.Checker{Client: v.client, Now: time.Now, Observe: func(s float64) { v.observe(run.Pipeline, s) }}
+		// A pipeline that lost its verify block in a reload finishes the
+		// stage rather than leave the run waiting for its timeout.
+		now := time.Now()
+		result := pipeline.VerifyResultEvent{RunID: run.ID, Success: true, StartedAt: now, FinishedAt: now}
+		if ok {
+			c := verify.Checker{Client: v.client, Now: time.Now, Version: version.Version,
+				Observe: func(s float64) { v.observe(run.Pipeline, s) }}
 			result = c.Check(v.ctx, run.ID, target)
 		}
 		if v.ctx.Err() != nil {
