@@ -147,3 +147,19 @@ func waitFor(t *testing.T, ok func() bool, what string) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// TestSecretsNeverShown: the webhook secret appears in no answer and no
+// log line, also at debug level and after a rejected delivery.
+func TestSecretsNeverShown(t *testing.T) {
+	e := startExporter(t, writeConfig(t, coreConfig), filepath.Join(t.TempDir(), "data"))
+	e.mustPost(githubDelivery("wrong-secret", "ping", "e2e-secret-ping", []byte(`{"zen":"x"}`)), http.StatusUnauthorized)
+	e.mustPost(exampleRun(t, 9100, "success")[0], http.StatusAccepted)
+	for _, path := range []string{"/api/status", "/metrics", "/health", "/api/pipeline-runs", "/"} {
+		if a := e.get(path); strings.Contains(string(a.body), githubSecret) {
+			t.Errorf("GET %s shows the webhook secret", path)
+		}
+	}
+	if strings.Contains(e.logs.String(), githubSecret) {
+		t.Error("the log shows the webhook secret")
+	}
+}
