@@ -188,18 +188,23 @@ func (p *GitHubPoller) Status() Status {
 	return st
 }
 
-// pass polls every repository. A rate limit ends the pass at once, since
-// every further request would be refused too; other errors are collected so
-// one broken repository does not hide the others.
+// pass polls every repository, one request at a time.
 func (p *GitHubPoller) pass(ctx context.Context) error {
 	if p.initErr != nil {
 		return p.initErr
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return pollEach(ctx, p.repos, p.pollRepo)
+}
+
+// pollEach polls every item in turn. A rate limit ends the pass at once,
+// since every further request would be refused too; other errors are
+// collected so one broken item does not hide the others.
+func pollEach(ctx context.Context, items []string, poll func(context.Context, string) error) error {
 	var errs []error
-	for _, repo := range p.repos {
-		err := p.pollRepo(ctx, repo)
+	for _, item := range items {
+		err := poll(ctx, item)
 		if err == nil {
 			continue
 		}

@@ -3,7 +3,6 @@ package poller
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -168,19 +167,7 @@ func (p *PagesPoller) Status() Status {
 func (p *PagesPoller) pass(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var errs []error
-	for _, project := range p.projects {
-		err := p.pollProject(ctx, project)
-		if err == nil {
-			continue
-		}
-		errs = append(errs, err)
-		var rl *rateLimitedError
-		if errors.As(err, &rl) || ctx.Err() != nil {
-			break
-		}
-	}
-	return errors.Join(errs...)
+	return pollEach(ctx, p.projects, p.pollProject)
 }
 
 // cfEnvelope is Cloudflare's response envelope.
