@@ -22,7 +22,7 @@ type Journal interface {
 }
 
 // History is what the engine restores from at start (implemented by store.Store).
-type History interface {
+type engineHistory interface {
 	ActiveRuns() ([]*Run, error)
 	// LastFinishedRuns returns, per pipeline, its latest terminal run.
 	LastFinishedRuns() ([]*Run, error)
@@ -117,7 +117,7 @@ func NewEngine(t *Tracker, j Journal, opts EngineOptions) *Engine {
 
 // Restore loads the Tracker's state from the history and starts the verify
 // checks that were under way when the exporter stopped.
-func (e *Engine) Restore(h History) error {
+func (e *Engine) Restore(h engineHistory) error {
 	active, err := h.ActiveRuns()
 	if err != nil {
 		return fmt.Errorf("loading active runs: %w", err)
@@ -135,7 +135,7 @@ func (e *Engine) Restore(h History) error {
 		return fmt.Errorf("loading the highest run id: %w", err)
 	}
 	e.mu.Lock()
-	e.t.Restore(active, lastFinished, lastSuccess, maxID)
+	e.t.Restore(active, lastFinished, lastSuccess, maxID, nil)
 	verifies := e.t.PendingVerifies()
 	e.mu.Unlock()
 	if e.opts.StartVerify != nil {

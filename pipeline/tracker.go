@@ -20,6 +20,8 @@ const (
 	// orphanJobsMax job events may wait for a workflow run event that has
 	// not arrived yet (GitHub does not order its deliveries).
 	orphanJobsMax = 10000
+	// orphanJobsMaxAge is how long a job event may wait for its run.
+	orphanJobsMaxAge = 24 * time.Hour
 	// pagesBufferSize Pages deployments are kept per (project, commit) for
 	// runs whose workflow has not finished yet.
 	pagesBufferSize = 1024
@@ -107,7 +109,7 @@ func NewTracker(specs []Spec, now func() time.Time, find Finder) *Tracker {
 		lastFinished: make(map[string]*Run),
 		lastSuccess:  make(map[string]*Run),
 		finished:     newFinishedCache(finishedCacheSize),
-		orphans:      newOrphanJobs(orphanJobsMax),
+		orphans:      newOrphanJobs(orphanJobsMax, orphanJobsMaxAge),
 		pages:        newPagesBuffer(pagesBufferSize),
 	}
 }
@@ -144,8 +146,12 @@ func (t *Tracker) spec(name string) *Spec {
 // runs. Restored runs keep their SeenAt, so their timeouts fire as if the
 // exporter had not stopped. Runs whose verify stage was running when the
 // exporter stopped are listed by PendingVerifies; Restore reports nothing.
-func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64) {
+func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64, held []HeldJob) {
 	t.lastID = max(t.lastID, maxID)
+	for _, h := range held {
+		t.orphans.add(runKey{h.Job.RunID, h.Job.RunAttempt}, h)
+	}
+	t.orphans.changed = false
 	slices.SortFunc(active, func(a, b *Run) int { return cmp.Compare(a.ID, b.ID) })
 	for _, r := range active {
 		t.lastID = max(t.lastID, r.ID)
@@ -228,11 +234,18 @@ func (t *Tracker) Apply(ev Event) ([]Update, error) {
 	return t.updates(), err
 }
 
+// Held returns the job events kept for runs not seen yet, and whether they
+// changed since the last call: the caller commits them with the runs.
+func (t *Tracker) Held() ([]HeldJob, bool) {
+	return t.orphans.held()
+}
+
 // Expire ends the runs whose dispatch_timeout or timeout has passed on the
-// Tracker's clock.
+// Tracker's clock, and forgets job events that waited too long for their run.
 func (t *Tracker) Expire() []Update {
 	t.changes = t.changes[:0]
 	now := t.now()
+	t.orphans.expire(now)
 	var due []*tracked
 	for _, tr := range t.active {
 		if d, ok := deadline(tr); ok && !d.After(now) {

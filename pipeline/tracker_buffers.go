@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"container/list"
+	"time"
 )
 
 // finishedCache remembers the most recently finished GitHub runs, first in
@@ -37,32 +38,46 @@ func (c *finishedCache) add(tr *tracked) {
 	c.byID[tr.run.ID] = tr
 }
 
+// HeldJob is a job event the Tracker keeps until its workflow run arrives
+// (GitHub does not order its deliveries). Held jobs are part of the
+// committed state, so a restart does not lose them.
+type HeldJob struct {
+	Job WorkflowJobEvent `json:"job"`
+	// HeldAt is when the Tracker first kept it, on its own clock.
+	HeldAt time.Time `json:"held_at"`
+}
+
 // orphanJobs holds job events whose workflow run is not known yet, up to max
-// events; past that the run that has waited longest loses its jobs.
+// events and for at most maxAge; past max the run that has waited longest
+// loses its jobs.
 type orphanJobs struct {
-	max   int
-	count int
-	order *list.List // of runKey, oldest first
-	byKey map[runKey]*orphanEntry
+	max    int
+	maxAge time.Duration
+	count  int
+	order  *list.List // of runKey, oldest first
+	byKey  map[runKey]*orphanEntry
+	// changed is set by every add and take, and cleared by held.
+	changed bool
 }
 
 type orphanEntry struct {
 	elem *list.Element
-	jobs []WorkflowJobEvent
+	jobs []HeldJob
 }
 
-func newOrphanJobs(max int) *orphanJobs {
-	return &orphanJobs{max: max, order: list.New(), byKey: make(map[runKey]*orphanEntry)}
+func newOrphanJobs(max int, maxAge time.Duration) *orphanJobs {
+	return &orphanJobs{max: max, maxAge: maxAge, order: list.New(), byKey: make(map[runKey]*orphanEntry)}
 }
 
-func (o *orphanJobs) add(k runKey, e WorkflowJobEvent) {
+func (o *orphanJobs) add(k runKey, h HeldJob) {
 	ent := o.byKey[k]
 	if ent == nil {
 		ent = &orphanEntry{elem: o.order.PushBack(k)}
 		o.byKey[k] = ent
 	}
-	ent.jobs = append(ent.jobs, e)
+	ent.jobs = append(ent.jobs, h)
 	o.count++
+	o.changed = true
 	for o.count > o.max {
 		o.take(o.order.Front().Value.(runKey))
 	}
@@ -77,7 +92,35 @@ func (o *orphanJobs) take(k runKey) []WorkflowJobEvent {
 	delete(o.byKey, k)
 	o.order.Remove(ent.elem)
 	o.count -= len(ent.jobs)
-	return ent.jobs
+	o.changed = true
+	jobs := make([]WorkflowJobEvent, len(ent.jobs))
+	for i, h := range ent.jobs {
+		jobs[i] = h.Job
+	}
+	return jobs
+}
+
+// expire drops the runs whose first job has waited longer than maxAge.
+func (o *orphanJobs) expire(now time.Time) {
+	for e := o.order.Front(); e != nil; e = o.order.Front() {
+		k := e.Value.(runKey)
+		if now.Sub(o.byKey[k].jobs[0].HeldAt) <= o.maxAge {
+			return
+		}
+		o.take(k)
+	}
+}
+
+// held returns every kept job, oldest run first, and whether the set
+// changed since the last call.
+func (o *orphanJobs) held() ([]HeldJob, bool) {
+	changed := o.changed
+	o.changed = false
+	var all []HeldJob
+	for e := o.order.Front(); e != nil; e = e.Next() {
+		all = append(all, o.byKey[e.Value.(runKey)].jobs...)
+	}
+	return all, changed
 }
 
 // pagesBuffer keeps the latest known state of the newest deployment of each

@@ -333,7 +333,7 @@ func (t *Tracker) applyJob(e WorkflowJobEvent) {
 		tr = t.finished.byKey[key]
 	}
 	if tr == nil {
-		t.orphans.add(key, e)
+		t.orphans.add(key, HeldJob{Job: e, HeldAt: t.now()})
 		return
 	}
 	t.updateJob(tr, e)

@@ -522,7 +522,7 @@ func TestRestore(t *testing.T) {
 
 	clock.Advance(5 * time.Minute)
 	after := newTestTracker(clock, siteSpec())
-	after.Restore(before.Active(), []*Run{snap.LastFinished}, []*Run{snap.LastSuccess}, 41)
+	after.Restore(before.Active(), []*Run{snap.LastFinished}, []*Run{snap.LastSuccess}, 41, nil)
 	if d, ok := after.NextDeadline(); !ok || !d.Equal(fixtureCreated.Add(10*time.Minute)) {
 		t.Fatalf("restored deadline %v %v", d, ok)
 	}
@@ -790,12 +790,29 @@ func TestFinder(t *testing.T) {
 }
 
 func TestOrphanBound(t *testing.T) {
-	o := newOrphanJobs(3)
+	o := newOrphanJobs(3, time.Hour)
 	for i := range 4 {
-		o.add(runKey{int64(i), 1}, WorkflowJobEvent{RunID: int64(i), JobID: int64(i)})
+		o.add(runKey{int64(i), 1}, HeldJob{Job: WorkflowJobEvent{RunID: int64(i), JobID: int64(i)}, HeldAt: fixtureCreated})
 	}
 	if o.count != 3 || o.take(runKey{0, 1}) != nil || len(o.take(runKey{3, 1})) != 1 {
 		t.Fatalf("count %d after 4 adds, want the oldest run dropped", o.count)
+	}
+}
+
+func TestOrphanAge(t *testing.T) {
+	o := newOrphanJobs(10, time.Hour)
+	o.add(runKey{1, 1}, HeldJob{Job: WorkflowJobEvent{RunID: 1, JobID: 1}, HeldAt: fixtureCreated})
+	o.add(runKey{2, 1}, HeldJob{Job: WorkflowJobEvent{RunID: 2, JobID: 2}, HeldAt: fixtureCreated.Add(30 * time.Minute)})
+	if held, changed := o.held(); len(held) != 2 || !changed {
+		t.Fatalf("held %d changed %v, want 2 and true", len(held), changed)
+	}
+	if _, changed := o.held(); changed {
+		t.Fatal("held reports a change twice")
+	}
+	o.expire(fixtureCreated.Add(61 * time.Minute))
+	held, changed := o.held()
+	if len(held) != 1 || held[0].Job.RunID != 2 || !changed {
+		t.Fatalf("after an hour: held %+v changed %v, want run 2 only", held, changed)
 	}
 }
 

@@ -149,6 +149,9 @@ type Run struct {
 	// SeenAt is when the exporter first saw this run, on its own clock;
 	// dispatch_timeout and timeout are measured from it.
 	SeenAt time.Time `json:"seen_at"`
+	// ChangeSeq numbers the run's latest committed change; every change of
+	// any run gets the next number (the id of its live event).
+	ChangeSeq int64 `json:"-"`
 }
 
 // Stage returns the stage with the given name, or nil.
