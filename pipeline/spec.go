@@ -8,6 +8,10 @@ import (
 // Spec is one configured pipeline, as the Tracker needs it.
 type Spec struct {
 	Name string
+	// Repository is the owner/repo whose workflow runs, jobs, pushes and
+	// dispatches belong to the pipeline, compared without regard to case;
+	// empty matches any repository.
+	Repository string
 	// Workflow is a workflow file name ("deploy.yml") or a numeric workflow id.
 	Workflow string
 	// Branches limits the tracked workflow runs; empty means every branch.
@@ -80,6 +84,9 @@ const (
 	OutcomeAccepted  Outcome = "accepted"
 	OutcomeIgnored   Outcome = "ignored"
 	OutcomeDuplicate Outcome = "duplicate"
+	// OutcomeQueued is a delivery durable in the shared log that the leader
+	// has not applied yet (several instances only).
+	OutcomeQueued Outcome = "queued"
 )
 
 // RunQuery selects runs from the history, newest first.

@@ -7,15 +7,11 @@ import (
 	"time"
 )
 
-// Finder looks a finished run up in the history by its GitHub run id and
-// attempt. It returns (nil, nil) when the history has no such run.
-type Finder func(runID int64, attempt int) (*Run, error)
-
 // Bounds of what the Tracker keeps besides its non-terminal runs. They cap
 // memory however long the exporter runs; the history lives in the store.
 const (
 	// finishedCacheSize recently finished GitHub runs are remembered so
-	// that late and duplicate events for them do not reach the Finder.
+	// that late and duplicate events for them need no history lookup.
 	finishedCacheSize = 4096
 	// orphanJobsMax job events may wait for a workflow run event that has
 	// not arrived yet (GitHub does not order its deliveries).
@@ -56,11 +52,11 @@ func (tr *tracked) key() (runKey, bool) {
 // The Tracker holds only the non-terminal runs, the last finished and last
 // successful run of each pipeline, and bounded buffers (recently finished
 // runs, job events whose run is not known yet, Pages deployments whose run
-// has not finished its workflow). Everything older is found with the Finder.
+// has not finished its workflow). Everything older is looked up by the
+// caller: NeedsRun names the run an event concerns, Recall hands it over.
 type Tracker struct {
 	specs []Spec
 	now   func() time.Time
-	find  Finder
 
 	lastID int64
 	// active holds the non-terminal runs by ID.
@@ -96,13 +92,11 @@ type stageRef struct {
 	jobID int64
 }
 
-// NewTracker returns a Tracker for the given pipelines. now is its clock;
-// find, which may be nil, looks up finished runs that are no longer cached.
-func NewTracker(specs []Spec, now func() time.Time, find Finder) *Tracker {
+// NewTracker returns a Tracker for the given pipelines; now is its clock.
+func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 	return &Tracker{
 		specs:        slices.Clone(specs),
 		now:          now,
-		find:         find,
 		active:       make(map[int64]*tracked),
 		byKey:        make(map[runKey]*tracked),
 		pending:      make(map[string][]*tracked),
@@ -212,26 +206,58 @@ func (t *Tracker) PendingVerifies() []*Run {
 	return runs
 }
 
-// Apply applies one event and returns one Update per run it changed. An
-// event that changes nothing (a duplicate, a late status, a workflow no
-// pipeline follows) returns no Update. The error is non-nil only when the
-// Finder fails; the event may then be applied again.
-func (t *Tracker) Apply(ev Event) ([]Update, error) {
+// Apply applies one event and returns one Update per run it changed, and
+// why it ignored the event: reason is empty when the event changed a run or
+// was kept for a run still to come, else it says why nothing changed (a
+// duplicate, a late status, a workflow no pipeline follows).
+func (t *Tracker) Apply(ev Event) (updates []Update, reason string) {
 	t.changes = t.changes[:0]
-	var err error
 	switch e := ev.(type) {
 	case WorkflowRunEvent:
-		err = t.applyWorkflowRun(e)
+		reason = t.applyWorkflowRun(e)
 	case WorkflowJobEvent:
-		t.applyJob(e)
+		reason = t.applyJob(e)
 	case TriggerEvent:
-		t.applyTrigger(e)
+		reason = t.applyTrigger(e)
 	case PagesDeploymentEvent:
-		t.applyPages(e)
+		reason = t.applyPages(e)
 	case VerifyResultEvent:
-		t.applyVerify(e)
+		reason = t.applyVerify(e)
 	}
-	return t.updates(), err
+	ups := t.updates()
+	if len(ups) > 0 {
+		reason = ""
+	} else if reason == "" {
+		reason = "no change"
+	}
+	return ups, reason
+}
+
+// NeedsRun reports the GitHub run (id and attempt) that ev concerns when
+// the Tracker holds it neither in progress nor among the recently finished:
+// the caller looks it up in the history and hands it to Recall before
+// Apply, so that a late event for an old run does not open a new one.
+func (t *Tracker) NeedsRun(ev Event) (runID int64, attempt int, ok bool) {
+	e, isRun := ev.(WorkflowRunEvent)
+	if !isRun {
+		return 0, 0, false
+	}
+	key := runKey{e.RunID, e.RunAttempt}
+	if t.byKey[key] != nil || t.finished.byKey[key] != nil || t.matchWorkflow(e) == nil {
+		return 0, 0, false
+	}
+	return e.RunID, e.RunAttempt, true
+}
+
+// Recall hands the Tracker a finished run from the history that NeedsRun
+// asked for.
+func (t *Tracker) Recall(r *Run) {
+	if r == nil || !r.Status.Terminal() || r.GitHub == nil {
+		return
+	}
+	tr := t.track(r)
+	t.finished.add(tr)
+	t.attachOrphans(tr)
 }
 
 // Held returns the job events kept for runs not seen yet, and whether they
@@ -367,10 +393,15 @@ func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
 
 // applyTrigger opens a pending run in every pipeline the trigger matches,
 // or adds it to the pipeline's pending run.
-func (t *Tracker) applyTrigger(e TriggerEvent) {
+func (t *Tracker) applyTrigger(e TriggerEvent) string {
+	matched := false
 	for i := range t.specs {
 		spec := &t.specs[i]
-		if !triggerMatches(spec, e) || t.seenTrigger(spec.Name, e.Trigger) {
+		if !triggerMatches(spec, e) {
+			continue
+		}
+		matched = true
+		if t.seenTrigger(spec.Name, e.Trigger) {
 			continue
 		}
 		if p := t.pending[spec.Name]; len(p) > 0 {
@@ -383,6 +414,21 @@ func (t *Tracker) applyTrigger(e TriggerEvent) {
 		t.addStage(tr, 1, Stage{Name: StageDispatch, Status: StatusRunning, StartedAt: timePtr(e.Trigger.ReceivedAt)})
 		t.pending[spec.Name] = append(t.pending[spec.Name], tr)
 	}
+	if !matched {
+		return fmt.Sprintf("no pipeline for %s %s trigger", e.Trigger.Source, triggerName(e))
+	}
+	return "trigger already seen"
+}
+
+// triggerName says which trigger an event is, for an ignored answer.
+func triggerName(e TriggerEvent) string {
+	switch {
+	case e.Table != "":
+		return e.Type + " on table " + e.Table
+	case e.Repository != "":
+		return e.Type + " in repository " + e.Repository
+	}
+	return e.Type
 }
 
 func triggerMatches(spec *Spec, e TriggerEvent) bool {
@@ -438,14 +484,14 @@ func (t *Tracker) deployed(tr *tracked, at time.Time) {
 	t.finish(tr, StatusSuccess, at, "")
 }
 
-func (t *Tracker) applyVerify(e VerifyResultEvent) {
+func (t *Tracker) applyVerify(e VerifyResultEvent) string {
 	tr := t.active[e.RunID]
 	if tr == nil {
-		return
+		return fmt.Sprintf("run %d is not in progress", e.RunID)
 	}
 	i := specialIndex(tr.run, StageVerify)
 	if i < 0 || tr.run.Stages[i].Status.Terminal() {
-		return
+		return fmt.Sprintf("run %d is not verifying", e.RunID)
 	}
 	st := tr.run.Stages[i]
 	if !e.StartedAt.IsZero() {
@@ -466,13 +512,14 @@ func (t *Tracker) applyVerify(e VerifyResultEvent) {
 	t.setStage(tr, i, st)
 	if e.Success {
 		t.finish(tr, StatusSuccess, end, "")
-		return
+		return ""
 	}
 	reason := "stage verify failed"
 	if e.Error != "" {
 		reason += ": " + e.Error
 	}
 	t.finish(tr, StatusFailed, end, reason)
+	return ""
 }
 
 // timeOut ends a run that was not claimed within dispatch_timeout or not

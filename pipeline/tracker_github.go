@@ -152,33 +152,21 @@ func githubRank(status string) int {
 	return 0
 }
 
-func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) error {
+func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 	key := runKey{e.RunID, e.RunAttempt}
 	spec := t.matchWorkflow(e)
 	if spec == nil {
 		// Jobs of workflows no pipeline follows would otherwise wait in
 		// the orphan buffer until pushed out.
 		t.orphans.take(key)
-		return nil
+		return fmt.Sprintf("no pipeline for workflow %s in repository %s", workflowName(e), e.Repository)
 	}
 	if tr := t.byKey[key]; tr != nil {
 		t.updateWorkflow(tr, e)
-		return nil
+		return ""
 	}
 	if t.finished.byKey[key] != nil {
-		return nil
-	}
-	if t.find != nil {
-		r, err := t.find(e.RunID, e.RunAttempt)
-		if err != nil {
-			return fmt.Errorf("looking up GitHub run %d attempt %d: %w", e.RunID, e.RunAttempt, err)
-		}
-		if r != nil {
-			tr := t.track(r)
-			t.finished.add(tr)
-			t.attachOrphans(tr)
-			return nil
-		}
+		return "already finished"
 	}
 
 	var tr *tracked
@@ -198,7 +186,7 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) error {
 		}
 	} else {
 		if !opensOwnRun(spec, e.Event) {
-			return nil
+			return fmt.Sprintf("pipeline %s does not start on %s events", spec.Name, e.Event)
 		}
 		tr = t.open(spec, Trigger{
 			Source:     SourceGitHub,
@@ -217,7 +205,15 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) error {
 	if e.Status == ghCompleted {
 		t.completeWorkflow(tr)
 	}
-	return nil
+	return ""
+}
+
+// workflowName is the workflow file of a run event, else its id.
+func workflowName(e WorkflowRunEvent) string {
+	if f := workflowFile(e.WorkflowPath); f != "" {
+		return f
+	}
+	return strconv.FormatInt(e.WorkflowID, 10)
 }
 
 // setGitHub copies what the workflow run event says into the run.
@@ -326,7 +322,7 @@ func stageError(s *Stage) string {
 // run's own event arrives. Late job events still complete the stages of a
 // recently finished run (GitHub may deliver them after the run's
 // `completed`); the run's status does not change any more.
-func (t *Tracker) applyJob(e WorkflowJobEvent) {
+func (t *Tracker) applyJob(e WorkflowJobEvent) string {
 	key := runKey{e.RunID, e.RunAttempt}
 	tr := t.byKey[key]
 	if tr == nil {
@@ -334,9 +330,10 @@ func (t *Tracker) applyJob(e WorkflowJobEvent) {
 	}
 	if tr == nil {
 		t.orphans.add(key, HeldJob{Job: e, HeldAt: t.now()})
-		return
+		return ""
 	}
 	t.updateJob(tr, e)
+	return "no change to job " + e.Name
 }
 
 func (t *Tracker) attachOrphans(tr *tracked) {

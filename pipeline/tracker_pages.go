@@ -19,7 +19,7 @@ const (
 // applyPages keeps the deployment for runs whose workflow has not finished
 // yet and applies it to the runs waiting for it: the active runs of the
 // project's pipelines whose head commit it deploys.
-func (t *Tracker) applyPages(e PagesDeploymentEvent) {
+func (t *Tracker) applyPages(e PagesDeploymentEvent) string {
 	t.pages.put(e)
 	var waiting []*tracked
 	for _, tr := range t.active {
@@ -31,6 +31,8 @@ func (t *Tracker) applyPages(e PagesDeploymentEvent) {
 	for _, tr := range waiting {
 		t.applyPagesTo(tr, e)
 	}
+	// Kept for a run whose workflow has not finished yet.
+	return ""
 }
 
 // latestPagesStage is the deployment's current stage: Cloudflare's

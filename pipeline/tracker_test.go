@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"errors"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -722,70 +720,46 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func TestFinder(t *testing.T) {
-	stored := &Run{ID: 7, Pipeline: "site", Status: StatusSuccess, GitHub: &GitHubRun{RunID: fixtureRunID, RunAttempt: 1}}
-	var calls []runKey
-	var fail error
-	find := func(id int64, attempt int) (*Run, error) {
-		calls = append(calls, runKey{id, attempt})
-		if fail != nil {
-			return nil, fail
-		}
-		if id == fixtureRunID && attempt == 1 {
-			return stored.Clone(), nil
-		}
-		return nil, nil
-	}
-	tr := NewTracker([]Spec{siteSpec()}, (&fakeClock{t: fixtureCreated}).Now, find)
-
-	fail = errors.New("disk on fire")
-	if _, err := tr.Apply(runEvent(t, "requested")); err == nil || !strings.Contains(err.Error(), "disk on fire") {
-		t.Fatalf("Finder error: got %v", err)
-	}
-	fail = nil
-	if ups := apply(t, tr, runEvent(t, "requested")); len(ups) != 0 {
-		t.Fatal("an event of a stored finished run opened a new run")
-	}
-	if ups := apply(t, tr, runEvent(t, "completed")); len(ups) != 0 {
-		t.Fatal("an event of a stored finished run changed it")
-	}
-	if len(calls) != 2 {
-		t.Fatalf("Finder called %d times, want 2 (the failure, then once before caching)", len(calls))
-	}
-
-	// Finish a run, push it out of the cache with newer ones, and replay
-	// it: the Finder, here a map the finished runs are written to, must
-	// recognise it.
+// TestRecall: an event of a GitHub run the Tracker no longer holds asks
+// for it (NeedsRun); once recalled from the history, the event neither
+// opens a new run nor changes the finished one.
+func TestRecall(t *testing.T) {
 	history := make(map[runKey]*Run)
-	calls = nil
-	tr = NewTracker([]Spec{siteSpec()}, (&fakeClock{t: fixtureCreated}).Now, func(id int64, attempt int) (*Run, error) {
-		calls = append(calls, runKey{id, attempt})
-		return history[runKey{id, attempt}], nil
-	})
-	finishRun := func(e WorkflowRunEvent) {
+	tr := NewTracker([]Spec{siteSpec()}, (&fakeClock{t: fixtureCreated}).Now)
+	// applyRecalling is what the Applier does around Apply.
+	lookups := 0
+	applyRecalling := func(e Event) []Update {
 		t.Helper()
-		u := one(t, apply(t, tr, e))
-		if !u.Finished {
-			t.Fatalf("run %d did not finish", e.RunID)
+		if id, attempt, ok := tr.NeedsRun(e); ok {
+			lookups++
+			if r := history[runKey{id, attempt}]; r != nil {
+				tr.Recall(r.Clone())
+			}
 		}
-		history[runKey{e.RunID, e.RunAttempt}] = u.Run
+		return apply(t, tr, e)
 	}
 	done := runEvent(t, "completed")
-	finishRun(done)
-	if ups := apply(t, tr, done); len(ups) != 0 || len(calls) != 1 {
-		t.Fatalf("cached run: %d updates, %d Finder calls, want 0 and 1", len(ups), len(calls))
+	u := one(t, applyRecalling(done))
+	history[runKey{done.RunID, done.RunAttempt}] = u.Run
+	if ups := applyRecalling(done); len(ups) != 0 || lookups != 1 {
+		t.Fatalf("cached run: %d updates, %d lookups, want 0 and 1", len(ups), lookups)
 	}
 	for i := range finishedCacheSize {
 		e := done
 		e.RunID = int64(i + 1)
-		finishRun(e)
+		history[runKey{e.RunID, e.RunAttempt}] = one(t, applyRecalling(e)).Run
 	}
-	calls = nil
-	if ups := apply(t, tr, done); len(ups) != 0 || len(calls) != 1 || calls[0] != (runKey{fixtureRunID, 1}) {
-		t.Fatalf("evicted run: %d updates, Finder calls %v, want none and one lookup", len(ups), calls)
+	lookups = 0
+	for _, e := range []WorkflowRunEvent{runEvent(t, "requested"), done} {
+		if ups := applyRecalling(e); len(ups) != 0 {
+			t.Fatalf("an event of an evicted finished run (%s) changed runs: %+v", e.Status, ups)
+		}
 	}
-	if ups := apply(t, tr, done); len(ups) != 0 || len(calls) != 1 {
-		t.Fatalf("run found by the Finder is not cached: %d updates, %d calls", len(ups), len(calls))
+	if lookups != 1 {
+		t.Fatalf("%d lookups of the evicted run, want 1 (then cached)", lookups)
+	}
+	if _, reason := tr.Apply(done); reason != "already finished" {
+		t.Fatalf("reason %q, want already finished", reason)
 	}
 }
 
