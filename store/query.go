@@ -1,37 +1,14 @@
 package store
 
 import (
-	"database/sql"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
-
-// HasDelivery reports whether the delivery is journaled, or queued by a
-// Submit that has not answered yet.
-func (s *Store) HasDelivery(source pipeline.Source, id string) (bool, error) {
-	if s.isPending(source, id) {
-		return true, nil
-	}
-	var one int
-	err := s.hasDeliveryStmt.QueryRow(string(source), id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("store: %w", err)
-	}
-	return true, nil
-}
-
-// ActiveRuns returns the pending and running runs, oldest first, for the
-// Tracker to resume after a restart.
-func (s *Store) ActiveRuns() ([]*pipeline.Run, error) {
-	return s.queryRuns(`SELECT data FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`)
-}
 
 // pipelinesCTE lists the distinct pipeline names with one index seek each,
 // where SELECT DISTINCT would read the whole (pipeline, id) index.
@@ -41,69 +18,105 @@ const pipelinesCTE = `WITH RECURSIVE p(name) AS (
 	SELECT (SELECT MIN(pipeline) FROM runs WHERE pipeline > p.name) FROM p WHERE p.name IS NOT NULL
 ) `
 
-// LastFinishedRuns returns, for every pipeline with one, its latest terminal
-// run (highest id).
-func (s *Store) LastFinishedRuns() ([]*pipeline.Run, error) {
-	// Walking (pipeline, id) backwards skips only the pipeline's active runs.
-	return s.queryRuns(pipelinesCTE + `SELECT r.data FROM p JOIN runs r ON r.id = (
-		SELECT id FROM runs WHERE pipeline = p.name AND status NOT IN ` + activeStatuses + `
+// lastRuns returns, for every pipeline with one, its latest run (highest
+// id) that satisfies cond. Walking (pipeline, id) backwards skips only the
+// runs that do not.
+func (s *Store) lastRuns(ctx context.Context, cond string) ([]*pipeline.Run, error) {
+	return s.queryRuns(ctx, pipelinesCTE+`SELECT r.data, r.change_seq FROM p JOIN runs r ON r.id = (
+		SELECT id FROM runs WHERE pipeline = p.name AND `+cond+`
 		ORDER BY id DESC LIMIT 1) ORDER BY r.pipeline`)
 }
 
-// LastSuccessRuns returns, for every pipeline with one, its latest
-// successful run.
-func (s *Store) LastSuccessRuns() ([]*pipeline.Run, error) {
-	return s.queryRuns(pipelinesCTE+`SELECT r.data FROM p JOIN runs r ON r.id = (
-		SELECT id FROM runs WHERE pipeline = p.name AND status = ?
-		ORDER BY id DESC LIMIT 1) ORDER BY r.pipeline`, string(pipeline.StatusSuccess))
-}
-
-// MaxRunID returns the highest run id ever stored, 0 for an empty store. It
-// does not go down when runs are pruned, so the Tracker never reuses an id.
-func (s *Store) MaxRunID() (int64, error) {
-	var id int64
-	if err := s.rdb.QueryRow(`SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0)`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("store: %w", err)
-	}
-	return id, nil
-}
-
 // Run returns the run with the given id, or pipeline.ErrNotFound.
-func (s *Store) Run(id int64) (*pipeline.Run, error) {
-	var data []byte
-	err := s.rdb.QueryRow(`SELECT data FROM runs WHERE id = ?`, id).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
+func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
+	runs, err := s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(runs) == 0 {
 		return nil, pipeline.ErrNotFound
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	return decodeRun(data)
+	return runs[0], nil
 }
 
 // FindGitHubRun returns the run following the given GitHub workflow run
 // attempt, or nil when there is none.
-func (s *Store) FindGitHubRun(runID int64, attempt int) (*pipeline.Run, error) {
-	var data []byte
-	err := s.rdb.QueryRow(`SELECT data FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
-		ORDER BY id DESC LIMIT 1`, runID, attempt).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+func (s *Store) FindGitHubRun(ctx context.Context, runID int64, attempt int) (*pipeline.Run, error) {
+	runs, err := s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
+		ORDER BY id DESC LIMIT 1`, runID, attempt)
+	if err != nil || len(runs) == 0 {
+		return nil, err
 	}
+	return runs[0], nil
+}
+
+// ChangedAfter returns, in change order, at most limit runs whose latest
+// change is after seq.
+func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipeline.Run, error) {
+	return s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`, seq, limit)
+}
+
+// Summaries returns, for every pipeline with runs, its runs in progress and
+// its last finished and last successful run: a few index seeks per
+// pipeline, whatever the size of the history.
+func (s *Store) Summaries(ctx context.Context) ([]pipeline.PipelineSummary, error) {
+	byName := make(map[string]*pipeline.PipelineSummary)
+	var order []string
+	get := func(name string) *pipeline.PipelineSummary {
+		ps := byName[name]
+		if ps == nil {
+			ps = &pipeline.PipelineSummary{Pipeline: name}
+			byName[name] = ps
+			order = append(order, name)
+		}
+		return ps
+	}
+	finished, err := s.lastRuns(ctx, `status NOT IN `+activeStatuses)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range finished {
+		get(r.Pipeline).LastFinished = r
+	}
+	success, err := s.lastRuns(ctx, `status = '`+string(pipeline.StatusSuccess)+`'`)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range success {
+		get(r.Pipeline).LastSuccess = r
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT pipeline, COUNT(*) FROM runs WHERE status IN `+activeStatuses+` GROUP BY pipeline`)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return decodeRun(data)
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		get(name).InProgress = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	slices.Sort(order)
+	out := make([]pipeline.PipelineSummary, len(order))
+	for i, name := range order {
+		out[i] = *byName[name]
+	}
+	return out, nil
 }
 
 // ListRuns returns the runs matching q, newest (highest id) first, at most
 // q.Limit of them. The API validates q; a Limit below 1 returns nothing.
-func (s *Store) ListRuns(q pipeline.RunQuery) ([]*pipeline.Run, error) {
+func (s *Store) ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeline.Run, error) {
 	if q.Limit < 1 {
 		return nil, nil
 	}
 	query, args := listQuery(q)
-	return s.queryRuns(query, args...)
+	return s.queryRuns(ctx, query, args...)
 }
 
 // listQuery builds ListRuns' SQL. Ids are chosen first from the indexes and
@@ -168,11 +181,12 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		ids = strings.Join(parts, " UNION ALL ") + " ORDER BY id DESC LIMIT ?"
 		idArgs = append(idArgs, q.Limit)
 	}
-	return "SELECT data FROM runs WHERE id IN (" + ids + ") ORDER BY id DESC", idArgs
+	return "SELECT data, change_seq FROM runs WHERE id IN (" + ids + ") ORDER BY id DESC", idArgs
 }
 
-func (s *Store) queryRuns(query string, args ...any) ([]*pipeline.Run, error) {
-	rows, err := s.rdb.Query(query, args...)
+// queryRuns reads runs from rows of (data, change_seq).
+func (s *Store) queryRuns(ctx context.Context, query string, args ...any) ([]*pipeline.Run, error) {
+	rows, err := s.rdb.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -180,13 +194,15 @@ func (s *Store) queryRuns(query string, args ...any) ([]*pipeline.Run, error) {
 	var runs []*pipeline.Run
 	for rows.Next() {
 		var data []byte
-		if err := rows.Scan(&data); err != nil {
+		var seq int64
+		if err := rows.Scan(&data, &seq); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		r, err := decodeRun(data)
 		if err != nil {
 			return nil, err
 		}
+		r.ChangeSeq = seq
 		runs = append(runs, r)
 	}
 	if err := rows.Err(); err != nil {

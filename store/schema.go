@@ -57,6 +57,49 @@ var migrations = []string{
 	CREATE TRIGGER runs_count_delete AFTER DELETE ON runs BEGIN UPDATE counts SET runs = runs - 1; END;
 	CREATE TRIGGER deliveries_count_insert AFTER INSERT ON deliveries BEGIN UPDATE counts SET deliveries = deliveries + 1; END;
 	CREATE TRIGGER deliveries_count_delete AFTER DELETE ON deliveries BEGIN UPDATE counts SET deliveries = deliveries - 1; END;`,
+
+	// Version 3: the delivery log replaces the deliveries journal. Every
+	// input (webhook delivery, poll result, verify result) is an entry with
+	// a sequence number; (source, delivery_id) is unique, and NULL for
+	// entries that cannot repeat. applied marks what the Applier has
+	// committed; result is the outcome it reported. The deliveries already
+	// journaled move over as applied entries, so their redeliveries stay
+	// duplicates. Runs gain the change sequence of their latest change,
+	// the exporter's first sight of them (retention counts from it) and
+	// their duration (the min_duration filter). state holds the Applier's
+	// small committed values: the held job events and the last change
+	// sequence.
+	`CREATE TABLE log (
+		seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+		source      TEXT    NOT NULL,
+		delivery_id TEXT,
+		kind        TEXT    NOT NULL,
+		received_at INTEGER NOT NULL,
+		body        BLOB,
+		events      BLOB    NOT NULL,
+		applied     INTEGER NOT NULL DEFAULT 0,
+		result      BLOB
+	);
+	CREATE UNIQUE INDEX log_delivery ON log (source, delivery_id);
+	CREATE INDEX log_unapplied ON log (seq) WHERE applied = 0;
+	CREATE INDEX log_received_at ON log (received_at);
+	INSERT INTO log (source, delivery_id, kind, received_at, body, events, applied)
+		SELECT source, id, event, received_at, body, '[]', 1 FROM deliveries ORDER BY received_at;
+	DROP TABLE deliveries;
+	UPDATE counts SET deliveries = (SELECT COUNT(*) FROM log);
+	CREATE TRIGGER log_count_insert AFTER INSERT ON log BEGIN UPDATE counts SET deliveries = deliveries + 1; END;
+	CREATE TRIGGER log_count_delete AFTER DELETE ON log BEGIN UPDATE counts SET deliveries = deliveries - 1; END;
+	ALTER TABLE runs ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE runs ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE runs ADD COLUMN duration REAL NOT NULL DEFAULT 0;
+	UPDATE runs SET seen_at = created_at,
+		duration = COALESCE(json_extract(CAST(data AS TEXT), '$.duration_seconds'), 0);
+	CREATE INDEX runs_change_seq ON runs (change_seq);
+	CREATE INDEX runs_seen_at ON runs (seen_at);
+	CREATE TABLE state (
+		key   TEXT PRIMARY KEY,
+		value BLOB NOT NULL
+	);`,
 }
 
 // migrate applies the migrations the database has not seen yet, each in its

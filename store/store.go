@@ -1,11 +1,13 @@
-// Package store keeps pipeline_exporter's durable history in SQLite: the raw
-// webhook deliveries (the dedup journal) and every pipeline run as JSON, with
-// the columns the run API filters on.
+// Package store keeps pipeline_exporter's durable history in SQLite: the
+// delivery log (every input as received, the source of truth) and every
+// pipeline run as JSON with the columns the run API filters on. It
+// implements pipeline.Storage for the Applier, the only writer, and
+// pipeline.History for the readers.
 //
-// All writes go through one writer goroutine that commits whatever is queued
-// in one transaction (group commit), so every acknowledged write has reached
-// the disk (synchronous=FULL) without one fsync per request. Reads use their
-// own connection pool and never wait for the writer (WAL).
+// Writes go through one connection, so the Applier's transactions and the
+// pruner's steps take turns; every commit reaches the disk
+// (synchronous=FULL). Reads use their own connection pool and never wait
+// for the writer (WAL).
 package store
 
 import (
@@ -22,8 +24,6 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
-
-	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
 // FileName is the name of the database file inside the storage directory.
@@ -43,8 +43,9 @@ type Options struct {
 	// MaxRecords is how many runs are kept; the oldest finished runs are
 	// deleted past it. 0 keeps every run.
 	MaxRecords int
-	// Retention is how long runs and deliveries are kept, measured from a
-	// run's CreatedAt and a delivery's ReceivedAt. 0 keeps them forever.
+	// Retention is how long runs and applied log entries are kept,
+	// measured from when the exporter first saw a run (its SeenAt) and
+	// received an entry. 0 keeps them forever.
 	Retention time.Duration
 	// Now is the clock retention is measured on; nil means time.Now.
 	Now func() time.Time
@@ -52,10 +53,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Stats describes the store's size. It is cheap enough to read on every
-// scrape: the counts are kept in memory and the sizes come from os.Stat.
+// Stats describes the store's size.
 type Stats struct {
-	Runs       int64
+	Runs int64
+	// Deliveries counts the entries of the delivery log.
 	Deliveries int64
 	// SizeBytes is the size of the database file plus its write-ahead log.
 	SizeBytes int64
@@ -66,50 +67,18 @@ type Store struct {
 	path   string
 	opts   Options
 	logger *slog.Logger
+	lock   *dirLock
+	// file is the database file as opened: a file deleted or replaced
+	// under the running exporter no longer matches it.
+	file os.FileInfo
 
-	// wdb is used only by the writer goroutine and BulkLoad; it has a single
-	// connection, which is the only one that ever writes.
+	// wdb has a single connection, the only one that ever writes.
 	wdb *sql.DB
 	rdb *sql.DB
-	// hasDeliveryStmt is prepared once on the read pool: HasDelivery runs
-	// for every webhook, and parsing its SQL each time cost more than the
-	// lookup itself.
-	hasDeliveryStmt *sql.Stmt
-	// cdb is the checkpointer's single connection.
-	cdb *sql.DB
-
-	stmts writeStmts
-
-	// mu guards closed against Submit racing Close: Submit sends on reqs
-	// under the read lock, Close closes reqs under the write lock.
-	mu      sync.RWMutex
-	closed  bool
-	reqs    chan *request
-	stopped chan struct{} // closed when the writer goroutine has returned
 
 	stopPruner context.CancelFunc
 	prunerDone chan struct{}
 
-	// sinceCheckpoint is about how many bytes were committed since the
-	// last checkpoint started; past checkpointBytes the writer kicks the
-	// checkpointer.
-	sinceCheckpoint atomic.Int64
-	checkpointKick  chan struct{}
-	checkpointStop  chan struct{}
-	checkpointDone  chan struct{}
-	// checkpoints counts completed background checkpoints.
-	checkpoints atomic.Int64
-
-	// pending counts deliveries queued but not yet committed, so that
-	// HasDelivery answers true for a redelivery that races its original.
-	pendingMu sync.Mutex
-	pending   map[deliveryKey]int
-
-	runs       atomic.Int64
-	deliveries atomic.Int64
-	// commits counts successful Submit transactions; tests use it to see
-	// that concurrent requests share commits.
-	commits atomic.Int64
 	// errors counts failed write transactions since Open, for
 	// pipeline_exporter_store_errors_total.
 	errors atomic.Int64
@@ -121,18 +90,15 @@ type Store struct {
 
 	healthMu sync.Mutex
 	writeErr error
-	// damage is what the background integrity check found; unlike a write
-	// error, no commit clears it.
+	// damage is what the background integrity check found, or that the
+	// file was deleted or replaced; unlike a write error, no commit
+	// clears it.
 	damage error
 }
 
-type deliveryKey struct {
-	source pipeline.Source
-	id     string
-}
-
 // Open opens (creating if needed) the database in dir, checks its integrity,
-// brings its schema up to date and starts the writer and the pruner.
+// brings its schema up to date and starts the pruner. It takes an exclusive
+// lock on dir first: a second exporter on the same directory is refused.
 //
 // A file that is not SQLite, or whose header or schema is damaged, is
 // refused. Damage deeper in a file bigger than 64 MiB is found by a check
@@ -153,32 +119,32 @@ func open(dir string, opts Options, migs []string, fullCheckMax int64) (*Store, 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	path := filepath.Join(dir, FileName)
-	s := &Store{
-		path:    path,
-		opts:    opts,
-		logger:  opts.Logger,
-		reqs:    make(chan *request, 4*maxBatch),
-		stopped: make(chan struct{}),
-		pending: make(map[deliveryKey]int),
-
-		checkpointKick: make(chan struct{}, 1),
-		checkpointStop: make(chan struct{}),
-		checkpointDone: make(chan struct{}),
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
 	}
+	path := filepath.Join(dir, FileName)
+	s := &Store{path: path, opts: opts, logger: opts.Logger, lock: lock}
 	// Before the first connection: a new file has size 0.
 	var size int64
 	if fi, err := os.Stat(path); err == nil {
 		size = fi.Size()
 	}
 	fullCheck := size <= fullCheckMax
+	start := time.Now()
 	if err := s.openDBs(migs, fullCheck); err != nil {
 		s.closeDBs(false)
+		lock.release()
 		return nil, err
 	}
-	go s.writer()
-	go s.checkpointer()
-	if !fullCheck {
+	if s.file, err = os.Stat(path); err != nil {
+		s.closeDBs(false)
+		lock.release()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if fullCheck {
+		s.logger.Info("Checked the store", "path", path, "bytes", size, "duration", time.Since(start))
+	} else {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopCheck = cancel
 		s.checkDone = make(chan struct{})
@@ -190,7 +156,8 @@ func open(dir string, opts Options, migs []string, fullCheckMax int64) (*Store, 
 		s.prunerDone = make(chan struct{})
 		go s.pruner(ctx)
 	}
-	s.logger.Info("Opened store", "path", path, "runs", s.runs.Load(), "deliveries", s.deliveries.Load())
+	st, _ := s.Stats()
+	s.logger.Info("Opened store", "path", path, "runs", st.Runs, "log_entries", st.Deliveries)
 	return s, nil
 }
 
@@ -199,12 +166,12 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	// strips the query. synchronous=FULL makes every commit fsync the WAL, so
 	// an acknowledged write survives power loss. journal_size_limit lets the
 	// WAL shrink back after a big transaction instead of counting against
-	// SizeBytes forever. The checkpointer, not the commit, copies the WAL
+	// SizeBytes forever. SQLite's own automatic checkpoint copies the WAL
 	// into the main file.
 	var err error
 	s.wdb, err = sql.Open("sqlite", s.path+"?_txlock=immediate"+
 		"&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"+
-		"&_pragma=journal_size_limit(67108864)&_pragma=wal_autocheckpoint(0)")
+		"&_pragma=journal_size_limit(67108864)")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -230,9 +197,6 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	if err := migrate(s.wdb, s.path, migs); err != nil {
 		return err
 	}
-	if err := s.stmts.prepare(s.wdb); err != nil {
-		return fmt.Errorf("store: %s: %w", s.path, err)
-	}
 
 	s.rdb, err = sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
@@ -240,25 +204,6 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	}
 	s.rdb.SetMaxOpenConns(readConns)
 	s.rdb.SetMaxIdleConns(readConns)
-	if s.hasDeliveryStmt, err = s.rdb.Prepare(`SELECT 1 FROM deliveries WHERE source = ? AND id = ?`); err != nil {
-		return fmt.Errorf("store: %s: %w", s.path, err)
-	}
-
-	// synchronous=FULL: the main file must be on disk before the WAL
-	// frames it was copied from are overwritten.
-	s.cdb, err = sql.Open("sqlite", s.path+"?_pragma=synchronous(FULL)")
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	s.cdb.SetMaxOpenConns(1)
-	s.cdb.SetMaxIdleConns(1)
-
-	var runs, deliveries int64
-	if err := s.rdb.QueryRow(`SELECT runs, deliveries FROM counts`).Scan(&runs, &deliveries); err != nil {
-		return fmt.Errorf("store: %s: %w", s.path, err)
-	}
-	s.runs.Store(runs)
-	s.deliveries.Store(deliveries)
 	return nil
 }
 
@@ -342,43 +287,32 @@ func isCorrupt(err error) bool {
 	return false
 }
 
-// Close stops the pruner, lets the writer commit every queued request, and
-// closes the database, which checkpoints the WAL into the main file.
+// Close stops the pruner and the background check, closes the database,
+// which checkpoints the WAL into the main file, and releases the directory
+// lock. The Applier must have stopped.
 func (s *Store) Close() error {
 	if s.stopPruner != nil {
 		s.stopPruner()
 		<-s.prunerDone
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	close(s.reqs)
-	s.mu.Unlock()
 	if s.stopCheck != nil {
 		s.stopCheck()
 		<-s.checkDone
 	}
-	<-s.stopped
-	close(s.checkpointStop)
-	<-s.checkpointDone
-	return s.closeDBs(true)
+	err := s.closeDBs(true)
+	s.lock.release()
+	return err
 }
 
 // closeDBs closes both pools; checkpoint is false when Open failed, on a
 // file that may not even be a database.
 func (s *Store) closeDBs(checkpoint bool) error {
 	var errs []error
-	for _, db := range []*sql.DB{s.rdb, s.cdb} {
-		if db != nil {
-			errs = append(errs, db.Close())
-		}
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
 	}
-	s.stmts.close()
 	if s.wdb != nil {
-		// The other pools are closed first so the checkpoint can empty the
+		// The read pool is closed first so the checkpoint can empty the
 		// WAL.
 		if checkpoint {
 			if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
@@ -396,10 +330,14 @@ func (s *Store) closeDBs(checkpoint bool) error {
 // Path returns the database file path.
 func (s *Store) Path() string { return s.path }
 
-// Stats returns the number of stored runs and deliveries and the size of the
-// database on disk.
+// Stats returns the number of stored runs and log entries and the size of
+// the database on disk: two kept counts and two os.Stat calls, cheap enough
+// for every scrape.
 func (s *Store) Stats() (Stats, error) {
-	st := Stats{Runs: s.runs.Load(), Deliveries: s.deliveries.Load()}
+	var st Stats
+	if err := s.rdb.QueryRow(`SELECT runs, deliveries FROM counts`).Scan(&st.Runs, &st.Deliveries); err != nil {
+		return st, fmt.Errorf("store: %w", err)
+	}
 	for _, p := range []string{s.path, s.path + "-wal"} {
 		fi, err := os.Stat(p)
 		if errors.Is(err, os.ErrNotExist) {
@@ -414,32 +352,56 @@ func (s *Store) Stats() (Stats, error) {
 }
 
 // Healthy returns nil, or why the store cannot be trusted: damage the
-// background integrity check found (until a restart with a restored file),
-// or the last write error while the store cannot write (until the next
-// successful commit).
+// background integrity check found, the database file deleted or replaced
+// under the running exporter (both until a restart), or the last write
+// error while the store cannot write (until the next successful commit).
 func (s *Store) Healthy() error {
+	if err := s.checkFile(); err != nil {
+		return err
+	}
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	return s.writeErr
+}
+
+// checkFile reports damage, and finds a database file that was deleted or
+// replaced since Open: writes would go to a file nobody will read again,
+// so from then on every transaction is refused. It logs once.
+func (s *Store) checkFile() error {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
 	if s.damage != nil {
 		return s.damage
 	}
-	return s.writeErr
+	fi, err := os.Stat(s.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		s.damage = fmt.Errorf("store: %s was deleted while the exporter ran; restart it to start a new history, or restore a backup", s.path)
+	case err == nil && !os.SameFile(fi, s.file):
+		s.damage = fmt.Errorf("store: %s was replaced while the exporter ran; restart it to use the new file", s.path)
+	default:
+		return nil
+	}
+	s.logger.Error("Refusing writes", "err", s.damage)
+	return s.damage
 }
 
+// setHealth records the outcome of a write; a change is logged once, not
+// per request.
 func (s *Store) setHealth(err error) {
 	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	switch {
+	case err != nil && s.writeErr == nil:
+		s.logger.Error("Store writes failing", "path", s.path, "err", err)
+	case err == nil && s.writeErr != nil:
+		s.logger.Info("Store writes recovered", "path", s.path)
+	}
 	s.writeErr = err
-	s.healthMu.Unlock()
 }
 
 // Errors returns how many write transactions have failed since Open.
 func (s *Store) Errors() int64 { return s.errors.Load() }
-
-// Backup writes a consistent copy of the database to dst while the store
-// keeps running. It refuses to overwrite an existing file.
-func (s *Store) Backup(ctx context.Context, dst string) error {
-	return backup(ctx, s.path, dst)
-}
 
 // BackupDir writes a consistent copy of the history in dir to dst without
 // opening it as a Store: it is what `pipeline_exporter backup` runs, in a
@@ -459,6 +421,11 @@ func backup(ctx context.Context, path, dst string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("store: backup: %w", err)
 	}
+	// SQLite says only "unable to open database file (14)" for a folder
+	// that is missing or not writable.
+	if fi, err := os.Stat(filepath.Dir(dst)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("store: backup: the folder %s does not exist; create it first", filepath.Dir(dst))
+	}
 	// VACUUM INTO only reads one snapshot, so in WAL mode ingest goes on.
 	// It needs a connection of its own: the read pool is query_only, which
 	// VACUUM INTO refuses, and the writer's one connection must stay free.
@@ -470,6 +437,10 @@ func backup(ctx context.Context, path, dst string) error {
 	db.Close()
 	if err != nil {
 		os.Remove(dst)
+		var serr *sqlite.Error
+		if errors.As(err, &serr) && serr.Code()&0xff == sqlite3.SQLITE_CANTOPEN {
+			return fmt.Errorf("store: backup to %s: cannot create the file there (permission denied?)", dst)
+		}
 		return fmt.Errorf("store: backup to %s: %w", dst, err)
 	}
 	// VACUUM INTO does not sync its output; a backup must survive a crash

@@ -22,6 +22,8 @@ import (
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
+var ctx = context.Background()
+
 type fakeClock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -68,11 +70,63 @@ func testRun(id int64, pipe string, st pipeline.Status, src pipeline.Source, cre
 	return r
 }
 
+// submit commits, as the Applier does, the delivery (nil for none) as an
+// applied log entry together with the runs.
 func submit(t *testing.T, s *Store, d *pipeline.Delivery, runs ...*pipeline.Run) {
 	t.Helper()
-	if err := <-s.Submit(d, runs); err != nil {
-		t.Fatalf("Submit: %v", err)
+	var entries []*pipeline.Entry
+	if d != nil {
+		entries = append(entries, &pipeline.Entry{Source: d.Source, DeliveryID: d.ID, Kind: d.Event, ReceivedAt: d.ReceivedAt, Body: d.Body})
 	}
+	if err := commit(s, entries, runs...); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+}
+
+func commit(s *Store, entries []*pipeline.Entry, runs ...*pipeline.Run) error {
+	tx, err := s.Begin(context.Background())
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.Append(entries); err != nil {
+		return err
+	}
+	var applied []pipeline.AppliedEntry
+	for _, e := range entries {
+		if e.Seq != 0 {
+			applied = append(applied, pipeline.AppliedEntry{Seq: e.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}})
+		}
+	}
+	if err := tx.SaveRuns(runs); err != nil {
+		return err
+	}
+	if err := tx.MarkApplied(applied); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// bulkLoad commits runs in large transactions, to seed big histories.
+func bulkLoad(t testing.TB, s *Store, runs []*pipeline.Run) {
+	t.Helper()
+	for len(runs) > 0 {
+		chunk := runs[:min(len(runs), 10000)]
+		runs = runs[len(chunk):]
+		if err := commit(s, nil, chunk...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// hasEntry reports whether the log holds the delivery.
+func hasEntry(t *testing.T, s *Store, source pipeline.Source, id string) bool {
+	t.Helper()
+	var n int
+	if err := s.rdb.QueryRow(`SELECT COUNT(*) FROM log WHERE source = ? AND delivery_id = ?`, string(source), id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
 }
 
 func runIDs(runs []*pipeline.Run) []int64 {
@@ -143,7 +197,7 @@ func TestRoundTrip(t *testing.T) {
 
 	check := func(s *Store) {
 		t.Helper()
-		got, err := s.Run(run.ID)
+		got, err := s.Run(ctx, run.ID)
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
@@ -163,7 +217,7 @@ func TestRoundTrip(t *testing.T) {
 		if st.Runs != 2 || st.Deliveries != 1 || st.SizeBytes <= 0 {
 			t.Errorf("Stats = %+v, want 2 runs, 1 delivery, a size", st)
 		}
-		if _, err := s.Run(99); !errors.Is(err, pipeline.ErrNotFound) {
+		if _, err := s.Run(ctx, 99); !errors.Is(err, pipeline.ErrNotFound) {
 			t.Errorf("Run(99) error = %v, want ErrNotFound", err)
 		}
 	}
@@ -177,7 +231,7 @@ func TestRoundTrip(t *testing.T) {
 // readDelivery reads a journaled delivery back as it was received.
 func readDelivery(t *testing.T, s *Store, source pipeline.Source, id string) (event string, received int64, body []byte) {
 	t.Helper()
-	if err := s.rdb.QueryRow(`SELECT event, received_at, body FROM deliveries WHERE source = ? AND id = ?`,
+	if err := s.rdb.QueryRow(`SELECT kind, received_at, body FROM log WHERE source = ? AND delivery_id = ?`,
 		string(source), id).Scan(&event, &received, &body); err != nil {
 		t.Fatalf("reading delivery: %v", err)
 	}
@@ -218,118 +272,6 @@ func TestBodyRoundTrip(t *testing.T) {
 	}
 }
 
-func TestHasDelivery(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "a", Event: "push", ReceivedAt: t0, Body: []byte("{}")})
-	// A redelivery with the same key is journaled once and does not fail.
-	submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "a", Event: "push", ReceivedAt: t0, Body: []byte("{}")})
-	for _, tc := range []struct {
-		source pipeline.Source
-		id     string
-		want   bool
-	}{
-		{pipeline.SourceGitHub, "a", true},
-		{pipeline.SourceGitHub, "b", false},
-		{pipeline.SourceSupabase, "a", false},
-	} {
-		got, err := s.HasDelivery(tc.source, tc.id)
-		if err != nil || got != tc.want {
-			t.Errorf("HasDelivery(%s, %s) = %v, %v; want %v", tc.source, tc.id, got, err, tc.want)
-		}
-	}
-	if st, _ := s.Stats(); st.Deliveries != 1 {
-		t.Errorf("Stats().Deliveries = %d, want 1", st.Deliveries)
-	}
-}
-
-// holdWriteLock takes the database's write lock from another connection, so
-// the writer blocks in BEGIN and Submits pile up in its queue.
-func holdWriteLock(t *testing.T, path string) (release func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`); err != nil {
-		t.Fatal(err)
-	}
-	return func() {
-		if _, err := conn.ExecContext(context.Background(), `ROLLBACK`); err != nil {
-			t.Error(err)
-		}
-		conn.Close()
-		db.Close()
-	}
-}
-
-func TestGroupCommit(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	const n = 100
-	release := holdWriteLock(t, s.Path())
-	chans := make([]<-chan error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			d := &pipeline.Delivery{Source: pipeline.SourceMailerLite, ID: fmt.Sprint(i), Event: "campaign.sent", ReceivedAt: t0, Body: []byte("{}")}
-			chans[i] = s.Submit(d, []*pipeline.Run{testRun(int64(i+1), "site", pipeline.StatusPending, pipeline.SourceMailerLite, t0)})
-		})
-	}
-	wg.Wait()
-	// Queued is as good as journaled for dedup: a redelivery racing its
-	// original must not be applied twice.
-	if ok, err := s.HasDelivery(pipeline.SourceMailerLite, "42"); !ok || err != nil {
-		t.Errorf("HasDelivery of a queued delivery = %v, %v; want true", ok, err)
-	}
-	release()
-	for i, ch := range chans {
-		if err := <-ch; err != nil {
-			t.Fatalf("Submit %d: %v", i, err)
-		}
-	}
-	// The writer took at most one request before blocking on the lock;
-	// everything queued behind it shares the next commit.
-	if got := s.commits.Load(); got > 2 {
-		t.Errorf("%d Submits took %d commits, want at most 2", n, got)
-	}
-	if st, _ := s.Stats(); st.Runs != n || st.Deliveries != n {
-		t.Errorf("Stats = %+v, want %d runs and deliveries", st, n)
-	}
-}
-
-func TestSubmitOrder(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	release := holdWriteLock(t, s.Path())
-	// Queued together, so they land in one transaction: the last wins.
-	var chans []<-chan error
-	for _, st := range []pipeline.Status{pipeline.StatusPending, pipeline.StatusRunning, pipeline.StatusFailed, pipeline.StatusSuccess} {
-		chans = append(chans, s.Submit(nil, []*pipeline.Run{testRun(1, "site", st, pipeline.SourceGitHub, t0)}))
-	}
-	release()
-	for _, ch := range chans {
-		if err := <-ch; err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := s.Run(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Status != pipeline.StatusSuccess {
-		t.Errorf("status = %s, want the last submitted, success", got.Status)
-	}
-	// The status column follows the JSON, or status filters would lie.
-	if runs, _ := s.ListRuns(pipeline.RunQuery{Statuses: []pipeline.Status{pipeline.StatusRunning}, Limit: 10}); len(runs) != 0 {
-		t.Errorf("running runs = %v, want none", runIDs(runs))
-	}
-	if st, _ := s.Stats(); st.Runs != 1 {
-		t.Errorf("Stats().Runs = %d, want 1", st.Runs)
-	}
-}
-
 // seedRuns builds a spread of runs over pipelines, statuses, sources and
 // times; ids follow creation time, as the Tracker assigns them.
 func seedRuns(n int) []*pipeline.Run {
@@ -366,9 +308,7 @@ func reference(runs []*pipeline.Run, q pipeline.RunQuery) []int64 {
 func TestListRuns(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
 	runs := seedRuns(240)
-	if err := s.BulkLoad(runs); err != nil {
-		t.Fatal(err)
-	}
+	bulkLoad(t, s, runs)
 	var queries []pipeline.RunQuery
 	for _, statuses := range [][]pipeline.Status{nil, {pipeline.StatusFailed}, {pipeline.StatusFailed, pipeline.StatusTimedOut, pipeline.StatusPending}} {
 		for _, pipe := range []string{"", "docs"} {
@@ -393,7 +333,7 @@ func TestListRuns(t *testing.T) {
 			var got []int64
 			q.Limit = 7
 			for page := 0; ; page++ {
-				res, err := s.ListRuns(q)
+				res, err := s.ListRuns(ctx, q)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -411,7 +351,7 @@ func TestListRuns(t *testing.T) {
 			}
 		})
 	}
-	if res, err := s.ListRuns(pipeline.RunQuery{Limit: 0}); err != nil || len(res) != 0 {
+	if res, err := s.ListRuns(ctx, pipeline.RunQuery{Limit: 0}); err != nil || len(res) != 0 {
 		t.Errorf("Limit 0 = %v, %v; want nothing", runIDs(res), err)
 	}
 }
@@ -439,9 +379,7 @@ func explain(t *testing.T, s *Store, query string, args ...any) string {
 // be scanned or sorted to answer a page.
 func TestQueryPlans(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
-	if err := s.BulkLoad(seedRuns(50)); err != nil {
-		t.Fatal(err)
-	}
+	bulkLoad(t, s, seedRuns(50))
 	failed := []pipeline.Status{pipeline.StatusFailed}
 	for _, tc := range []struct {
 		name string
@@ -483,8 +421,10 @@ func TestQueryPlans(t *testing.T) {
 		{"ActiveRuns", `SELECT data FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`, nil, "runs_status"},
 		{"LastSuccessRuns", pipelinesCTE + `SELECT r.data FROM p JOIN runs r ON r.id = (
 			SELECT id FROM runs WHERE pipeline = p.name AND status = ? ORDER BY id DESC LIMIT 1)`, []any{"success"}, "runs_pipeline_status"},
-		{"prune runs by age", `SELECT id FROM runs WHERE created_at < ? LIMIT ?`, []any{1, 1}, "runs_created_at"},
-		{"prune deliveries by age", `SELECT rowid FROM deliveries WHERE received_at < ? LIMIT ?`, []any{1, 1}, "deliveries_received_at"},
+		{"prune runs by age", `SELECT id FROM runs WHERE seen_at < ? AND status NOT IN ` + activeStatuses + ` LIMIT ?`, []any{1, 1}, "runs_seen_at"},
+		{"prune log by age", `SELECT seq FROM log WHERE received_at < ? AND applied = 1 LIMIT ?`, []any{1, 1}, "log_received_at"},
+		{"unapplied", `SELECT seq FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`, []any{1}, "log_unapplied"},
+		{"changed after", `SELECT data FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`, []any{1, 1}, "runs_change_seq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if plan := explain(t, s, tc.query, tc.args...); !strings.Contains(plan, tc.want) {
@@ -511,7 +451,7 @@ func TestFindGitHubRun(t *testing.T) {
 		{run.GitHub.RunID, 3, 0},
 		{1, 1, 0},
 	} {
-		got, err := s.FindGitHubRun(tc.runID, tc.attempt)
+		got, err := s.FindGitHubRun(ctx, tc.runID, tc.attempt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -536,22 +476,45 @@ func TestHistory(t *testing.T) {
 		testRun(6, "docs", pipeline.StatusPending, pipeline.SourceSupabase, t0),
 		testRun(7, "shop", pipeline.StatusPending, pipeline.SourceMailerLite, t0),
 	)
+	r, err := s.Restore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
-		fn   func() ([]*pipeline.Run, error)
+		got  []*pipeline.Run
 		want []int64
 	}{
-		{"ActiveRuns", s.ActiveRuns, []int64{4, 6, 7}},
-		{"LastFinishedRuns", s.LastFinishedRuns, []int64{5, 2}}, // docs, site; shop has none
-		{"LastSuccessRuns", s.LastSuccessRuns, []int64{3, 1}},
+		{"Active", r.Active, []int64{4, 6, 7}},
+		{"LastFinished", r.LastFinished, []int64{5, 2}}, // docs, site; shop has none
+		{"LastSuccess", r.LastSuccess, []int64{3, 1}},
 	} {
-		got, err := tc.fn()
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+		if !slices.Equal(runIDs(tc.got), tc.want) {
+			t.Errorf("%s = %v, want %v", tc.name, runIDs(tc.got), tc.want)
 		}
-		if !slices.Equal(runIDs(got), tc.want) {
-			t.Errorf("%s = %v, want %v", tc.name, runIDs(got), tc.want)
+	}
+	sums, err := s.Summaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, ps := range sums {
+		var last, success int64
+		if ps.LastFinished != nil {
+			last = ps.LastFinished.ID
 		}
+		if ps.LastSuccess != nil {
+			success = ps.LastSuccess.ID
+		}
+		got[ps.Pipeline] = fmt.Sprintf("in progress %d, last %d, last success %d", ps.InProgress, last, success)
+	}
+	want := map[string]string{
+		"docs": "in progress 1, last 5, last success 3",
+		"shop": "in progress 1, last 0, last success 0",
+		"site": "in progress 1, last 2, last success 1",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Summaries = %v, want %v", got, want)
 	}
 }
 
@@ -568,10 +531,8 @@ func TestRetentionByCount(t *testing.T) {
 			r.Status = pipeline.StatusFailed
 		}
 	}
-	if err := s.BulkLoad(runs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.prune(context.Background()); err != nil {
+	bulkLoad(t, s, runs)
+	if _, err := s.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var want []int64
@@ -580,7 +541,7 @@ func TestRetentionByCount(t *testing.T) {
 			want = append(want, r.ID)
 		}
 	}
-	got, err := s.ListRuns(pipeline.RunQuery{Limit: 500})
+	got, err := s.ListRuns(ctx, pipeline.RunQuery{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,8 +553,8 @@ func TestRetentionByCount(t *testing.T) {
 	if st, _ := s.Stats(); st.Runs != 100 {
 		t.Errorf("Stats().Runs = %d, want 100", st.Runs)
 	}
-	if id, err := s.MaxRunID(); err != nil || id != 2500 {
-		t.Errorf("MaxRunID = %d, %v; want 2500", id, err)
+	if r, err := s.Restore(ctx); err != nil || r.MaxRunID != 2500 {
+		t.Errorf("Restore().MaxRunID = %+v, %v; want 2500", r, err)
 	}
 }
 
@@ -603,7 +564,8 @@ func TestRetentionByAge(t *testing.T) {
 	day := 24 * time.Hour
 	ages := []time.Duration{100 * day, 91 * day, 89 * day, 1 * day}
 	for i, age := range ages {
-		// The oldest is still running: age pruning takes it too.
+		// The oldest is still running: only finished runs are pruned
+		// (a run in progress ends by its timeout first).
 		st := pipeline.StatusSuccess
 		if i == 0 {
 			st = pipeline.StatusRunning
@@ -611,20 +573,26 @@ func TestRetentionByAge(t *testing.T) {
 		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceSupabase, ID: fmt.Sprint(i), Event: "INSERT", ReceivedAt: t0.Add(-age), Body: []byte("{}")},
 			testRun(int64(i+1), "site", st, pipeline.SourceSupabase, t0.Add(-age)))
 	}
+	// A payload dated six years back, first seen by the exporter now:
+	// retention counts from the exporter's sight of it, not the sender's
+	// clock.
+	old := testRun(5, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	old.SeenAt = t0
+	submit(t, s, nil, old)
 	for _, tc := range []struct {
 		now        time.Time
 		wantRuns   []int64
 		wantDelivs []string
 	}{
-		{t0, []int64{4, 3}, []string{"2", "3"}},
-		{t0.Add(2 * day), []int64{4}, []string{"3"}},
-		{t0.Add(100 * day), nil, nil},
+		{t0, []int64{5, 4, 3, 1}, []string{"2", "3"}},
+		{t0.Add(2 * day), []int64{5, 4, 1}, []string{"3"}},
+		{t0.Add(100 * day), []int64{1}, nil},
 	} {
 		clock.Set(tc.now)
-		if err := s.prune(context.Background()); err != nil {
+		if _, err := s.Prune(ctx); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.ListRuns(pipeline.RunQuery{Limit: 10})
+		got, err := s.ListRuns(ctx, pipeline.RunQuery{Limit: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -633,7 +601,7 @@ func TestRetentionByAge(t *testing.T) {
 		}
 		var delivs []string
 		for i := range ages {
-			if ok, _ := s.HasDelivery(pipeline.SourceSupabase, fmt.Sprint(i)); ok {
+			if hasEntry(t, s, pipeline.SourceSupabase, fmt.Sprint(i)) {
 				delivs = append(delivs, fmt.Sprint(i))
 			}
 		}
@@ -644,16 +612,16 @@ func TestRetentionByAge(t *testing.T) {
 			t.Errorf("at %v: Stats = %+v", tc.now, st)
 		}
 	}
-	if id, err := s.MaxRunID(); err != nil || id != 4 {
-		t.Errorf("MaxRunID after pruning everything = %d, %v; want 4", id, err)
+	if r, err := s.Restore(ctx); err != nil || r.MaxRunID != 5 {
+		t.Errorf("Restore().MaxRunID after pruning = %+v, %v; want 5", r, err)
 	}
 }
 
 func TestMaxRunID(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{})
-	if id, err := s.MaxRunID(); err != nil || id != 0 {
-		t.Errorf("empty MaxRunID = %d, %v", id, err)
+	if r, err := s.Restore(ctx); err != nil || r.MaxRunID != 0 {
+		t.Errorf("empty Restore().MaxRunID = %+v, %v", r, err)
 	}
 	submit(t, s, nil, testRun(41, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0), testRun(40, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0))
 	if _, err := s.wdb.Exec(`DELETE FROM runs`); err != nil {
@@ -661,41 +629,11 @@ func TestMaxRunID(t *testing.T) {
 	}
 	s.Close()
 	s = openTest(t, dir, Options{})
-	if id, err := s.MaxRunID(); err != nil || id != 41 {
-		t.Errorf("MaxRunID after deleting every run and reopening = %d, %v; want 41", id, err)
+	if r, err := s.Restore(ctx); err != nil || r.MaxRunID != 41 {
+		t.Errorf("Restore().MaxRunID after deleting every run and reopening = %+v, %v; want 41", r, err)
 	}
 	if st, _ := s.Stats(); st.Runs != 0 {
 		t.Errorf("Stats().Runs after deleting every run = %d, want 0", st.Runs)
-	}
-}
-
-func TestCheckpointWhileRunning(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	fileSize := func() int64 {
-		fi, err := os.Stat(s.Path())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Size()
-	}
-	before := fileSize()
-	// Random bodies: the WAL grows by what is submitted.
-	const n = 24
-	body := randomBytes(256 << 10)
-	for i := range n {
-		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: fmt.Sprint(i), Event: "push", ReceivedAt: t0, Body: body})
-	}
-	// The writer never checkpoints, so only the checkpointer can move
-	// these pages into the main file.
-	deadline := time.Now().Add(10 * time.Second)
-	for s.checkpoints.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s.checkpoints.Load() == 0 {
-		t.Fatalf("no checkpoint after %d bytes were committed", n*len(body))
-	}
-	if after := fileSize(); after-before < checkpointBytes {
-		t.Errorf("main file grew from %d to %d bytes; want the checkpointed WAL (%d+ bytes) in it", before, after, checkpointBytes)
 	}
 }
 
@@ -734,7 +672,7 @@ func TestMigrations(t *testing.T) {
 		if _, err := s.rdb.Exec(`SELECT note FROM runs`); err != nil {
 			t.Errorf("migration %d not applied: %v", len(addColumn), err)
 		}
-		if _, err := s.Run(1); err != nil {
+		if _, err := s.Run(ctx, 1); err != nil {
 			t.Errorf("run lost in migration: %v", err)
 		}
 	})
@@ -819,9 +757,7 @@ func TestCorruptFileRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.BulkLoad(seedRuns(200)); err != nil {
-			t.Fatal(err)
-		}
+		bulkLoad(t, s, seedRuns(200))
 		s.Close()
 	}
 	damagedPages := func(t *testing.T, path string) {
@@ -885,125 +821,6 @@ func TestCorruptFileRefused(t *testing.T) {
 	}
 }
 
-// TestWriteFailureRecovers makes the disk "full" the way SQLite itself sees
-// it: max_page_count caps the file at its current size, so the next write
-// fails with SQLITE_FULL, the error a full disk gives. Running as root rules
-// out permission tricks, and this needs no special file system.
-func TestWriteFailureRecovers(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	submit(t, s, nil, testRun(1, "site", pipeline.StatusPending, pipeline.SourceGitHub, t0))
-	if _, err := s.wdb.Exec(`PRAGMA max_page_count = 1`); err != nil {
-		t.Fatal(err)
-	}
-	// A big body, so the write needs new pages.
-	big := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "big", Event: "push", ReceivedAt: t0, Body: randomBytes(256 << 10)}
-	err := <-s.Submit(big, []*pipeline.Run{testRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0)})
-	if !errors.Is(err, pipeline.ErrUnavailable) {
-		t.Fatalf("Submit on a full disk = %v, want ErrUnavailable", err)
-	}
-	if s.Healthy() == nil {
-		t.Error("Healthy() = nil after a failed write")
-	}
-	if s.Errors() != 1 {
-		t.Errorf("Errors() = %d after one failed write, want 1", s.Errors())
-	}
-	if ok, _ := s.HasDelivery(pipeline.SourceGitHub, "big"); ok {
-		t.Error("failed delivery reported as journaled")
-	}
-	if r, _ := s.Run(1); r.Status != pipeline.StatusPending {
-		t.Errorf("run status = %s after a failed write, want pending", r.Status)
-	}
-
-	if _, err := s.wdb.Exec(`PRAGMA max_page_count = 1073741823`); err != nil {
-		t.Fatal(err)
-	}
-	submit(t, s, big, testRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0))
-	if err := s.Healthy(); err != nil {
-		t.Errorf("Healthy() = %v after a successful commit", err)
-	}
-	if ok, _ := s.HasDelivery(pipeline.SourceGitHub, "big"); !ok {
-		t.Error("retried delivery not journaled")
-	}
-	if st, _ := s.Stats(); st.Runs != 1 || st.Deliveries != 1 {
-		t.Errorf("Stats = %+v, want 1 run and 1 delivery", st)
-	}
-}
-
-func TestBackup(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	run, d := fixtureRun(t)
-	submit(t, s, d, run, testRun(8, "docs", pipeline.StatusRunning, pipeline.SourceMailerLite, t0))
-	backupDir := t.TempDir()
-	dst := filepath.Join(backupDir, FileName)
-	if err := s.Backup(context.Background(), dst); err != nil {
-		t.Fatalf("Backup: %v", err)
-	}
-	if err := s.Backup(context.Background(), dst); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Errorf("Backup over an existing file = %v, want refusal", err)
-	}
-	// The store keeps working after a backup.
-	submit(t, s, nil, testRun(9, "docs", pipeline.StatusPending, pipeline.SourceMailerLite, t0))
-
-	b := openTest(t, backupDir, Options{})
-	got, err := b.ListRuns(pipeline.RunQuery{Limit: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(runIDs(got), []int64{8, 7}) || !reflect.DeepEqual(got[1], run) {
-		t.Errorf("backup runs = %v, want [8 7] with run 7 intact", runIDs(got))
-	}
-	if ok, _ := b.HasDelivery(d.Source, d.ID); !ok {
-		t.Error("backup lacks the delivery")
-	}
-}
-
-func TestCloseDrainsQueue(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := holdWriteLock(t, s.Path())
-	const n = 50
-	var chans []<-chan error
-	for i := range n {
-		chans = append(chans, s.Submit(nil, []*pipeline.Run{testRun(int64(i+1), "site", pipeline.StatusPending, pipeline.SourceGitHub, t0)}))
-	}
-	closed := make(chan error)
-	go func() { closed <- s.Close() }()
-	// Release the writer only once Close has shut the queue, so the
-	// requests are provably still queued when Close starts.
-	for {
-		s.mu.RLock()
-		c := s.closed
-		s.mu.RUnlock()
-		if c {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := <-s.Submit(nil, []*pipeline.Run{testRun(99, "site", pipeline.StatusPending, pipeline.SourceGitHub, t0)}); !errors.Is(err, pipeline.ErrUnavailable) {
-		t.Errorf("Submit after Close = %v, want ErrUnavailable", err)
-	}
-	release()
-	if err := <-closed; err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	for i, ch := range chans {
-		if err := <-ch; err != nil {
-			t.Errorf("queued Submit %d: %v", i, err)
-		}
-	}
-	// Close checkpoints: everything is in the main file.
-	if fi, err := os.Stat(s.Path() + "-wal"); err == nil && fi.Size() > 0 {
-		t.Errorf("WAL holds %d bytes after Close", fi.Size())
-	}
-	s = openTest(t, dir, Options{})
-	if st, _ := s.Stats(); st.Runs != n {
-		t.Errorf("runs after reopening = %d, want %d", st.Runs, n)
-	}
-}
-
 func TestBackupDirWhileOpen(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, Options{})
@@ -1023,7 +840,7 @@ func TestBackupDirWhileOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := openTest(t, restored, Options{})
-	if got, err := b.Run(run.ID); err != nil || !reflect.DeepEqual(got, run) {
+	if got, err := b.Run(ctx, run.ID); err != nil || !reflect.DeepEqual(got, run) {
 		t.Fatalf("restored run = %+v, %v", got, err)
 	}
 }

@@ -1,0 +1,433 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// maxBatch bounds how many entries share one transaction, so that one
+// commit never holds the write lock for long; concurrent deliveries beyond
+// it wait for the next commit.
+const maxBatch = 256
+
+// sharedLogPoll is how often an Applier over a shared log looks for
+// entries that other instances appended.
+const sharedLogPoll = time.Second
+
+// ApplierOptions are the Applier's collaborators.
+type ApplierOptions struct {
+	// Now is the clock of the Tracker and of timeouts; time.Now when nil.
+	Now func() time.Time
+	// Observers hear every committed Update, in commit order, on the
+	// Applier's goroutine: they must not block (metrics, live events,
+	// tracing).
+	Observers []func(Update)
+	// StartVerify is called, after the commit, for each run whose verify
+	// stage became due; it must not block: the result comes back through
+	// Apply.
+	StartVerify func(*Run)
+	// SharedLog says that other processes append to the log too (several
+	// instances): the Applier then applies what they appended before each
+	// batch and at least every second.
+	SharedLog bool
+	// Logger receives commit failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Applier is the only writer of runs. One goroutine (Run) owns the Tracker:
+// it appends the entries handed to it to the log, applies them and what
+// the log holds unapplied, applies timeouts, and commits the changed runs
+// with the applied entries in one transaction. Concurrent entries share a
+// transaction (group commit). Submit is safe for concurrent use.
+type Applier struct {
+	st    Storage
+	opts  ApplierOptions
+	specs []Spec
+	queue chan *submission
+
+	// Owned by the Run goroutine.
+	t *Tracker
+	// changeSeq is the last change sequence committed.
+	changeSeq int64
+	// stale is set when a commit failed: the Tracker holds changes that
+	// are not durable, so it is restored before the next batch.
+	stale bool
+}
+
+// submission is one entry (or new specs) handed to the Applier.
+type submission struct {
+	entry *Entry
+	specs []Spec
+	// state goes from queued to taken (the Applier will answer) or to
+	// abandoned (the submitter gave up before; the entry is dropped).
+	state atomic.Int32
+	done  chan answer
+}
+
+const (
+	queued int32 = iota
+	taken
+	abandoned
+)
+
+type answer struct {
+	result Result
+	err    error
+}
+
+// NewApplier returns an Applier over st for the given pipelines. Run must
+// be called for it to do anything.
+func NewApplier(st Storage, specs []Spec, opts ApplierOptions) *Applier {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Applier{st: st, opts: opts, specs: slices.Clone(specs), queue: make(chan *submission, maxBatch)}
+}
+
+// Ingest appends the entry to the log and applies it, and returns once
+// both are committed. A duplicate entry (its source and delivery id are in
+// the log already) changes nothing. Errors wrap ErrUnavailable: nothing was
+// stored, and the sender may retry.
+func (a *Applier) Ingest(ctx context.Context, e *Entry) (Result, error) {
+	return a.submit(ctx, &submission{entry: e})
+}
+
+// Apply applies events that come with no delivery (polled state, verify
+// results) as one log entry, and returns once they are committed.
+func (a *Applier) Apply(ctx context.Context, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	e := &Entry{Kind: KindPoll, ReceivedAt: a.opts.Now(), Events: events}
+	switch ev := events[0].(type) {
+	case WorkflowRunEvent, WorkflowJobEvent:
+		e.Source = SourceGitHub
+	case PagesDeploymentEvent:
+		e.Source = SourceCloudflare
+	case VerifyResultEvent:
+		e.Kind = KindVerify
+	case TriggerEvent:
+		e.Source = ev.Trigger.Source
+	}
+	_, err := a.submit(ctx, &submission{entry: e})
+	return err
+}
+
+// SetSpecs replaces the pipelines after a config reload, in order with the
+// entries submitted before it.
+func (a *Applier) SetSpecs(ctx context.Context, specs []Spec) error {
+	_, err := a.submit(ctx, &submission{specs: slices.Clone(specs)})
+	return err
+}
+
+func (a *Applier) submit(ctx context.Context, s *submission) (Result, error) {
+	s.done = make(chan answer, 1)
+	select {
+	case a.queue <- s:
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	select {
+	case ans := <-s.done:
+		return ans.result, ans.err
+	case <-ctx.Done():
+		if s.state.CompareAndSwap(queued, abandoned) {
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		// Taken: the answer is on its way, and it is the truth.
+		ans := <-s.done
+		return ans.result, ans.err
+	}
+}
+
+// Run restores the committed state, applies what the log holds unapplied,
+// then applies submissions and timeouts until ctx is done. It returns an
+// error only when the state cannot be restored at start.
+func (a *Applier) Run(ctx context.Context) error {
+	if err := a.restore(ctx); err != nil {
+		return err
+	}
+	// Entries appended but not applied (a crash between the two, or other
+	// instances' appends) are applied before anything new.
+	a.step(ctx, nil, true)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		timer.Reset(a.wait())
+		var batch []*submission
+		select {
+		case <-ctx.Done():
+			a.drain()
+			return nil
+		case s := <-a.queue:
+			batch = append(batch, s)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case s := <-a.queue:
+					batch = append(batch, s)
+				default:
+					break drain
+				}
+			}
+		case <-timer.C:
+		}
+		a.step(ctx, batch, a.opts.SharedLog)
+	}
+}
+
+// wait is how long the loop may sleep: until the next timeout, at most a
+// second (the shared log's poll, and retries after a failed commit).
+func (a *Applier) wait() time.Duration {
+	wait := time.Second
+	if a.stale {
+		return wait
+	}
+	if next, ok := a.t.NextDeadline(); ok {
+		// The floor keeps a clock that disagrees with the Tracker's from
+		// spinning the loop.
+		wait = min(max(next.Sub(a.opts.Now()), 10*time.Millisecond), wait)
+	}
+	return wait
+}
+
+// drain answers what is still queued when the Applier stops.
+func (a *Applier) drain() {
+	for {
+		select {
+		case s := <-a.queue:
+			if s.state.CompareAndSwap(queued, taken) {
+				s.done <- answer{err: fmt.Errorf("%w: shutting down", ErrUnavailable)}
+			}
+		default:
+			return
+		}
+	}
+}
+
+// restore builds the Tracker from the committed state.
+func (a *Applier) restore(ctx context.Context) error {
+	r, err := a.st.Restore(ctx)
+	if err != nil {
+		return fmt.Errorf("restoring the committed runs: %w", err)
+	}
+	a.t = NewTracker(a.specs, a.opts.Now)
+	a.t.Restore(r.Active, r.LastFinished, r.LastSuccess, r.MaxRunID, r.Held)
+	a.changeSeq = r.MaxChangeSeq
+	a.stale = false
+	if a.opts.StartVerify != nil {
+		// The checks under way died with the previous process.
+		for _, run := range a.t.PendingVerifies() {
+			a.opts.StartVerify(run)
+		}
+	}
+	return nil
+}
+
+// step is one transaction: the batch's entries appended, the log's
+// unapplied entries (when readLog) and the batch's entries applied, due
+// timeouts applied, and everything committed together.
+func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
+	var subs []*submission
+	for _, s := range batch {
+		if !s.state.CompareAndSwap(queued, taken) {
+			continue
+		}
+		if s.specs != nil {
+			a.specs = s.specs
+			if a.t != nil {
+				a.t.SetSpecs(s.specs)
+			}
+			s.done <- answer{}
+			continue
+		}
+		subs = append(subs, s)
+	}
+	if a.stale {
+		if err := a.restore(ctx); err != nil {
+			a.opts.Logger.Error("Restoring the committed runs failed", "err", err)
+			a.fail(subs, err)
+			return
+		}
+		readLog = true
+	}
+	results, updates, err := a.commit(ctx, subs, readLog)
+	if err != nil {
+		a.stale = true
+		a.opts.Logger.Error("Committing applied entries failed", "err", err)
+		a.fail(subs, err)
+		return
+	}
+	for _, u := range updates {
+		for _, o := range a.opts.Observers {
+			o(u)
+		}
+		if u.StartVerify && a.opts.StartVerify != nil {
+			a.opts.StartVerify(u.Run)
+		}
+	}
+	for i, s := range subs {
+		s.done <- answer{result: results[i]}
+	}
+}
+
+func (a *Applier) fail(subs []*submission, err error) {
+	for _, s := range subs {
+		s.done <- answer{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+	}
+}
+
+// commit runs the transaction of one step and returns each submission's
+// result and the committed updates in order.
+func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) ([]Result, []Update, error) {
+	var backlog []*Entry
+	if readLog {
+		var err error
+		if backlog, err = a.st.Unapplied(ctx, maxBatch); err != nil {
+			return nil, nil, fmt.Errorf("reading unapplied log entries: %w", err)
+		}
+	}
+	if len(subs) == 0 && len(backlog) == 0 && !a.due() {
+		return nil, nil, nil
+	}
+	tx, err := a.st.Begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	entries := make([]*Entry, len(subs))
+	for i, s := range subs {
+		entries[i] = s.entry
+	}
+	if err := tx.Append(entries); err != nil {
+		return nil, nil, fmt.Errorf("appending to the log: %w", err)
+	}
+
+	var updates []Update
+	var applied []AppliedEntry
+	apply := func(e *Entry) (Result, error) {
+		res, ups, err := a.applyEntry(ctx, e)
+		if err != nil {
+			return res, err
+		}
+		updates = append(updates, ups...)
+		applied = append(applied, AppliedEntry{Seq: e.Seq, Result: res})
+		return res, nil
+	}
+	for _, e := range backlog {
+		if _, err := apply(e); err != nil {
+			return nil, nil, err
+		}
+	}
+	results := make([]Result, len(subs))
+	for i, e := range entries {
+		if e.Seq == 0 {
+			results[i] = Result{Outcome: OutcomeDuplicate}
+			continue
+		}
+		if results[i], err = apply(e); err != nil {
+			return nil, nil, err
+		}
+	}
+	if a.due() {
+		updates = append(updates, a.t.Expire()...)
+	}
+
+	runs := a.changedRuns(updates)
+	if err := tx.SaveRuns(runs); err != nil {
+		return nil, nil, fmt.Errorf("saving runs: %w", err)
+	}
+	if held, changed := a.t.Held(); changed {
+		if err := tx.SaveHeld(held); err != nil {
+			return nil, nil, fmt.Errorf("saving held job events: %w", err)
+		}
+	}
+	if err := tx.MarkApplied(applied); err != nil {
+		return nil, nil, fmt.Errorf("marking entries applied: %w", err)
+	}
+	err = tx.Commit()
+	tx = nil
+	if err != nil {
+		return nil, nil, err
+	}
+	a.changeSeq += int64(len(runs))
+	return results, updates, nil
+}
+
+// due reports whether a timeout has fallen due.
+func (a *Applier) due() bool {
+	next, ok := a.t.NextDeadline()
+	return ok && !next.After(a.opts.Now())
+}
+
+// applyEntry applies one entry's events, first recalling from the history
+// the finished GitHub runs they concern.
+func (a *Applier) applyEntry(ctx context.Context, e *Entry) (Result, []Update, error) {
+	var updates []Update
+	reason := ""
+	used := false
+	for _, ev := range e.Events {
+		if id, attempt, ok := a.t.NeedsRun(ev); ok {
+			r, err := a.st.FindGitHubRun(ctx, id, attempt)
+			if err != nil {
+				return Result{}, nil, fmt.Errorf("looking up GitHub run %d attempt %d: %w", id, attempt, err)
+			}
+			a.t.Recall(r)
+		}
+		ups, why := a.t.Apply(ev)
+		updates = append(updates, ups...)
+		if why == "" {
+			used = true
+		} else if reason == "" {
+			reason = why
+		}
+	}
+	if !used {
+		if reason == "" {
+			reason = "no events"
+		}
+		return Result{Outcome: OutcomeIgnored, Reason: reason}, nil, nil
+	}
+	return Result{Outcome: OutcomeAccepted, RunIDs: runIDs(updates)}, updates, nil
+}
+
+// changedRuns returns the latest state of each run the updates changed, in
+// the order of their last change, each with its change sequence.
+func (a *Applier) changedRuns(updates []Update) []*Run {
+	last := make(map[int64]int, len(updates))
+	for i, u := range updates {
+		last[u.Run.ID] = i
+	}
+	runs := make([]*Run, 0, len(last))
+	seq := a.changeSeq
+	for i, u := range updates {
+		if last[u.Run.ID] != i {
+			continue
+		}
+		seq++
+		u.Run.ChangeSeq = seq
+		runs = append(runs, u.Run)
+	}
+	return runs
+}
+
+func runIDs(updates []Update) []int64 {
+	ids := make([]int64, 0, len(updates))
+	for _, u := range updates {
+		if !slices.Contains(ids, u.Run.ID) {
+			ids = append(ids, u.Run.ID)
+		}
+	}
+	return ids
+}

@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// Keys of the state table.
+const (
+	stateHeld      = "held"
+	stateChangeSeq = "change_seq"
+)
+
+// activeStatuses is the SQL list of non-terminal run statuses.
+const activeStatuses = `('` + string(pipeline.StatusPending) + `','` + string(pipeline.StatusRunning) + `')`
+
+// Begin starts a transaction of the Applier on the one write connection.
+// A database file deleted or replaced under the exporter refuses it, so no
+// delivery is acknowledged into a file nobody will read.
+func (s *Store) Begin(ctx context.Context) (pipeline.StorageTx, error) {
+	if err := s.checkFile(); err != nil {
+		return nil, err
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		s.failed(err)
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return &storeTx{s: s, tx: tx}, nil
+}
+
+func (s *Store) failed(err error) {
+	s.errors.Add(1)
+	s.setHealth(err)
+}
+
+// storeTx implements pipeline.StorageTx.
+type storeTx struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (t *storeTx) Append(entries []*pipeline.Entry) error {
+	return t.check(t.append(entries))
+}
+
+func (t *storeTx) append(entries []*pipeline.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	st, err := t.tx.Prepare(`INSERT INTO log (source, delivery_id, kind, received_at, body, events)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, e := range entries {
+		events, err := pipeline.MarshalEvents(e.Events)
+		if err != nil {
+			return err
+		}
+		var id sql.NullString
+		if e.DeliveryID != "" {
+			id = sql.NullString{String: e.DeliveryID, Valid: true}
+		}
+		e.Seq = 0
+		err = st.QueryRow(string(e.Source), id, e.Kind, nanos(e.ReceivedAt), e.Body, events).Scan(&e.Seq)
+		if err != nil && err != sql.ErrNoRows {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *storeTx) MarkApplied(applied []pipeline.AppliedEntry) error {
+	return t.check(t.markApplied(applied))
+}
+
+func (t *storeTx) markApplied(applied []pipeline.AppliedEntry) error {
+	if len(applied) == 0 {
+		return nil
+	}
+	st, err := t.tx.Prepare(`UPDATE log SET applied = 1, result = ? WHERE seq = ?`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, a := range applied {
+		result, err := json.Marshal(a.Result)
+		if err != nil {
+			return err
+		}
+		if _, err := st.Exec(result, a.Seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *storeTx) SaveRuns(runs []*pipeline.Run) error {
+	return t.check(t.saveRuns(runs))
+}
+
+func (t *storeTx) saveRuns(runs []*pipeline.Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	// One statement whether the run is new or not: the counts table's
+	// triggers tell new rows from replaced ones.
+	st, err := t.tx.Prepare(`INSERT INTO runs (id, pipeline, status, trigger_source, created_at,
+		finished_at, github_run_id, github_run_attempt, data, change_seq, seen_at, duration)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, status = excluded.status,
+		trigger_source = excluded.trigger_source, created_at = excluded.created_at,
+		finished_at = excluded.finished_at, github_run_id = excluded.github_run_id,
+		github_run_attempt = excluded.github_run_attempt, data = excluded.data,
+		change_seq = excluded.change_seq, seen_at = excluded.seen_at, duration = excluded.duration`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var maxSeq int64
+	for _, r := range runs {
+		data, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encoding run %d: %w", r.ID, err)
+		}
+		var finished, ghID, ghAttempt sql.NullInt64
+		if r.FinishedAt != nil {
+			finished = sql.NullInt64{Int64: nanos(*r.FinishedAt), Valid: true}
+		}
+		if r.GitHub != nil {
+			ghID = sql.NullInt64{Int64: r.GitHub.RunID, Valid: true}
+			ghAttempt = sql.NullInt64{Int64: int64(r.GitHub.RunAttempt), Valid: true}
+		}
+		if _, err := st.Exec(r.ID, r.Pipeline, string(r.Status), string(r.Trigger.Source), nanos(r.CreatedAt),
+			finished, ghID, ghAttempt, data, r.ChangeSeq, nanos(r.SeenAt), r.DurationSeconds); err != nil {
+			return err
+		}
+		maxSeq = max(maxSeq, r.ChangeSeq)
+	}
+	_, err = t.tx.Exec(`INSERT INTO state (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)`, stateChangeSeq, maxSeq)
+	return err
+}
+
+func (t *storeTx) SaveHeld(held []pipeline.HeldJob) error {
+	return t.check(t.saveHeld(held))
+}
+
+func (t *storeTx) saveHeld(held []pipeline.HeldJob) error {
+	data, err := json.Marshal(held)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.Exec(`INSERT INTO state (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, stateHeld, data)
+	return err
+}
+
+// check counts a failed statement as a failed write: the transaction is
+// lost.
+func (t *storeTx) check(err error) error {
+	if err != nil {
+		t.s.failed(err)
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+func (t *storeTx) Commit() error {
+	if err := t.tx.Commit(); err != nil {
+		t.s.failed(err)
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	t.s.setHealth(nil)
+	return nil
+}
+
+func (t *storeTx) Rollback() error {
+	err := t.tx.Rollback()
+	if err == sql.ErrTxDone {
+		return nil
+	}
+	return err
+}
+
+// Unapplied returns up to limit log entries not applied yet, in sequence
+// order.
+func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT seq, source, delivery_id, kind, received_at, body, events
+		FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	var entries []*pipeline.Entry
+	for rows.Next() {
+		var e pipeline.Entry
+		var source string
+		var id sql.NullString
+		var received int64
+		var events []byte
+		if err := rows.Scan(&e.Seq, &source, &id, &e.Kind, &received, &e.Body, &events); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		e.Source, e.DeliveryID, e.ReceivedAt = pipeline.Source(source), id.String, time.Unix(0, received).UTC()
+		if e.Events, err = pipeline.UnmarshalEvents(events); err != nil {
+			return nil, fmt.Errorf("store: log entry %d: %w", e.Seq, err)
+		}
+		entries = append(entries, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return entries, nil
+}
+
+// Restore returns the committed state the Applier starts from.
+func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
+	var r pipeline.Restored
+	var err error
+	if r.Active, err = s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE status IN `+activeStatuses+` ORDER BY id`); err != nil {
+		return nil, err
+	}
+	if r.LastFinished, err = s.lastRuns(ctx, `status NOT IN `+activeStatuses); err != nil {
+		return nil, err
+	}
+	if r.LastSuccess, err = s.lastRuns(ctx, `status = '`+string(pipeline.StatusSuccess)+`'`); err != nil {
+		return nil, err
+	}
+	// sqlite_sequence remembers the highest id ever stored, also after
+	// pruning, so the Tracker never reuses an id.
+	if err := s.rdb.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0),
+		COALESCE((SELECT CAST(value AS INTEGER) FROM state WHERE key = ?), 0)`, stateChangeSeq).Scan(&r.MaxRunID, &r.MaxChangeSeq); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	var held []byte
+	err = s.rdb.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, stateHeld).Scan(&held)
+	switch {
+	case err == sql.ErrNoRows:
+	case err != nil:
+		return nil, fmt.Errorf("store: %w", err)
+	default:
+		if err := json.Unmarshal(held, &r.Held); err != nil {
+			return nil, fmt.Errorf("store: decoding held job events: %w", err)
+		}
+	}
+	return &r, nil
+}
+
+// nanos maps the zero time to 0: time.Time{}.UnixNano() is out of range.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
