@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"gopkg.in/yaml.v3"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
@@ -66,10 +65,10 @@ type Config struct {
 
 // UnmarshalYAML applies the defaults of the webhooks section, which is a
 // value and so keeps them when the file leaves it out.
-func (c *Config) UnmarshalYAML(value *yaml.Node) error {
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	*c = Config{Webhooks: DefaultWebhooks}
 	type plain Config
-	return value.Decode((*plain)(c))
+	return decodeStruct(unmarshal, (*plain)(c))
 }
 
 // GitHub configures the GitHub Actions API poller.
@@ -89,10 +88,10 @@ type GitHub struct {
 }
 
 // UnmarshalYAML applies DefaultGitHub before decoding.
-func (g *GitHub) UnmarshalYAML(value *yaml.Node) error {
+func (g *GitHub) UnmarshalYAML(unmarshal func(any) error) error {
 	*g = DefaultGitHub
 	type plain GitHub
-	return value.Decode((*plain)(g))
+	return decodeStruct(unmarshal, (*plain)(g))
 }
 
 // Repositories returns the watched repositories as owner/repo.
@@ -115,10 +114,10 @@ type Webhooks struct {
 }
 
 // UnmarshalYAML applies DefaultWebhooks before decoding.
-func (w *Webhooks) UnmarshalYAML(value *yaml.Node) error {
+func (w *Webhooks) UnmarshalYAML(unmarshal func(any) error) error {
 	*w = DefaultWebhooks
 	type plain Webhooks
-	return value.Decode((*plain)(w))
+	return decodeStruct(unmarshal, (*plain)(w))
 }
 
 // Secret returns the secret configured for a source's webhook, empty when
@@ -143,6 +142,12 @@ type WebhookSource struct {
 	SecretFile string `yaml:"secret_file,omitempty"`
 }
 
+// UnmarshalYAML decodes strictly.
+func (w *WebhookSource) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain WebhookSource
+	return decodeStruct(unmarshal, (*plain)(w))
+}
+
 // SupabaseWebhook holds the Supabase secret. Supabase does not sign
 // database webhooks; the user sets a header carrying the secret.
 type SupabaseWebhook struct {
@@ -151,6 +156,12 @@ type SupabaseWebhook struct {
 	// Header names the header carrying the secret verbatim; empty means
 	// "Authorization: Bearer <secret>".
 	Header string `yaml:"header,omitempty"`
+}
+
+// UnmarshalYAML decodes strictly.
+func (w *SupabaseWebhook) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain SupabaseWebhook
+	return decodeStruct(unmarshal, (*plain)(w))
 }
 
 // Cloudflare configures the Cloudflare Pages API poller.
@@ -165,15 +176,20 @@ type Cloudflare struct {
 }
 
 // UnmarshalYAML applies DefaultCloudflare before decoding.
-func (c *Cloudflare) UnmarshalYAML(value *yaml.Node) error {
+func (c *Cloudflare) UnmarshalYAML(unmarshal func(any) error) error {
 	*c = DefaultCloudflare
 	type plain Cloudflare
-	return value.Decode((*plain)(c))
+	return decodeStruct(unmarshal, (*plain)(c))
 }
 
 // Pipeline is one watched publish pipeline.
 type Pipeline struct {
 	Name string `yaml:"name"`
+	// Repository is the owner/repo whose workflow runs, jobs, pushes and
+	// dispatches belong to the pipeline. Empty means the one repository
+	// the github section names, or any repository without one; with
+	// several watched repositories it is required.
+	Repository string `yaml:"repository,omitempty"`
 	// Workflow is a workflow file name (deploy.yml) or a numeric workflow id.
 	Workflow string `yaml:"workflow"`
 	// Branches limits the tracked runs; empty tracks every branch.
@@ -188,10 +204,10 @@ type Pipeline struct {
 }
 
 // UnmarshalYAML applies DefaultPipeline before decoding.
-func (p *Pipeline) UnmarshalYAML(value *yaml.Node) error {
+func (p *Pipeline) UnmarshalYAML(unmarshal func(any) error) error {
 	*p = DefaultPipeline
 	type plain Pipeline
-	return value.Decode((*plain)(p))
+	return decodeStruct(unmarshal, (*plain)(p))
 }
 
 // Trigger is one rule for which outside events start a run.
@@ -215,10 +231,16 @@ type Verify struct {
 }
 
 // UnmarshalYAML applies DefaultVerify before decoding.
-func (v *Verify) UnmarshalYAML(value *yaml.Node) error {
+func (v *Verify) UnmarshalYAML(unmarshal func(any) error) error {
 	*v = DefaultVerify
 	type plain Verify
-	return value.Decode((*plain)(v))
+	return decodeStruct(unmarshal, (*plain)(v))
+}
+
+// UnmarshalYAML decodes strictly.
+func (t *Trigger) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Trigger
+	return decodeStruct(unmarshal, (*plain)(t))
 }
 
 // Regexp is a regular expression compiled when the config loads, so a bad
@@ -229,9 +251,9 @@ type Regexp struct {
 }
 
 // UnmarshalYAML compiles the pattern.
-func (r *Regexp) UnmarshalYAML(value *yaml.Node) error {
+func (r *Regexp) UnmarshalYAML(unmarshal func(any) error) error {
 	var s string
-	if err := value.Decode(&s); err != nil {
+	if err := unmarshal(&s); err != nil {
 		return err
 	}
 	re, err := regexp.Compile(s)
@@ -264,16 +286,29 @@ func Load(path string) (*Config, error) {
 // file in errors, and relative *_file paths are resolved against its
 // directory.
 func Parse(data []byte, filename string) (*Config, error) {
-	d := &decoder{file: filename, dir: filepath.Dir(filename), lines: map[string]int{}}
+	d := &decoder{file: filename, dir: filepath.Dir(filename), lines: map[string]int{}, paths: map[position]string{}}
 	return d.parse(data)
 }
 
-// Specs returns the pipelines as the Tracker needs them.
+// Specs returns the pipelines as the Tracker needs them. A pipeline that
+// names no repository gets the one the github section names; validation
+// has refused the config if that section names several.
 func (c *Config) Specs() []pipeline.Spec {
+	var only string
+	if c.GitHub != nil {
+		if repos := c.GitHub.Repositories(); len(repos) == 1 {
+			only = repos[0]
+		}
+	}
 	specs := make([]pipeline.Spec, 0, len(c.Pipelines))
 	for _, p := range c.Pipelines {
+		repo := p.Repository
+		if repo == "" {
+			repo = only
+		}
 		s := pipeline.Spec{
 			Name:            p.Name,
+			Repository:      repo,
 			Workflow:        p.Workflow,
 			Branches:        append([]string(nil), p.Branches...),
 			PagesProject:    p.PagesProject,

@@ -1,8 +1,13 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 )
 
 const redacted = "<secret>"
@@ -38,3 +43,101 @@ func (s Secret) MarshalYAML() (any, error) {
 // MarshalJSON returns "<secret>", or "" when the secret is unset, as a JSON
 // string.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+
+// maxSecretFileBytes bounds a *_file read, so that pointing one at a device
+// or a large file fails instead of hanging or filling memory.
+const maxSecretFileBytes = 64 << 10
+
+// loadSecrets enforces the secret rules and reads the *_file secrets.
+func (d *decoder) loadSecrets(c *Config) error {
+	type slot struct {
+		key   string // key path of the inline secret; the file key adds "_file"
+		value *Secret
+		file  string
+	}
+	var slots []slot
+	if c.GitHub != nil {
+		slots = append(slots, slot{"github.token", &c.GitHub.Token, c.GitHub.TokenFile})
+	}
+	w := &c.Webhooks
+	slots = append(slots,
+		slot{"webhooks.github.secret", &w.GitHub.Secret, w.GitHub.SecretFile},
+		slot{"webhooks.supabase.secret", &w.Supabase.Secret, w.Supabase.SecretFile},
+		slot{"webhooks.mailerlite.secret", &w.MailerLite.Secret, w.MailerLite.SecretFile},
+		slot{"webhooks.cloudflare.secret", &w.Cloudflare.Secret, w.Cloudflare.SecretFile},
+	)
+	if c.Cloudflare != nil {
+		slots = append(slots, slot{"cloudflare.api_token", &c.Cloudflare.APIToken, c.Cloudflare.APITokenFile})
+	}
+	for _, s := range slots {
+		fileKey := s.key + "_file"
+		_, inline := d.lines[s.key]
+		_, fromFile := d.lines[fileKey]
+		switch {
+		case inline && fromFile:
+			return d.errorf(fileKey, "set either %s or %s, not both", lastKey(s.key), lastKey(fileKey))
+		case inline && *s.value == "":
+			// An empty secret would silently turn signature checks off.
+			return d.errorf(s.key, "is empty (an unset environment variable?); remove the key to go without")
+		case fromFile && s.file == "":
+			return d.errorf(fileKey, "is empty (an unset environment variable?); remove the key to go without")
+		case fromFile:
+			v, err := d.readSecretFile(s.file)
+			if err != nil {
+				return d.errorf(fileKey, "%v", err)
+			}
+			*s.value = v
+		}
+	}
+	return nil
+}
+
+func lastKey(path string) string {
+	return path[strings.LastIndexByte(path, '.')+1:]
+}
+
+// readSecretFile returns the file's content without surrounding white
+// space (editors add a final newline). Errors name neither the file nor its
+// content: a secret typed into a *_file key would show in them.
+func (d *decoder) readSecretFile(name string) (Secret, error) {
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(d.dir, name)
+	}
+	// Opening a FIFO would block, and with it every later reload.
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "", fileError(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", errors.New("is not a regular file")
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fileError(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
+	if err != nil {
+		return "", fileError(err)
+	}
+	if len(b) > maxSecretFileBytes {
+		return "", fmt.Errorf("the file is larger than %d bytes", maxSecretFileBytes)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", errors.New("the file is empty")
+	}
+	return Secret(s), nil
+}
+
+// fileError says what went wrong with a *_file without the path that
+// os errors carry.
+func fileError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return errors.New("no such file (a relative path is read from the config file's directory)")
+	}
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		err = pe.Err
+	}
+	return fmt.Errorf("cannot read the file: %w", err)
+}

@@ -16,6 +16,9 @@ var (
 	// numeric id, so those are the two forms a pipeline may give.
 	workflowFile = regexp.MustCompile(`^[^/@]+\.ya?ml$`)
 	workflowID   = regexp.MustCompile(`^[1-9][0-9]*$`)
+	// GitHub's rules: an owner is 1-39 letters, digits and inner hyphens; a
+	// repository name 1-100 letters, digits, '.', '-' and '_'.
+	repository = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/[A-Za-z0-9._-]{1,100}$`)
 )
 
 // supabaseEvents are the operations a Supabase database webhook reports.
@@ -64,7 +67,7 @@ func (d *decoder) validate(c *Config) error {
 		path := fmt.Sprintf("pipelines[%d]", i)
 		p := &c.Pipelines[i]
 		if first, dup := names[p.Name]; dup && p.Name != "" {
-			return d.errorf(path+".name", "duplicate pipeline name %s (first at line %d)", p.Name, first)
+			return d.errorf(path+".name", "duplicate pipeline name (first at line %d)", first)
 		}
 		names[p.Name] = d.line(path + ".name")
 		if err := d.validatePipeline(c, p, path); err != nil {
@@ -90,8 +93,7 @@ func (d *decoder) validateGitHub(g *GitHub) error {
 			return d.errorf("github.owner", "goes with repo; repositories entries are owner/repo")
 		}
 		for i, r := range g.Repos {
-			owner, name, ok := strings.Cut(r, "/")
-			if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+			if !repository.MatchString(r) {
 				return d.errorf(fmt.Sprintf("github.repositories[%d]", i), "must be owner/repo")
 			}
 			if slices.Contains(g.Repos[:i], r) {
@@ -125,7 +127,7 @@ func (d *decoder) validateWebhooks(w *Webhooks) error {
 			return d.errorf("webhooks.supabase.header", "needs webhooks.supabase.secret or secret_file")
 		}
 		if !validHeaderName(h) {
-			return d.errorf("webhooks.supabase.header", "%q is not a valid HTTP header name", h)
+			return d.errorf("webhooks.supabase.header", "is not a valid HTTP header name")
 		}
 	}
 	return nil
@@ -165,11 +167,14 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
 	case p.Name == "":
 		return d.errorf(path+".name", "is required")
 	case !pipelineName.MatchString(p.Name):
-		return d.errorf(path+".name", "%q must match %s", p.Name, pipelineName)
+		return d.errorf(path+".name", "must match %s", pipelineName)
 	case p.Workflow == "":
 		return d.errorf(path+".workflow", "is required")
 	case !workflowFile.MatchString(p.Workflow) && !workflowID.MatchString(p.Workflow):
 		return d.errorf(path+".workflow", "must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id")
+	}
+	if err := d.validateRepository(c, p, path); err != nil {
+		return err
 	}
 	for i, b := range p.Branches {
 		if b == "" {
@@ -209,6 +214,22 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
 	return nil
 }
 
+// validateRepository checks the pipeline's repository, which it must name
+// when the github section watches several: its runs could come from any of
+// them (DESIGN.md, "Which repository").
+func (d *decoder) validateRepository(c *Config, p *Pipeline, path string) error {
+	if p.Repository != "" {
+		if !repository.MatchString(p.Repository) {
+			return d.errorf(path+".repository", "must be owner/repo")
+		}
+		return nil
+	}
+	if c.GitHub != nil && len(c.GitHub.Repositories()) > 1 {
+		return d.errorf(path+".repository", "is required: github.repositories lists several, so name the one this pipeline's workflow runs in")
+	}
+	return nil
+}
+
 func (d *decoder) validateTrigger(c *Config, t *Trigger, path string) error {
 	if !slices.Contains(pipeline.Sources, t.Source) {
 		return d.errorf(path+".source", "must be one of github, supabase, mailerlite, cloudflare")
@@ -229,7 +250,7 @@ func (d *decoder) validateTrigger(c *Config, t *Trigger, path string) error {
 		case t.Source == pipeline.SourceSupabase && !slices.Contains(supabaseEvents, e):
 			return d.errorf(key, "supabase events are INSERT, UPDATE and DELETE")
 		case t.Source == pipeline.SourceGitHub && !slices.Contains(githubEvents, e):
-			return d.errorf(key, "%q is not an event that starts GitHub workflow runs", e)
+			return d.errorf(key, "is not an event that starts GitHub workflow runs")
 		}
 	}
 	// GitHub triggers are read from workflow runs, whose source validate

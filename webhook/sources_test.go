@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -27,7 +28,7 @@ func TestSupabase(t *testing.T) {
 	now := fmt.Sprint(testNow.Unix())
 	standard := func(key []byte, sigs ...string) func([]byte) http.Header {
 		return func(body []byte) http.Header {
-			all := append(sigs, signStandard(key, "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", now, body))
+			all := append(sigs, fixtures.SignStandardWebhook(key, "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", now, body))
 			return hdr("webhook-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "webhook-timestamp", now, "webhook-signature", strings.Join(all, " "))
 		}
 	}
@@ -78,17 +79,17 @@ func TestSupabase(t *testing.T) {
 			if wantID == "" {
 				wantID = bodyID(body)
 			}
-			call := e.ing.calls[0]
-			if call.d.ID != wantID || call.d.Event != doc.Type {
-				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.d.ID, call.d.Event, wantID, doc.Type)
+			call := e.ing.entries[0]
+			if call.DeliveryID != wantID || call.Kind != doc.Type {
+				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.DeliveryID, call.Kind, wantID, doc.Type)
 			}
 			want := []pipeline.Event{pipeline.TriggerEvent{
 				Trigger: pipeline.Trigger{Source: pipeline.SourceSupabase, Event: doc.Type, DeliveryID: wantID, ReceivedAt: testNow},
 				Type:    doc.Type,
 				Table:   "posts",
 			}}
-			if !reflect.DeepEqual(call.events, want) {
-				t.Errorf("events:\n got %+v\nwant %+v", call.events, want)
+			if !reflect.DeepEqual(call.Events, want) {
+				t.Errorf("events:\n got %+v\nwant %+v", call.Events, want)
 			}
 		})
 	}
@@ -105,7 +106,7 @@ func TestStandardWebhookTestVector(t *testing.T) {
 		Payload   string `json:"payload"`
 		Signature string `json:"webhook-signature"`
 	}
-	if err := json.Unmarshal(readTestdata(t, "standard-webhooks/test-vector.json"), &v); err != nil {
+	if err := json.Unmarshal(fixtures.MustLoad("standard-webhooks/test-vector.json"), &v); err != nil {
 		t.Fatal(err)
 	}
 	signed := time.Unix(1614265330, 0)
@@ -142,7 +143,7 @@ func TestStandardWebhookTestVector(t *testing.T) {
 }
 
 func TestMailerLite(t *testing.T) {
-	classic := readTestdata(t, "mailerlite/classic-v2.subscriber.create.json")
+	classic := fixtures.MustLoad("mailerlite/classic-v2.subscriber.create.json")
 	// The current API publishes no example body. A single-event delivery is
 	// the Classic fixture's event object on its own, with the type of an
 	// event the current API documents.
@@ -183,10 +184,10 @@ func TestMailerLite(t *testing.T) {
 			if rec.Code != http.StatusAccepted {
 				t.Fatalf("status = %d, want 202; body %s", rec.Code, rec.Body)
 			}
-			call := e.ing.calls[0]
+			call := e.ing.entries[0]
 			id := bodyID(c.body)
-			if call.d.ID != id || call.d.Event != c.wantEvent {
-				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.d.ID, call.d.Event, id, c.wantEvent)
+			if call.DeliveryID != id || call.Kind != c.wantEvent {
+				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.DeliveryID, call.Kind, id, c.wantEvent)
 			}
 			var want []pipeline.Event
 			for _, typ := range c.wantTypes {
@@ -195,15 +196,15 @@ func TestMailerLite(t *testing.T) {
 					Type:    typ,
 				})
 			}
-			if !reflect.DeepEqual(call.events, want) {
-				t.Errorf("events:\n got %+v\nwant %+v", call.events, want)
+			if !reflect.DeepEqual(call.Events, want) {
+				t.Errorf("events:\n got %+v\nwant %+v", call.Events, want)
 			}
 		})
 	}
 }
 
 func TestCloudflare(t *testing.T) {
-	ddos := readTestdata(t, "cloudflare/advanced_ddos_attack_l4_alert.json")
+	ddos := fixtures.MustLoad("cloudflare/advanced_ddos_attack_l4_alert.json")
 	// Cloudflare documents no pages_event_alert example; the documented
 	// envelope with that alert_type stands in for one.
 	pages := editJSON(t, ddos, func(m map[string]any) { m["alert_type"] = "pages_event_alert" })
@@ -216,7 +217,7 @@ func TestCloudflare(t *testing.T) {
 		trigger    bool
 		wantPolls  int
 	}{
-		{name: "Save and Test message", body: readTestdata(t, "cloudflare/test-message.json"), wantEvent: "notification", wantAnswer: pipeline.OutcomeIgnored},
+		{name: "Save and Test message", body: fixtures.MustLoad("cloudflare/test-message.json"), wantEvent: "notification", wantAnswer: pipeline.OutcomeIgnored},
 		{name: "other alert type", body: ddos, wantEvent: "advanced_ddos_attack_l4_alert", wantAnswer: pipeline.OutcomeIgnored},
 		{name: "pages alert", body: pages, wantEvent: "pages_event_alert", wantAnswer: pipeline.OutcomeAccepted, trigger: true, wantPolls: 1},
 		{name: "pages alert no pipeline wants", body: pages, outcome: pipeline.OutcomeIgnored, wantEvent: "pages_event_alert", wantAnswer: pipeline.OutcomeIgnored, trigger: true, wantPolls: 1},
@@ -225,7 +226,7 @@ func TestCloudflare(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
-			e.ing.outcome = c.outcome
+			e.ing.result = pipeline.Result{Outcome: c.outcome}
 			rec := e.post(pipeline.SourceCloudflare, auth(pipeline.SourceCloudflare, e.settings, c.body), c.body)
 			if rec.Code/100 != 2 {
 				t.Fatalf("status = %d, want 2xx; body %s", rec.Code, rec.Body)
@@ -233,10 +234,10 @@ func TestCloudflare(t *testing.T) {
 			if a := decodeAnswer(t, rec); a.Data.Outcome != c.wantAnswer {
 				t.Errorf("outcome = %q, want %q", a.Data.Outcome, c.wantAnswer)
 			}
-			call := e.ing.calls[0]
+			call := e.ing.entries[0]
 			id := bodyID(c.body)
-			if call.d.ID != id || call.d.Event != c.wantEvent {
-				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.d.ID, call.d.Event, id, c.wantEvent)
+			if call.DeliveryID != id || call.Kind != c.wantEvent {
+				t.Errorf("delivery id/event = %q/%q, want %q/%q", call.DeliveryID, call.Kind, id, c.wantEvent)
 			}
 			var want []pipeline.Event
 			if c.trigger {
@@ -245,8 +246,8 @@ func TestCloudflare(t *testing.T) {
 					Type:    "pages_event_alert",
 				}}
 			}
-			if !reflect.DeepEqual(call.events, want) {
-				t.Errorf("events:\n got %+v\nwant %+v", call.events, want)
+			if !reflect.DeepEqual(call.Events, want) {
+				t.Errorf("events:\n got %+v\nwant %+v", call.Events, want)
 			}
 			if e.cloudflare != c.wantPolls {
 				t.Errorf("OnCloudflare called %d times, want %d", e.cloudflare, c.wantPolls)

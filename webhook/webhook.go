@@ -17,19 +17,21 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
-// Ingester makes a delivery durable and applies its events. It is
-// implemented by pipeline.Engine.
+// Ingester makes an entry durable in the delivery log and applies its
+// events. It is implemented by pipeline.Applier. An error wrapping
+// pipeline.ErrUnavailable means the entry could not be stored.
 type Ingester interface {
-	Ingest(ctx context.Context, d *pipeline.Delivery, events []pipeline.Event) (pipeline.Outcome, []int64, error)
+	Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error)
 }
 
 // Settings is what the handlers need from the configuration. The Handler
@@ -70,7 +72,7 @@ type Options struct {
 // that a zero Settings never rejects every body.
 const defaultMaxBodyBytes = 1 << 20
 
-// Outcome label values beyond the three pipeline.Outcomes.
+// Outcome label values beyond the pipeline.Outcomes.
 const (
 	outcomeUnauthorized = "unauthorized"
 	outcomeInvalid      = "invalid"
@@ -78,26 +80,16 @@ const (
 	outcomeError        = "error"
 )
 
-// outcomes are the label values of webhook_requests_total, in a fixed order
-// that indexes the per-source counters.
-var outcomes = []string{
+// ingestOutcomes are the outcomes an Ingester may report.
+var ingestOutcomes = []string{
 	string(pipeline.OutcomeAccepted),
 	string(pipeline.OutcomeDuplicate),
 	string(pipeline.OutcomeIgnored),
-	outcomeUnauthorized,
-	outcomeInvalid,
-	outcomeTooLarge,
-	outcomeError,
+	string(pipeline.OutcomeQueued),
 }
 
-func outcomeIndex(o string) int {
-	for i, v := range outcomes {
-		if v == o {
-			return i
-		}
-	}
-	return -1
-}
+// outcomes are the label values of webhook_requests_total.
+var outcomes = append(slices.Clone(ingestOutcomes), outcomeUnauthorized, outcomeInvalid, outcomeTooLarge, outcomeError)
 
 // parsed is what a source's parser found in an authenticated body.
 type parsed struct {
@@ -109,39 +101,37 @@ type parsed struct {
 
 // source describes one webhook endpoint.
 type source struct {
-	name   pipeline.Source
 	secret func(Settings) string
 	// authenticate runs on the raw body before any JSON is parsed, so that
 	// unauthenticated input never reaches a parser.
 	authenticate func(r *http.Request, s Settings, body []byte, now time.Time) error
-	parse        func(r *http.Request, body []byte, received time.Time) (parsed, error)
+	// parse decodes an authenticated body; now is the handler's clock, which
+	// bounds the payload's timestamps.
+	parse func(r *http.Request, body []byte, now time.Time) (parsed, error)
 }
 
-// sources is indexed like pipeline.Sources, and so are the per-source arrays
-// of Handler.
-var sources = [...]source{
-	{pipeline.SourceGitHub, func(s Settings) string { return s.GitHubSecret }, authGitHub, parseGitHub},
-	{pipeline.SourceSupabase, func(s Settings) string { return s.SupabaseSecret }, authSupabase, parseSupabase},
-	{pipeline.SourceMailerLite, func(s Settings) string { return s.MailerLiteSecret }, authMailerLite, parseMailerLite},
-	{pipeline.SourceCloudflare, func(s Settings) string { return s.CloudflareSecret }, authCloudflare, parseCloudflare},
+var sources = map[pipeline.Source]source{
+	pipeline.SourceGitHub:     {func(s Settings) string { return s.GitHubSecret }, authGitHub, parseGitHub},
+	pipeline.SourceSupabase:   {func(s Settings) string { return s.SupabaseSecret }, authSupabase, parseSupabase},
+	pipeline.SourceMailerLite: {func(s Settings) string { return s.MailerLiteSecret }, authMailerLite, parseMailerLite},
+	pipeline.SourceCloudflare: {func(s Settings) string { return s.CloudflareSecret }, authCloudflare, parseCloudflare},
 }
 
-const cloudflareIndex = 3
-
-// Handler serves POST /webhooks/{github,supabase,mailerlite,cloudflare}.
+// Handler serves POST /webhooks/{source}. Mount it on "/webhooks/".
 type Handler struct {
+	mux          *http.ServeMux
 	settings     func() Settings
 	ingester     Ingester
 	logger       *slog.Logger
 	now          func() time.Time
 	onCloudflare func()
 
-	// The metric children are resolved once so the hot path does no label
-	// lookups; counts mirrors the counters for Counts.
-	requests     [len(sources)][]prometheus.Counter
-	counts       [len(sources)][]atomic.Uint64
-	lastGauge    [len(sources)]prometheus.Gauge
-	lastReceived [len(sources)]atomic.Int64 // Unix nanoseconds, 0 until the first delivery
+	requests *prometheus.CounterVec
+	last     *prometheus.GaugeVec
+	// lastReceived holds, per source, the Unix nanoseconds of its last
+	// authenticated delivery; /api/status shows them as times, which the
+	// gauge's float seconds cannot give exactly.
+	lastReceived map[pipeline.Source]*atomic.Int64
 }
 
 // New returns a Handler and registers its metrics on opts.Registerer. Every
@@ -149,11 +139,13 @@ type Handler struct {
 // unauthorized requests work from the first scrape.
 func New(opts Options) *Handler {
 	h := &Handler{
+		mux:          http.NewServeMux(),
 		settings:     opts.Settings,
 		ingester:     opts.Ingester,
 		logger:       opts.Logger,
 		now:          opts.Now,
 		onCloudflare: opts.OnCloudflare,
+		lastReceived: map[pipeline.Source]*atomic.Int64{},
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -161,77 +153,84 @@ func New(opts Options) *Handler {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pipeline_exporter_webhook_requests_total",
 		Help: "Webhook requests answered, by source and outcome.",
 	}, []string{"source", "outcome"})
-	last := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	h.last = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pipeline_exporter_webhook_last_received_timestamp_seconds",
 		Help: "Unix time in seconds of the last authenticated webhook delivery, by source.",
 	}, []string{"source"})
-	opts.Registerer.MustRegister(requests, last)
-	for i, src := range sources {
-		h.requests[i] = make([]prometheus.Counter, len(outcomes))
-		h.counts[i] = make([]atomic.Uint64, len(outcomes))
-		for j, o := range outcomes {
-			h.requests[i][j] = requests.WithLabelValues(string(src.name), o)
+	opts.Registerer.MustRegister(h.requests, h.last)
+	for _, src := range pipeline.Sources {
+		for _, o := range outcomes {
+			h.requests.WithLabelValues(string(src), o)
 		}
-		h.lastGauge[i] = last.WithLabelValues(string(src.name))
+		h.last.WithLabelValues(string(src))
+		h.lastReceived[src] = new(atomic.Int64)
 	}
+	h.mux.HandleFunc("POST /webhooks/{source}", h.receive)
+	h.mux.HandleFunc("/webhooks/{source}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := sources[pipeline.Source(r.PathValue("source"))]; !ok {
+			notFound(w, r)
+			return
+		}
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "webhooks accept only POST")
+	})
+	h.mux.HandleFunc("/webhooks/", notFound)
 	return h
 }
 
 // LastReceived returns, for each source that has had an authenticated
 // delivery, when the last one arrived.
 func (h *Handler) LastReceived() map[pipeline.Source]time.Time {
-	m := make(map[pipeline.Source]time.Time, len(sources))
-	for i, src := range sources {
-		if ns := h.lastReceived[i].Load(); ns != 0 {
-			m[src.name] = time.Unix(0, ns)
+	m := make(map[pipeline.Source]time.Time, len(h.lastReceived))
+	for src, ns := range h.lastReceived {
+		if ns := ns.Load(); ns != 0 {
+			m[src] = time.Unix(0, ns)
 		}
 	}
 	return m
 }
 
 // Counts returns the number of requests answered per source and outcome
-// since start, with every outcome present.
+// since start, with every outcome present. It reads the request counters
+// themselves.
 func (h *Handler) Counts() map[pipeline.Source]map[string]float64 {
-	m := make(map[pipeline.Source]map[string]float64, len(sources))
-	for i, src := range sources {
+	m := make(map[pipeline.Source]map[string]float64, len(pipeline.Sources))
+	for _, src := range pipeline.Sources {
 		c := make(map[string]float64, len(outcomes))
-		for j, o := range outcomes {
-			c[o] = float64(h.counts[i][j].Load())
+		for _, o := range outcomes {
+			var metric dto.Metric
+			// Write fails only for invalid metrics; a counter is not one.
+			_ = h.requests.WithLabelValues(string(src), o).Write(&metric)
+			c[o] = metric.GetCounter().GetValue()
 		}
-		m[src.name] = c
+		m[src] = c
 	}
 	return m
 }
 
-// ServeHTTP authenticates, parses and ingests one delivery. The order of the
-// checks decides the answer: unknown path or disabled source 404, wrong
-// method 405, oversized body 413, bad signature 401, malformed payload 400,
-// store failure 503.
+// ServeHTTP routes /webhooks/{source}: an unknown source, or one with no
+// secret, is 404, another method than POST 405.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	name, _ := strings.CutPrefix(r.URL.Path, "/webhooks/")
-	i := -1
-	for j, src := range sources {
-		if string(src.name) == name {
-			i = j
-		}
-	}
-	if i < 0 {
-		writeError(w, http.StatusNotFound, "not_found", "no webhook endpoint at "+r.URL.Path)
+	h.mux.ServeHTTP(w, r)
+}
+
+// receive authenticates, parses and ingests one delivery. The order of the
+// checks decides the answer: oversized body 413, bad signature 401,
+// malformed payload 400, store failure 503.
+func (h *Handler) receive(w http.ResponseWriter, r *http.Request) {
+	name := pipeline.Source(r.PathValue("source"))
+	src, ok := sources[name]
+	if !ok {
+		notFound(w, r)
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "webhooks accept only POST")
-		return
-	}
-	src := &sources[i]
 	s := h.settings()
 	if src.secret(s) == "" {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("webhook source %s has no secret configured", src.name))
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("webhook source %s has no secret configured", name))
 		return
 	}
 	received := h.now()
@@ -243,71 +242,72 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(w, r, limit)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.reject(w, i, http.StatusRequestEntityTooLarge, "too_large", outcomeTooLarge, fmt.Sprintf("body exceeds %d bytes", limit))
+			h.reject(w, name, http.StatusRequestEntityTooLarge, "too_large", outcomeTooLarge, fmt.Sprintf("body exceeds %d bytes", limit))
 			return
 		}
-		h.reject(w, i, http.StatusBadRequest, "bad_data", outcomeInvalid, "reading body: "+err.Error())
+		h.reject(w, name, http.StatusBadRequest, "bad_data", outcomeInvalid, "reading body: "+err.Error())
 		return
 	}
 	if err := src.authenticate(r, s, body, received); err != nil {
-		h.reject(w, i, http.StatusUnauthorized, "unauthorized", outcomeUnauthorized, err.Error())
+		h.reject(w, name, http.StatusUnauthorized, "unauthorized", outcomeUnauthorized, err.Error())
 		return
 	}
-	h.lastReceived[i].Store(received.UnixNano())
-	h.lastGauge[i].Set(float64(received.UnixNano()) / 1e9)
+	h.lastReceived[name].Store(received.UnixNano())
+	h.last.WithLabelValues(string(name)).Set(float64(received.UnixNano()) / 1e9)
 
 	p, err := src.parse(r, body, received)
 	if err != nil {
-		h.reject(w, i, http.StatusBadRequest, "bad_data", outcomeInvalid, err.Error())
+		h.reject(w, name, http.StatusBadRequest, "bad_data", outcomeInvalid, err.Error())
 		return
 	}
-	d := &pipeline.Delivery{Source: src.name, ID: p.id, Event: p.event, ReceivedAt: received, Body: body}
-	outcome, runIDs, err := h.ingester.Ingest(r.Context(), d, p.events)
-	if err == nil && outcome != pipeline.OutcomeAccepted && outcome != pipeline.OutcomeIgnored && outcome != pipeline.OutcomeDuplicate {
-		err = fmt.Errorf("ingester returned unknown outcome %q", outcome)
+	entry := &pipeline.Entry{
+		Source:     name,
+		DeliveryID: p.id,
+		Kind:       p.event,
+		ReceivedAt: received,
+		Body:       body,
+		Events:     p.events,
+	}
+	res, err := h.ingester.Ingest(r.Context(), entry)
+	if err == nil && !slices.Contains(ingestOutcomes, string(res.Outcome)) {
+		err = fmt.Errorf("ingester returned unknown outcome %q", res.Outcome)
 	}
 	if err != nil {
 		// Any failure to ingest is 503, never 500: the delivery was valid
 		// and the sender should retry it.
-		h.logger.Error("Webhook delivery not ingested", "source", src.name, "delivery", d.ID, "err", err)
+		h.logger.Error("Webhook delivery not ingested", "source", name, "delivery", p.id, "err", err)
 		msg := "delivery could not be processed"
 		if errors.Is(err, pipeline.ErrUnavailable) {
 			msg = "delivery could not be stored"
 		}
-		h.reject(w, i, http.StatusServiceUnavailable, "unavailable", outcomeError, msg)
+		h.reject(w, name, http.StatusServiceUnavailable, "unavailable", outcomeError, msg)
 		return
 	}
-	h.count(i, outcomeIndex(string(outcome)))
-	if i == cloudflareIndex && len(p.events) > 0 && outcome != pipeline.OutcomeDuplicate && h.onCloudflare != nil {
+	h.requests.WithLabelValues(string(name), string(res.Outcome)).Inc()
+	if name == pipeline.SourceCloudflare && len(p.events) > 0 && res.Outcome != pipeline.OutcomeDuplicate && h.onCloudflare != nil {
 		h.onCloudflare()
 	}
-	// The guard saves boxing the arguments of a message that is usually
-	// dropped.
-	if h.logger.Enabled(r.Context(), slog.LevelDebug) {
-		h.logger.Debug("Webhook delivery ingested", "source", src.name, "delivery", d.ID, "event", d.Event, "outcome", outcome, "runs", runIDs)
-	}
+	h.logger.Debug("Webhook delivery ingested", "source", name, "delivery", p.id, "event", p.event, "outcome", res.Outcome, "runs", res.RunIDs, "reason", res.Reason)
 	status := http.StatusAccepted
-	if outcome == pipeline.OutcomeDuplicate {
+	if res.Outcome == pipeline.OutcomeDuplicate {
 		status = http.StatusOK
 	}
-	if runIDs == nil {
-		runIDs = []int64{}
+	data := successData{Outcome: res.Outcome, RunIDs: res.RunIDs, Reason: res.Reason}
+	if data.RunIDs == nil {
+		data.RunIDs = []int64{}
 	}
-	writeJSON(w, status, successBody{Status: "success", Data: successData{Outcome: outcome, RunIDs: runIDs}})
+	writeJSON(w, status, successBody{Status: "success", Data: data})
 }
 
-func (h *Handler) count(source, outcome int) {
-	h.requests[source][outcome].Inc()
-	h.counts[source][outcome].Add(1)
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "not_found", "no webhook endpoint at "+r.URL.Path)
 }
 
 // reject counts and answers a request that was not ingested. The message
 // goes to the sender, so it never contains a secret.
-func (h *Handler) reject(w http.ResponseWriter, source, status int, errorType, outcome, msg string) {
-	h.count(source, outcomeIndex(outcome))
-	if h.logger.Enabled(context.Background(), slog.LevelDebug) {
-		h.logger.Debug("Webhook request rejected", "source", sources[source].name, "outcome", outcome, "status", status, "reason", msg)
-	}
+func (h *Handler) reject(w http.ResponseWriter, name pipeline.Source, status int, errorType, outcome, msg string) {
+	h.requests.WithLabelValues(string(name), outcome).Inc()
+	h.logger.Debug("Webhook request rejected", "source", name, "outcome", outcome, "status", status, "reason", msg)
 	writeError(w, status, errorType, msg)
 }
 
@@ -380,6 +380,7 @@ func decodeObject(body []byte, v any) error {
 type successData struct {
 	Outcome pipeline.Outcome `json:"outcome"`
 	RunIDs  []int64          `json:"run_ids"`
+	Reason  string           `json:"reason,omitempty"`
 }
 
 type successBody struct {

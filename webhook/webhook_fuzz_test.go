@@ -2,32 +2,32 @@ package webhook
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
+	"path"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
-// seedFiles adds every testdata file matching pattern to f.
+// seedFiles adds every fixture matching pattern to f.
 func seedFiles(f *testing.F, pattern string, add func(name string, body []byte)) {
-	names, err := filepath.Glob(filepath.Join("testdata", pattern))
+	names, err := fixtures.Glob(pattern)
 	if err != nil || len(names) == 0 {
 		f.Fatalf("no seeds for %s: %v", pattern, err)
 	}
 	for _, n := range names {
-		add(n, readTestdata(f, strings.TrimPrefix(n, "testdata/")))
+		add(n, fixtures.MustLoad(n))
 	}
 }
 
 func FuzzParseGitHub(f *testing.F) {
 	seedFiles(f, "github/*/*.json", func(name string, body []byte) {
-		f.Add(filepath.Base(filepath.Dir(name)), body)
+		f.Add(path.Base(path.Dir(name)), body)
 	})
 	f.Add("workflow_run", []byte(`{"workflow_run":null}`))
 	f.Fuzz(func(t *testing.T, event string, body []byte) {
@@ -41,12 +41,12 @@ func FuzzParseGitHub(f *testing.F) {
 		for _, ev := range p.events {
 			switch ev := ev.(type) {
 			case pipeline.WorkflowRunEvent:
-				if ev.RunID == 0 || ev.Status == "" {
-					t.Errorf("workflow run without id or status: %+v", ev)
+				if ev.RunID == 0 || ev.Status == "" || ev.RunAttempt < 1 {
+					t.Errorf("workflow run without id, status or attempt: %+v", ev)
 				}
 			case pipeline.WorkflowJobEvent:
-				if ev.JobID == 0 || ev.RunID == 0 || ev.Status == "" {
-					t.Errorf("job without ids or status: %+v", ev)
+				if ev.JobID == 0 || ev.RunID == 0 || ev.Status == "" || ev.RunAttempt < 1 {
+					t.Errorf("job without ids, status or attempt: %+v", ev)
 				}
 			case pipeline.TriggerEvent:
 				if ev.Trigger.Source != pipeline.SourceGitHub || ev.Trigger.DeliveryID != "d" {
@@ -111,27 +111,27 @@ func FuzzParseCloudflare(f *testing.F) {
 }
 
 func FuzzAuthGitHub(f *testing.F) {
-	body := readTestdata(f, "github/workflow_job/queued.json")
-	f.Add(signGitHub(testSettings.GitHubSecret, body), body)
+	body := fixtures.MustLoad("github/workflow_job/queued.json")
+	f.Add(fixtures.SignGitHub(testSettings.GitHubSecret, body), body)
 	f.Add("sha1=00", body)
 	f.Add("sha256=zz", []byte("x"))
 	f.Fuzz(func(t *testing.T, sig string, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/webhooks/github", nil)
 		r.Header.Set("X-Hub-Signature-256", sig)
-		if authGitHub(r, testSettings, body, testNow) == nil && !strings.EqualFold(sig, signGitHub(testSettings.GitHubSecret, body)) {
+		if authGitHub(r, testSettings, body, testNow) == nil && !strings.EqualFold(sig, fixtures.SignGitHub(testSettings.GitHubSecret, body)) {
 			t.Errorf("signature %q accepted for %q", sig, body)
 		}
 	})
 }
 
 func FuzzAuthMailerLite(f *testing.F) {
-	body := readTestdata(f, "mailerlite/classic-v2.subscriber.create.json")
-	f.Add(hex.EncodeToString(hmacSHA256([]byte(testSettings.MailerLiteSecret), body)), body)
+	body := fixtures.MustLoad("mailerlite/classic-v2.subscriber.create.json")
+	f.Add(fixtures.SignMailerLite(testSettings.MailerLiteSecret, body), body)
 	f.Add("", []byte("{}"))
 	f.Fuzz(func(t *testing.T, sig string, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/webhooks/mailerlite", nil)
 		r.Header.Set("Signature", sig)
-		want := hex.EncodeToString(hmacSHA256([]byte(testSettings.MailerLiteSecret), body))
+		want := fixtures.SignMailerLite(testSettings.MailerLiteSecret, body)
 		if authMailerLite(r, testSettings, body, testNow) == nil && !strings.EqualFold(sig, want) {
 			t.Errorf("signature %q accepted for %q", sig, body)
 		}
@@ -159,14 +159,14 @@ func FuzzVerifyStandardWebhook(f *testing.F) {
 // bodies: whatever the body, the answer is a JSON 2xx or 400.
 func FuzzHandler(f *testing.F) {
 	for i, src := range pipeline.Sources {
-		f.Add(uint8(i), validBody(f, src))
+		f.Add(uint8(i), validBody(src))
 	}
-	f.Add(uint8(0), readTestdata(f, "github/workflow_run/completed.json"))
+	f.Add(uint8(0), fixtures.MustLoad("github/workflow_run/completed.json"))
 	f.Add(uint8(2), []byte(`{"events":[{"type":"a"},{"type":1}]}`))
 	e := newEnv(f)
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		src := pipeline.Sources[int(which)%len(pipeline.Sources)]
-		e.ing.calls = e.ing.calls[:0]
+		e.ing.entries = e.ing.entries[:0]
 		rec := e.post(src, auth(src, e.settings, body), body)
 		if rec.Code != http.StatusAccepted && rec.Code != http.StatusBadRequest {
 			t.Fatalf("%s %q: status %d", src, body, rec.Code)
@@ -175,7 +175,7 @@ func FuzzHandler(f *testing.F) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || (a.Status != "success" && a.Status != "error") {
 			t.Fatalf("%s %q: answer %q", src, body, rec.Body)
 		}
-		if rec.Code == http.StatusAccepted && !bytes.Equal(e.ing.calls[len(e.ing.calls)-1].d.Body, body) {
+		if rec.Code == http.StatusAccepted && !bytes.Equal(e.ing.entries[len(e.ing.entries)-1].Body, body) {
 			t.Fatalf("%s: stored body differs from the request body", src)
 		}
 	})
