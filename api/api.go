@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,14 +26,50 @@ const (
 	maxLimit     = 500
 	// maxUnixSeconds is 9999-12-31T23:59:59Z.
 	maxUnixSeconds = 253402300799
+	// maxStatusValues bounds the status values of one query, repeats and
+	// comma lists together.
+	maxStatusValues = 100
+	// maxCursorBytes bounds a cursor; ours are a dozen bytes.
+	maxCursorBytes = 1024
+	// maxEcho bounds how much of a bad parameter an error quotes.
+	maxEcho = 64
+	// maxMinDuration is the longest min_duration: no run lasts longer than
+	// a year.
+	maxMinDuration = 366 * 24 * time.Hour
 )
 
-// Runs is the run history the API reads; store.Store implements it.
+// Defaults of Options.
+const (
+	// DefaultMaxRequests is four times the store's read connections:
+	// enough to keep them busy, few enough that a flood of reads is
+	// refused rather than queued.
+	DefaultMaxRequests  = 16
+	DefaultQueryTimeout = 5 * time.Second
+)
+
+// minTime is the earliest since or until accepted: no run is older.
+var minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Runs is the run history the API reads; pipeline.History implements it.
 type Runs interface {
 	// Run returns the run with the given id, or pipeline.ErrNotFound.
-	Run(id int64) (*pipeline.Run, error)
+	Run(ctx context.Context, id int64) (*pipeline.Run, error)
 	// ListRuns returns the runs q selects, newest first.
-	ListRuns(q pipeline.RunQuery) ([]*pipeline.Run, error)
+	ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeline.Run, error)
+}
+
+// Options tune the handler; the zero value takes the defaults.
+type Options struct {
+	// ExternalURL is where users reach the exporter (--web.external-url);
+	// page_url is made absolute with it. Nil leaves page_url a path.
+	ExternalURL *url.URL
+	// MaxRequests caps the requests served at once; past it the API
+	// answers 503 with Retry-After, so readers never queue up behind the
+	// store. Zero means DefaultMaxRequests.
+	MaxRequests int
+	// QueryTimeout bounds each history query; zero means
+	// DefaultQueryTimeout.
+	QueryTimeout time.Duration
 }
 
 // Error types, as in the Prometheus HTTP API.
@@ -40,6 +77,7 @@ const (
 	errBadData     = "bad_data"
 	errNotFound    = "not_found"
 	errUnavailable = "unavailable"
+	errTimeout     = "timeout"
 	errInternal    = "internal"
 )
 
@@ -54,7 +92,7 @@ func (e *apiError) code() int {
 		return http.StatusBadRequest
 	case errNotFound:
 		return http.StatusNotFound
-	case errUnavailable:
+	case errUnavailable, errTimeout:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -71,35 +109,104 @@ type response struct {
 	Error     string `json:"error,omitempty"`
 }
 
+// Run is a run as the API shows it: the stored run and the address of its
+// page. /api/events sends the same object.
+type Run struct {
+	*pipeline.Run
+	// PageURL is the run's page, made absolute with the external URL.
+	PageURL string `json:"page_url"`
+}
+
+// NewRun returns r as the API shows it.
+func NewRun(r *pipeline.Run, externalURL *url.URL) Run {
+	return Run{Run: r, PageURL: PageURL(externalURL, r.ID)}
+}
+
+// PageURL is the address of a run's page, /runs/{id}, under externalURL
+// (with its path prefix), or the bare path when externalURL is nil.
+func PageURL(externalURL *url.URL, id int64) string {
+	p := "runs/" + strconv.FormatInt(id, 10)
+	if externalURL == nil {
+		return "/" + p
+	}
+	return externalURL.JoinPath(p).String()
+}
+
 // runList is the data of a list answer.
 type runList struct {
-	Runs []*pipeline.Run `json:"runs"`
+	Runs []Run `json:"runs"`
 	// NextCursor is set only when more runs may follow.
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
 type handler struct {
-	runs   Runs
-	status func() any
-	logger *slog.Logger
+	runs         Runs
+	status       func() any
+	logger       *slog.Logger
+	externalURL  *url.URL
+	queryTimeout time.Duration
+	// slots holds a token per request being served.
+	slots chan struct{}
 }
 
 // New returns the handler of GET /api/pipeline-runs,
 // GET /api/pipeline-runs/{id} and GET /api/status, whose data is what
 // status returns. Unknown query parameters are ignored, as Prometheus does.
-func New(runs Runs, status func() any, logger *slog.Logger) http.Handler {
-	h := &handler{runs: runs, status: status, logger: logger}
+func New(runs Runs, status func() any, logger *slog.Logger, opts Options) http.Handler {
+	if opts.MaxRequests <= 0 {
+		opts.MaxRequests = DefaultMaxRequests
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = DefaultQueryTimeout
+	}
+	h := &handler{
+		runs: runs, status: status, logger: logger,
+		externalURL: opts.ExternalURL, queryTimeout: opts.QueryTimeout,
+		slots: make(chan struct{}, opts.MaxRequests),
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/pipeline-runs", h.listRuns)
 	mux.HandleFunc("GET /api/pipeline-runs/{id}", h.getRun)
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
 		h.respond(w, h.status())
 	})
-	return mux
+	return h.limit(mux)
+}
+
+// limit serves at most cap(h.slots) requests at once and refuses the rest
+// at once: a reader waiting here would hold a connection and add to the
+// store's load when it finally ran.
+func (h *handler) limit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case h.slots <- struct{}{}:
+			defer func() { <-h.slots }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			h.respondError(w, &apiError{typ: errUnavailable, msg: "too many concurrent API requests"})
+		}
+	})
+}
+
+// historyError answers a failed history query.
+func (h *handler) historyError(w http.ResponseWriter, r *http.Request, err error, what string, args ...any) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		h.logger.Warn(what+" timed out", append(args, "timeout", h.queryTimeout)...)
+		h.respondError(w, &apiError{typ: errTimeout, msg: fmt.Sprintf("run history query took longer than %s", h.queryTimeout)})
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		h.logger.Debug(what+" abandoned by the client", args...)
+		h.respondError(w, &apiError{typ: errUnavailable, msg: "request cancelled"})
+	default:
+		h.logger.Error(what+" failed", append(args, "err", err)...)
+		h.respondError(w, &apiError{typ: errUnavailable, msg: "run history unavailable"})
+	}
 }
 
 func (h *handler) listRuns(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r)
+	q, err := parseQuery(r, time.Now())
 	if err != nil {
 		h.respondError(w, err)
 		return
@@ -107,19 +214,21 @@ func (h *handler) listRuns(w http.ResponseWriter, r *http.Request) {
 	limit := q.Limit
 	// One run more than asked tells whether another page exists.
 	q.Limit++
-	runs, lerr := h.runs.ListRuns(q)
+	ctx, cancel := context.WithTimeout(r.Context(), h.queryTimeout)
+	defer cancel()
+	runs, lerr := h.runs.ListRuns(ctx, q)
 	if lerr != nil {
-		h.logger.Error("Listing runs failed", "err", lerr)
-		h.respondError(w, &apiError{typ: errUnavailable, msg: "run history unavailable"})
+		h.historyError(w, r, lerr, "Listing runs")
 		return
 	}
-	data := runList{Runs: runs}
+	var next string
 	if len(runs) > limit {
-		data.Runs = runs[:limit]
-		data.NextCursor = encodeCursor(data.Runs[limit-1].ID)
+		runs = runs[:limit]
+		next = encodeCursor(runs[limit-1].ID)
 	}
-	if data.Runs == nil {
-		data.Runs = []*pipeline.Run{}
+	data := runList{Runs: make([]Run, len(runs)), NextCursor: next}
+	for i, run := range runs {
+		data.Runs[i] = NewRun(run, h.externalURL)
 	}
 	h.respond(w, data)
 }
@@ -128,28 +237,40 @@ func (h *handler) getRun(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("id")
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id <= 0 {
-		h.respondError(w, badData("invalid run id %q", raw))
+		h.respondError(w, badData("invalid run id %s", echo(raw)))
 		return
 	}
-	run, err := h.runs.Run(id)
+	ctx, cancel := context.WithTimeout(r.Context(), h.queryTimeout)
+	defer cancel()
+	run, err := h.runs.Run(ctx, id)
 	switch {
 	case errors.Is(err, pipeline.ErrNotFound):
 		h.respondError(w, &apiError{typ: errNotFound, msg: fmt.Sprintf("run %d not found", id)})
 		return
 	case err != nil:
-		h.logger.Error("Reading run failed", "id", id, "err", err)
-		h.respondError(w, &apiError{typ: errUnavailable, msg: "run history unavailable"})
+		h.historyError(w, r, err, "Reading run", "id", id)
 		return
 	}
-	h.respond(w, run)
+	h.respond(w, NewRun(run, h.externalURL))
 }
 
-// parseQuery validates every parameter before the store is asked.
-func parseQuery(r *http.Request) (pipeline.RunQuery, *apiError) {
+// parseQuery validates every parameter before the store is asked; now
+// bounds since and until.
+func parseQuery(r *http.Request, now time.Time) (pipeline.RunQuery, *apiError) {
 	v := r.URL.Query()
 	q := pipeline.RunQuery{Pipeline: v.Get("pipeline"), Limit: defaultLimit}
 
-	// status may be repeated as well as comma-separated.
+	// status may be repeated as well as comma-separated. Counted first, so
+	// that a flood of values costs no more than counting them.
+	n := 0
+	for _, list := range v["status"] {
+		if list != "" {
+			n += strings.Count(list, ",") + 1
+		}
+	}
+	if n > maxStatusValues {
+		return q, badData("too many status values: at most %d", maxStatusValues)
+	}
 	for _, list := range v["status"] {
 		if list == "" {
 			continue
@@ -157,7 +278,7 @@ func parseQuery(r *http.Request) (pipeline.RunQuery, *apiError) {
 		for s := range strings.SplitSeq(list, ",") {
 			st := pipeline.Status(strings.TrimSpace(s))
 			if !slices.Contains(pipeline.RunStatuses, st) {
-				return q, badData("unknown status %q: want one of %s", st, join(pipeline.RunStatuses))
+				return q, badData("unknown status %s: want one of %s", echo(string(st)), join(pipeline.RunStatuses))
 			}
 			q.Statuses = append(q.Statuses, st)
 		}
@@ -165,14 +286,14 @@ func parseQuery(r *http.Request) (pipeline.RunQuery, *apiError) {
 	if s := v.Get("trigger"); s != "" {
 		q.Trigger = pipeline.Source(s)
 		if !slices.Contains(pipeline.Sources, q.Trigger) {
-			return q, badData("unknown trigger %q: want one of %s", s, join(pipeline.Sources))
+			return q, badData("unknown trigger %s: want one of %s", echo(s), join(pipeline.Sources))
 		}
 	}
 	var err *apiError
-	if q.Since, err = parseTime(v, "since"); err != nil {
+	if q.Since, err = parseTime(v, "since", now); err != nil {
 		return q, err
 	}
-	if q.Until, err = parseTime(v, "until"); err != nil {
+	if q.Until, err = parseTime(v, "until", now); err != nil {
 		return q, err
 	}
 	if !q.Since.IsZero() && !q.Until.IsZero() && q.Since.After(q.Until) {
@@ -186,36 +307,76 @@ func parseQuery(r *http.Request) (pipeline.RunQuery, *apiError) {
 		q.Limit = n
 	}
 	if s := v.Get("cursor"); s != "" {
+		if len(s) > maxCursorBytes {
+			return q, badData("cursor longer than %d bytes", maxCursorBytes)
+		}
 		id, ok := decodeCursor(s)
 		if !ok {
-			return q, badData("invalid cursor %q", s)
+			return q, badData("invalid cursor %s", echo(s))
 		}
 		q.BeforeID = id
+	}
+	if s := v.Get("min_duration"); s != "" {
+		d, ok := parseDuration(s)
+		if !ok {
+			return q, badData("invalid min_duration %s: want a duration (15m, 90s) or seconds, at most a year", echo(s))
+		}
+		q.MinDuration = d
 	}
 	return q, nil
 }
 
+// parseDuration accepts a Go duration ("15m") or seconds ("900", "0.5"),
+// from 0 to a year.
+func parseDuration(s string) (time.Duration, bool) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || math.IsNaN(f) || f < 0 || f > maxMinDuration.Seconds() {
+			return 0, false
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	return d, d >= 0 && d <= maxMinDuration
+}
+
 // parseTime accepts what the Prometheus API accepts for times: RFC3339
-// or unix seconds with an optional fraction.
-func parseTime(v url.Values, name string) (time.Time, *apiError) {
+// or unix seconds with an optional fraction, from 2000-01-01 to a year
+// past now, the range a run's times can have.
+func parseTime(v url.Values, name string, now time.Time) (time.Time, *apiError) {
 	s := v.Get(name)
 	if s == "" {
 		return time.Time{}, nil
 	}
+	var t time.Time
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		// The bound keeps the conversion to int64 defined and the time
 		// within what RFC3339 can express.
 		if math.IsNaN(f) || math.Abs(f) > maxUnixSeconds {
-			return time.Time{}, badData("invalid %s %q: want RFC3339 or unix seconds", name, s)
+			return time.Time{}, badData("invalid %s %s: want RFC3339 or unix seconds", name, echo(s))
 		}
 		sec, frac := math.Modf(f)
-		return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
+		t = time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC()
+	} else {
+		p, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return time.Time{}, badData("invalid %s %s: want RFC3339 or unix seconds", name, echo(s))
+		}
+		t = p.UTC()
 	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, badData("invalid %s %q: want RFC3339 or unix seconds", name, s)
+	if t.Before(minTime) || t.After(now.AddDate(1, 0, 0)) {
+		return time.Time{}, badData("%s must be between 2000-01-01 and a year from now", name)
 	}
-	return t.UTC(), nil
+	return t, nil
+}
+
+// echo quotes a bad parameter for an error message, cut short: an error
+// must not grow with what a client sends.
+func echo(s string) string {
+	if len(s) > maxEcho {
+		return strconv.Quote(s[:maxEcho]) + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // encodeCursor makes the cursor opaque so clients do not build their own;

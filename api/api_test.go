@@ -1,15 +1,20 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,14 +22,37 @@ import (
 )
 
 // fakeRuns is an in-memory history that filters like the store and
-// records the last query it was asked.
+// records the last query it was asked. With block set, queries wait for
+// their context to end or for block to be closed.
 type fakeRuns struct {
 	runs  []*pipeline.Run // oldest first
 	err   error
 	query *pipeline.RunQuery
+	block chan struct{}
+	// waiting receives a value as each query starts to wait on block.
+	waiting chan struct{}
+	mu      sync.Mutex // guards query
 }
 
-func (f *fakeRuns) Run(id int64) (*pipeline.Run, error) {
+func (f *fakeRuns) wait(ctx context.Context) error {
+	if f.block == nil {
+		return nil
+	}
+	if f.waiting != nil {
+		f.waiting <- struct{}{}
+	}
+	select {
+	case <-f.block:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *fakeRuns) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -36,8 +64,13 @@ func (f *fakeRuns) Run(id int64) (*pipeline.Run, error) {
 	return nil, pipeline.ErrNotFound
 }
 
-func (f *fakeRuns) ListRuns(q pipeline.RunQuery) ([]*pipeline.Run, error) {
+func (f *fakeRuns) ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeline.Run, error) {
+	f.mu.Lock()
 	f.query = &q
+	f.mu.Unlock()
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -50,7 +83,8 @@ func (f *fakeRuns) ListRuns(q pipeline.RunQuery) ([]*pipeline.Run, error) {
 			q.Pipeline != "" && r.Pipeline != q.Pipeline,
 			q.Trigger != "" && r.Trigger.Source != q.Trigger,
 			!q.Since.IsZero() && r.CreatedAt.Before(q.Since),
-			!q.Until.IsZero() && r.CreatedAt.After(q.Until):
+			!q.Until.IsZero() && r.CreatedAt.After(q.Until),
+			q.MinDuration > 0 && r.DurationSeconds < q.MinDuration.Seconds():
 			continue
 		}
 		out = append(out, r)
@@ -122,6 +156,7 @@ func history(t *testing.T, n int) *fakeRuns {
 		r.Trigger.Source = pipeline.Sources[i%4]
 		r.Triggers = []pipeline.Trigger{r.Trigger}
 		r.CreatedAt = base.CreatedAt.Add(time.Duration(i) * time.Minute)
+		r.DurationSeconds = float64(60 * (i % 5))
 		f.runs = append(f.runs, r)
 	}
 	return f
@@ -138,7 +173,11 @@ func get(t *testing.T, h http.Handler, target string) (int, string) {
 }
 
 func newHandler(runs Runs) http.Handler {
-	return New(runs, func() any { return map[string]string{"version": "1.0.0"} }, slog.New(slog.DiscardHandler))
+	return newHandlerWith(runs, Options{})
+}
+
+func newHandlerWith(runs Runs, opts Options) http.Handler {
+	return New(runs, func() any { return map[string]string{"version": "1.0.0"} }, slog.New(slog.DiscardHandler), opts)
 }
 
 func ids(runs []*pipeline.Run) []int64 {
@@ -250,6 +289,39 @@ func TestListRunsParameters(t *testing.T) {
 		{name: "cursor not base64url", query: "cursor=NA==", wantErr: `invalid cursor "NA=="`},
 		{name: "cursor not an id", query: "cursor=YWJj", wantErr: `invalid cursor "YWJj"`},
 		{name: "cursor zero", query: "cursor=MA", wantErr: `invalid cursor "MA"`},
+		{name: "cursor over 1 KiB is not echoed", query: "cursor=" + strings.Repeat("MT", 513), wantErr: "cursor longer than 1024 bytes"},
+		{
+			name:    "cursor of 1 KiB",
+			query:   "cursor=" + strings.Repeat("x", 1024),
+			wantErr: `invalid cursor "` + strings.Repeat("x", 64) + `"...`,
+		},
+		{
+			name:      "100 status values",
+			query:     "status=" + strings.Repeat("failed,", 99) + "failed&limit=1",
+			wantQuery: &pipeline.RunQuery{Statuses: slices.Repeat([]pipeline.Status{"failed"}, 100), Limit: 2},
+			wantIDs:   []int64{29},
+		},
+		{name: "101 status values in a list", query: "status=" + strings.Repeat("failed,", 100) + "failed", wantErr: "too many status values: at most 100"},
+		{name: "1000 repeated status values", query: strings.Repeat("status=failed&", 1000), wantErr: "too many status values: at most 100"},
+		{
+			name:      "min_duration as a duration",
+			query:     "min_duration=3m&limit=3",
+			wantQuery: &pipeline.RunQuery{MinDuration: 3 * time.Minute, Limit: 4},
+			wantIDs:   []int64{30, 29, 25},
+		},
+		{
+			name:      "min_duration in seconds",
+			query:     "min_duration=180.5&limit=2",
+			wantQuery: &pipeline.RunQuery{MinDuration: 180*time.Second + 500*time.Millisecond, Limit: 3},
+			wantIDs:   []int64{30, 25},
+		},
+		{name: "min_duration negative", query: "min_duration=-1m", wantErr: `invalid min_duration "-1m": want a duration (15m, 90s) or seconds, at most a year`},
+		{name: "min_duration not a duration", query: "min_duration=slow", wantErr: `invalid min_duration "slow": want a duration (15m, 90s) or seconds, at most a year`},
+		{name: "min_duration past a year", query: "min_duration=1e12", wantErr: `invalid min_duration "1e12": want a duration (15m, 90s) or seconds, at most a year`},
+		{name: "since before 2000", query: "since=1999-12-31T23:59:59Z", wantErr: "since must be between 2000-01-01 and a year from now"},
+		{name: "since at 0", query: "since=0", wantErr: "since must be between 2000-01-01 and a year from now"},
+		{name: "until more than a year ahead", query: fmt.Sprintf("until=%d", time.Now().AddDate(1, 0, 1).Unix()), wantErr: "until must be between 2000-01-01 and a year from now"},
+		{name: "long bad since is cut", query: "since=" + strings.Repeat("9", 100) + "x", wantErr: `invalid since "` + strings.Repeat("9", 64) + `"...: want RFC3339 or unix seconds`},
 		{
 			name:      "unknown parameters are ignored",
 			query:     "limit=1&foo=bar",
@@ -332,6 +404,8 @@ func TestGetRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The stored run's fields, then page_url.
+	run = append(run[:len(run)-1], `,"page_url":"/runs/2"}`...)
 	tests := []struct {
 		target   string
 		wantCode int
@@ -399,5 +473,130 @@ func TestStatus(t *testing.T) {
 	code, body := get(t, newHandler(&fakeRuns{}), "/api/status")
 	if want := `{"status":"success","data":{"version":"1.0.0"}}`; code != http.StatusOK || body != want {
 		t.Errorf("got %d %s, want 200 %s", code, body, want)
+	}
+}
+
+// TestPageURL: every run in the JSON links to its page, made absolute with
+// the external URL and under its path prefix.
+func TestPageURL(t *testing.T) {
+	tests := []struct {
+		external string
+		want     string
+	}{
+		{"", "/runs/3"},
+		{"https://ci.example.com", "https://ci.example.com/runs/3"},
+		{"https://ci.example.com/", "https://ci.example.com/runs/3"},
+		{"https://example.com/pipelines/", "https://example.com/pipelines/runs/3"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.external, func(t *testing.T) {
+			var opts Options
+			if tc.external != "" {
+				u, err := url.Parse(tc.external)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.ExternalURL = u
+			}
+			h := newHandlerWith(history(t, 3), opts)
+			var one struct {
+				Data struct {
+					PageURL string `json:"page_url"`
+				} `json:"data"`
+			}
+			if _, body := get(t, h, "/api/pipeline-runs/3"); json.Unmarshal([]byte(body), &one) != nil || one.Data.PageURL != tc.want {
+				t.Errorf("run page_url %q, want %q", one.Data.PageURL, tc.want)
+			}
+			var list struct {
+				Data struct {
+					Runs []struct {
+						ID      int64  `json:"id"`
+						PageURL string `json:"page_url"`
+					} `json:"runs"`
+				} `json:"data"`
+			}
+			if _, body := get(t, h, "/api/pipeline-runs?limit=1"); json.Unmarshal([]byte(body), &list) != nil ||
+				len(list.Data.Runs) != 1 || list.Data.Runs[0].PageURL != tc.want {
+				t.Errorf("list page_url %+v, want %q", list.Data.Runs, tc.want)
+			}
+		})
+	}
+}
+
+// TestConcurrencyCap: past MaxRequests requests in flight the API answers
+// 503 with Retry-After at once, and serves again when they are done.
+func TestConcurrencyCap(t *testing.T) {
+	runs := history(t, 3)
+	runs.block = make(chan struct{})
+	runs.waiting = make(chan struct{}, 2)
+	h := newHandlerWith(runs, Options{MaxRequests: 2, QueryTimeout: time.Minute})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(srv.URL + "/api/pipeline-runs")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	// Wait until both hold their slot.
+	for range 2 {
+		select {
+		case <-runs.waiting:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the two requests did not start")
+		}
+	}
+	for _, target := range []string{"/api/pipeline-runs", "/api/pipeline-runs/1", "/api/status"} {
+		resp, err := http.Get(srv.URL + target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		const want = `{"status":"error","errorType":"unavailable","error":"too many concurrent API requests"}`
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || string(body) != want {
+			t.Errorf("GET %s past the cap: %d Retry-After %q %s", target, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	close(runs.block)
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != http.StatusOK {
+			t.Errorf("a request within the cap got %d", code)
+		}
+	}
+	if code, _ := get(t, h, "/api/pipeline-runs/1"); code != http.StatusOK {
+		t.Errorf("after the flood: %d, want 200", code)
+	}
+}
+
+// TestQueryTimeout: a history query that takes longer than QueryTimeout is
+// abandoned with 503.
+func TestQueryTimeout(t *testing.T) {
+	runs := history(t, 3)
+	runs.block = make(chan struct{})
+	defer close(runs.block)
+	h := newHandlerWith(runs, Options{QueryTimeout: 20 * time.Millisecond})
+	const want = `{"status":"error","errorType":"timeout","error":"run history query took longer than 20ms"}`
+	for _, target := range []string{"/api/pipeline-runs", "/api/pipeline-runs/1"} {
+		start := time.Now()
+		code, body := get(t, h, target)
+		if code != http.StatusServiceUnavailable || body != want {
+			t.Errorf("GET %s: %d %s, want 503 %s", target, code, body, want)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("GET %s took %v", target, took)
+		}
 	}
 }

@@ -10,10 +10,13 @@ import (
 
 // The values of the fixtures in testdata/, used by the assertions.
 const (
-	fixtureRunID    = 289782451
-	fixtureSHA      = "3484a3fb816e0859fd6e1cea078d76385ff50625"
-	fixtureProject  = "this-is-my-project-01"
-	fixtureDeployID = "f64788e9-fccd-4d4a-a28a-cb84f88f6"
+	fixtureRunID = 289782451
+	fixtureRepo  = "octo-org/octo-repo"
+	// fixtureWorkflowID is workflow_id of the workflow_run fixtures.
+	fixtureWorkflowID = 2823525
+	fixtureSHA        = "3484a3fb816e0859fd6e1cea078d76385ff50625"
+	fixtureProject    = "this-is-my-project-01"
+	fixtureDeployID   = "f64788e9-fccd-4d4a-a28a-cb84f88f6"
 )
 
 var (
@@ -84,8 +87,9 @@ func runEvent(t testing.TB, name string) WorkflowRunEvent {
 }
 
 // jobEvent decodes a workflow_job webhook fixture. The job fixtures belong
-// to run 2202229078, which has no workflow_run fixture; they are moved to
-// the workflow_run fixtures' run so that they can be its stages.
+// to run 2202229078 of Codertocat/Hello-World, which has no workflow_run
+// fixture; they are moved to the workflow_run fixtures' run and repository
+// so that they can be its stages.
 func jobEvent(t testing.TB, name string) WorkflowJobEvent {
 	var p struct {
 		WorkflowJob struct {
@@ -103,14 +107,11 @@ func jobEvent(t testing.TB, name string) WorkflowJobEvent {
 			StartedAt    time.Time `json:"started_at"`
 			CompletedAt  time.Time `json:"completed_at"`
 		} `json:"workflow_job"`
-		Repository struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
 	}
 	readFixture(t, filepath.Join("github", "workflow_job", name+".json"), &p)
 	j := p.WorkflowJob
 	return WorkflowJobEvent{
-		Repository: p.Repository.FullName, RunID: fixtureRunID, RunAttempt: j.RunAttempt,
+		Repository: fixtureRepo, RunID: fixtureRunID, RunAttempt: j.RunAttempt,
 		JobID: j.ID, Name: j.Name, WorkflowName: j.WorkflowName, HeadBranch: j.HeadBranch,
 		HeadSHA: j.HeadSHA, Status: j.Status, Conclusion: j.Conclusion, HTMLURL: j.HTMLURL,
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, CompletedAt: j.CompletedAt,

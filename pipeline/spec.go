@@ -96,6 +96,9 @@ type RunQuery struct {
 	Trigger  Source
 	// Since and Until bound the run's CreatedAt (inclusive); zero means open.
 	Since, Until time.Time
+	// MinDuration, when non-zero, returns only runs whose DurationSeconds
+	// is at least this long (so only finished runs: a running run has 0).
+	MinDuration time.Duration
 	// BeforeID, when non-zero, returns only runs with a smaller ID (the cursor).
 	BeforeID int64
 	Limit    int

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -56,7 +57,11 @@ func (tr *tracked) key() (runKey, bool) {
 // caller: NeedsRun names the run an event concerns, Recall hands it over.
 type Tracker struct {
 	specs []Spec
-	now   func() time.Time
+	// matchOrder is specs with the pipelines that name their repository
+	// first, each group in config order: the order workflow runs are
+	// matched in.
+	matchOrder []*Spec
+	now        func() time.Time
 
 	lastID int64
 	// active holds the non-terminal runs by ID.
@@ -72,6 +77,10 @@ type Tracker struct {
 	finished *finishedCache
 	orphans  *orphanJobs
 	pages    *pagesBuffer
+	// workflowFiles names the file of the followed workflows by
+	// repository and workflow id, learnt from runs that carry a path, for
+	// the runs whose payload has none.
+	workflowFiles map[workflowRef]string
 
 	// changes collects what the event being applied did, one entry per run.
 	changes []change
@@ -94,8 +103,7 @@ type stageRef struct {
 
 // NewTracker returns a Tracker for the given pipelines; now is its clock.
 func NewTracker(specs []Spec, now func() time.Time) *Tracker {
-	return &Tracker{
-		specs:        slices.Clone(specs),
+	t := &Tracker{
 		now:          now,
 		active:       make(map[int64]*tracked),
 		byKey:        make(map[runKey]*tracked),
@@ -105,6 +113,22 @@ func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 		finished:     newFinishedCache(finishedCacheSize),
 		orphans:      newOrphanJobs(orphanJobsMax, orphanJobsMaxAge),
 		pages:        newPagesBuffer(pagesBufferSize),
+
+		workflowFiles: make(map[workflowRef]string),
+	}
+	t.setSpecs(specs)
+	return t
+}
+
+func (t *Tracker) setSpecs(specs []Spec) {
+	t.specs = slices.Clone(specs)
+	t.matchOrder = t.matchOrder[:0]
+	for _, named := range []bool{true, false} {
+		for i := range t.specs {
+			if (t.specs[i].Repository != "") == named {
+				t.matchOrder = append(t.matchOrder, &t.specs[i])
+			}
+		}
 	}
 }
 
@@ -112,7 +136,7 @@ func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 // kept; they follow the new timeouts of their pipeline, and runs of a
 // pipeline that is gone keep the settings they started with.
 func (t *Tracker) SetSpecs(specs []Spec) {
-	t.specs = slices.Clone(specs)
+	t.setSpecs(specs)
 	for _, tr := range t.active {
 		if s := t.spec(tr.run.Pipeline); s != nil {
 			tr.spec = *s
@@ -142,14 +166,11 @@ func (t *Tracker) spec(name string) *Spec {
 // exporter stopped are listed by PendingVerifies; Restore reports nothing.
 func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64, held []HeldJob) {
 	t.lastID = max(t.lastID, maxID)
-	for _, h := range held {
-		t.orphans.add(runKey{h.Job.RunID, h.Job.RunAttempt}, h)
-	}
-	t.orphans.changed = false
 	slices.SortFunc(active, func(a, b *Run) int { return cmp.Compare(a.ID, b.ID) })
 	for _, r := range active {
 		t.lastID = max(t.lastID, r.ID)
 		tr := t.track(r)
+		t.learnWorkflow(tr)
 		t.active[r.ID] = tr
 		if k, ok := tr.key(); ok {
 			t.byKey[k] = tr
@@ -161,7 +182,9 @@ func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64,
 	for _, r := range lastFinished {
 		t.lastID = max(t.lastID, r.ID)
 		if r.GitHub != nil {
-			t.finished.add(t.track(r))
+			tr := t.track(r)
+			t.learnWorkflow(tr)
+			t.finished.add(tr)
 		}
 		t.recordLast(r)
 	}
@@ -175,10 +198,20 @@ func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64,
 			t.lastSuccess[r.Pipeline] = r
 		}
 	}
+	// After the runs, so that learning their workflows applies nothing.
+	for _, h := range held {
+		t.orphans.add(h.key(), h)
+	}
+	t.orphans.changed = false
 }
 
-// track wraps a run that did not come from this Tracker's own events.
+// track wraps a run that did not come from this Tracker's own events. A
+// run stored before attempts were normalised gets attempt 1, as its events
+// now do.
 func (t *Tracker) track(r *Run) *tracked {
+	if r.GitHub != nil {
+		r.GitHub.RunAttempt = attemptOf(r.GitHub.RunAttempt)
+	}
 	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time)}
 	if s := t.spec(r.Pipeline); s != nil {
 		tr.spec = *s
@@ -208,14 +241,17 @@ func (t *Tracker) PendingVerifies() []*Run {
 
 // Apply applies one event and returns one Update per run it changed, and
 // why it ignored the event: reason is empty when the event changed a run or
-// was kept for a run still to come, else it says why nothing changed (a
-// duplicate, a late status, a workflow no pipeline follows).
+// was kept for a run still to come (a job before its run, a Pages
+// deployment before its workflow finished), else it says why nothing
+// changed (a duplicate, a late status, a workflow no pipeline follows).
 func (t *Tracker) Apply(ev Event) (updates []Update, reason string) {
 	t.changes = t.changes[:0]
 	switch e := ev.(type) {
 	case WorkflowRunEvent:
+		e.RunAttempt = attemptOf(e.RunAttempt)
 		reason = t.applyWorkflowRun(e)
 	case WorkflowJobEvent:
+		e.RunAttempt = attemptOf(e.RunAttempt)
 		reason = t.applyJob(e)
 	case TriggerEvent:
 		reason = t.applyTrigger(e)
@@ -223,14 +259,21 @@ func (t *Tracker) Apply(ev Event) (updates []Update, reason string) {
 		reason = t.applyPages(e)
 	case VerifyResultEvent:
 		reason = t.applyVerify(e)
+	default:
+		reason = fmt.Sprintf("unknown event %T", ev)
 	}
 	ups := t.updates()
 	if len(ups) > 0 {
 		reason = ""
-	} else if reason == "" {
-		reason = "no change"
 	}
 	return ups, reason
+}
+
+// attemptOf is the run attempt a payload means: GitHub Enterprise Server
+// and older api.github.com versions send no run_attempt, and their runs
+// are first attempts.
+func attemptOf(attempt int) int {
+	return max(attempt, 1)
 }
 
 // NeedsRun reports the GitHub run (id and attempt) that ev concerns when
@@ -242,11 +285,14 @@ func (t *Tracker) NeedsRun(ev Event) (runID int64, attempt int, ok bool) {
 	if !isRun {
 		return 0, 0, false
 	}
-	key := runKey{e.RunID, e.RunAttempt}
-	if t.byKey[key] != nil || t.finished.byKey[key] != nil || t.matchWorkflow(e) == nil {
+	key := runKey{e.RunID, attemptOf(e.RunAttempt)}
+	if t.byKey[key] != nil || t.finished.byKey[key] != nil {
 		return 0, 0, false
 	}
-	return e.RunID, e.RunAttempt, true
+	if spec, _ := t.matchWorkflow(e); spec == nil && !t.mayNameLater(e) {
+		return 0, 0, false
+	}
+	return key.id, key.attempt, true
 }
 
 // Recall hands the Tracker a finished run from the history that NeedsRun
@@ -256,6 +302,7 @@ func (t *Tracker) Recall(r *Run) {
 		return
 	}
 	tr := t.track(r)
+	t.learnWorkflow(tr)
 	t.finished.add(tr)
 	t.attachOrphans(tr)
 }
@@ -397,7 +444,7 @@ func (t *Tracker) applyTrigger(e TriggerEvent) string {
 	matched := false
 	for i := range t.specs {
 		spec := &t.specs[i]
-		if !triggerMatches(spec, e) {
+		if !triggerMatches(spec, e) || t.shadowed(spec, e) {
 			continue
 		}
 		matched = true
@@ -415,7 +462,7 @@ func (t *Tracker) applyTrigger(e TriggerEvent) string {
 		t.pending[spec.Name] = append(t.pending[spec.Name], tr)
 	}
 	if !matched {
-		return fmt.Sprintf("no pipeline for %s %s trigger", e.Trigger.Source, triggerName(e))
+		return fmt.Sprintf("no pipeline for %s trigger %s", e.Trigger.Source, triggerName(e))
 	}
 	return "trigger already seen"
 }
@@ -432,7 +479,8 @@ func triggerName(e TriggerEvent) string {
 }
 
 func triggerMatches(spec *Spec, e TriggerEvent) bool {
-	if e.Trigger.Source == SourceGitHub && e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch) {
+	if e.Trigger.Source == SourceGitHub && (!sameRepository(spec, e.Repository) ||
+		e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch)) {
 		return false
 	}
 	for _, rule := range spec.Triggers {
@@ -443,6 +491,21 @@ func triggerMatches(spec *Spec, e TriggerEvent) bool {
 		}
 	}
 	return false
+}
+
+// shadowed reports whether a pipeline that names no repository gives way,
+// for a GitHub trigger, to one that names the trigger's repository and
+// follows the same workflow on the trigger's branch: the runs of that
+// workflow go to that pipeline (see matchWorkflow), so a pending run here
+// would never be claimed.
+func (t *Tracker) shadowed(spec *Spec, e TriggerEvent) bool {
+	if spec.Repository != "" || e.Trigger.Source != SourceGitHub || e.Repository == "" {
+		return false
+	}
+	return slices.ContainsFunc(t.specs, func(o Spec) bool {
+		return o.Repository != "" && strings.EqualFold(o.Repository, e.Repository) && o.Workflow == spec.Workflow &&
+			(e.Branch == "" || len(o.Branches) == 0 || slices.Contains(o.Branches, e.Branch))
+	})
 }
 
 // seenTrigger reports whether the trigger already belongs to a run of the
@@ -548,6 +611,11 @@ func (t *Tracker) finish(tr *tracked, status Status, at time.Time, reason string
 	r := tr.run
 	r.Status = status
 	r.FinishedAt = timePtr(at)
+	if r.StartedAt != nil && r.StartedAt.After(at) {
+		// GitHub's run_started_at can be later than the updated_at the
+		// run ends at (a run that waited for approval reports both).
+		r.StartedAt = timePtr(at)
+	}
 	r.DurationSeconds = seconds(r.CreatedAt, at)
 	r.Error = reason
 	delete(t.active, r.ID)

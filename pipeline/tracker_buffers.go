@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"container/list"
+	"slices"
 	"time"
 )
 
@@ -39,12 +40,25 @@ func (c *finishedCache) add(tr *tracked) {
 }
 
 // HeldJob is a job event the Tracker keeps until its workflow run arrives
-// (GitHub does not order its deliveries). Held jobs are part of the
-// committed state, so a restart does not lose them.
+// (GitHub does not order its deliveries), or, when Run is set, a workflow
+// run event without a path whose workflow the Tracker cannot name yet: it
+// is applied once another event of the run, or of another run of the same
+// workflow, names the file. Held events are part of the committed state, so
+// a restart does not lose them.
 type HeldJob struct {
 	Job WorkflowJobEvent `json:"job"`
+	// Run, when set, is the held workflow run event; Job is then empty.
+	Run *WorkflowRunEvent `json:"run,omitempty"`
 	// HeldAt is when the Tracker first kept it, on its own clock.
 	HeldAt time.Time `json:"held_at"`
+}
+
+// key is the GitHub run the held event belongs to.
+func (h HeldJob) key() runKey {
+	if h.Run != nil {
+		return runKey{h.Run.RunID, attemptOf(h.Run.RunAttempt)}
+	}
+	return runKey{h.Job.RunID, attemptOf(h.Job.RunAttempt)}
 }
 
 // orphanJobs holds job events whose workflow run is not known yet, up to max
@@ -83,8 +97,8 @@ func (o *orphanJobs) add(k runKey, h HeldJob) {
 	}
 }
 
-// take removes and returns the jobs kept for the run.
-func (o *orphanJobs) take(k runKey) []WorkflowJobEvent {
+// take removes and returns the events kept for the run.
+func (o *orphanJobs) take(k runKey) []HeldJob {
 	ent := o.byKey[k]
 	if ent == nil {
 		return nil
@@ -93,11 +107,20 @@ func (o *orphanJobs) take(k runKey) []WorkflowJobEvent {
 	o.order.Remove(ent.elem)
 	o.count -= len(ent.jobs)
 	o.changed = true
-	jobs := make([]WorkflowJobEvent, len(ent.jobs))
-	for i, h := range ent.jobs {
-		jobs[i] = h.Job
+	return ent.jobs
+}
+
+// heldRuns returns the keys of the runs whose held events include a run
+// event that matches, oldest first.
+func (o *orphanJobs) heldRuns(match func(WorkflowRunEvent) bool) []runKey {
+	var keys []runKey
+	for e := o.order.Front(); e != nil; e = e.Next() {
+		k := e.Value.(runKey)
+		if slices.ContainsFunc(o.byKey[k].jobs, func(h HeldJob) bool { return h.Run != nil && match(*h.Run) }) {
+			keys = append(keys, k)
+		}
 	}
-	return jobs
+	return keys
 }
 
 // expire drops the runs whose first job has waited longer than maxAge.
@@ -140,7 +163,10 @@ func newPagesBuffer(size int) *pagesBuffer {
 	return &pagesBuffer{ring: make([]pagesKey, size), byKey: make(map[pagesKey]PagesDeploymentEvent, size)}
 }
 
-func (b *pagesBuffer) put(e PagesDeploymentEvent) {
+// put keeps e unless the buffer has it already, a newer deployment of the
+// commit or a later state of the same deployment, and reports whether it
+// kept it.
+func (b *pagesBuffer) put(e PagesDeploymentEvent) bool {
 	k := pagesKey{e.Project, e.Deployment.CommitHash}
 	old, ok := b.byKey[k]
 	if !ok {
@@ -152,16 +178,20 @@ func (b *pagesBuffer) put(e PagesDeploymentEvent) {
 		b.ring[b.next] = k
 		b.next = (b.next + 1) % len(b.ring)
 		b.byKey[k] = e
-		return
+		return true
 	}
-	if old.Deployment.DeploymentID != e.Deployment.DeploymentID {
+	switch {
+	case samePages(&old.Deployment, &e.Deployment) && samePagesStage(old.LatestStage, e.LatestStage):
+		return false
+	case old.Deployment.DeploymentID != e.Deployment.DeploymentID:
 		if e.CreatedOn.Before(old.CreatedOn) {
-			return
+			return false
 		}
-	} else if pagesStatus(latestPagesStage(old)).Terminal() && !pagesStatus(latestPagesStage(e)).Terminal() {
-		return
+	case pagesStatus(latestPagesStage(old)).Terminal() && !pagesStatus(latestPagesStage(e)).Terminal():
+		return false
 	}
 	b.byKey[k] = e
+	return true
 }
 
 func (b *pagesBuffer) get(project, commit string) (PagesDeploymentEvent, bool) {

@@ -9,11 +9,21 @@ import (
 	"time"
 )
 
-// GitHub's workflow run and job statuses, as sent in the `status` field.
+// GitHub's workflow run and job statuses, as sent in the `status` field,
+// and the conclusion of a run waiting for a person's approval.
 const (
-	ghCompleted  = "completed"
-	ghInProgress = "in_progress"
+	ghCompleted      = "completed"
+	ghInProgress     = "in_progress"
+	ghActionRequired = "action_required"
 )
+
+// final reports whether GitHub is done with a workflow run: it completed,
+// and not with action_required, which GitHub reports for a run that waits
+// for approval (a fork's pull request) and that goes on, same id and
+// attempt, once approved.
+func final(status, conclusion string) bool {
+	return status == ghCompleted && conclusion != ghActionRequired
+}
 
 // runConclusion maps a completed workflow run's conclusion to the run's
 // status, with the error a run that did not succeed reports:
@@ -24,14 +34,14 @@ const (
 //	skipped          cancelled   workflow run skipped   (nothing was published)
 //	failure          failed      workflow run failed    (or "stage X failed")
 //	startup_failure  failed      workflow run failed to start
-//	action_required  failed      action required        (a person must approve it)
 //	cancelled        cancelled   workflow run cancelled
 //	stale            cancelled   workflow run stale     (GitHub gave up on it)
 //	timed_out        timed_out   workflow run timed out
 //	anything else    failed      workflow run concluded "<value>"
 //
 // A successful run then goes on to its Pages and verify stages; the others
-// end here.
+// end here. action_required is not a conclusion yet (see final): the run
+// stays running.
 func runConclusion(conclusion string) (Status, string) {
 	switch conclusion {
 	case "success", "neutral":
@@ -42,8 +52,6 @@ func runConclusion(conclusion string) (Status, string) {
 		return StatusFailed, "workflow run failed"
 	case "startup_failure":
 		return StatusFailed, "workflow run failed to start"
-	case "action_required":
-		return StatusFailed, "action required"
 	case "cancelled":
 		return StatusCancelled, "workflow run cancelled"
 	case "stale":
@@ -87,21 +95,113 @@ func workflowFile(p string) string {
 	return path.Base(p)
 }
 
-// matchWorkflow returns the first pipeline, in config order, that follows
-// the workflow run: by numeric workflow id or by file name, on a listed branch.
-func (t *Tracker) matchWorkflow(e WorkflowRunEvent) *Spec {
-	file := workflowFile(e.WorkflowPath)
+// workflowRef is a workflow of a repository by its numeric id; the
+// repository is lower case, as GitHub compares names.
+type workflowRef struct {
+	repo string
+	id   int64
+}
+
+func refOf(repo string, id int64) workflowRef {
+	return workflowRef{strings.ToLower(repo), id}
+}
+
+// sameRepository reports whether a pipeline's repository, empty for any,
+// is the event's.
+func sameRepository(spec *Spec, repo string) bool {
+	return spec.Repository == "" || strings.EqualFold(spec.Repository, repo)
+}
+
+// fileOf is the workflow file of a run event: from its path, else as learnt
+// from other runs of the same workflow.
+func (t *Tracker) fileOf(e WorkflowRunEvent) string {
+	if f := workflowFile(e.WorkflowPath); f != "" {
+		return f
+	}
+	if e.WorkflowID == 0 {
+		return ""
+	}
+	return t.workflowFiles[refOf(e.Repository, e.WorkflowID)]
+}
+
+// matchWorkflow returns the pipeline that follows the workflow run: one of
+// its repository (or of any, when it names none; those that name it come
+// first), by numeric workflow id or by file name, on a listed branch.
+// Without one, it says why.
+func (t *Tracker) matchWorkflow(e WorkflowRunEvent) (*Spec, string) {
+	file := t.fileOf(e)
 	id := strconv.FormatInt(e.WorkflowID, 10)
-	for i := range t.specs {
-		s := &t.specs[i]
-		if s.Workflow != file && (e.WorkflowID == 0 || s.Workflow != id) {
+	var otherBranch *Spec
+	for _, s := range t.matchOrder {
+		if !sameRepository(s, e.Repository) || s.Workflow != file && (e.WorkflowID == 0 || s.Workflow != id) {
 			continue
 		}
 		if len(s.Branches) == 0 || slices.Contains(s.Branches, e.HeadBranch) {
-			return s
+			return s, ""
+		}
+		if otherBranch == nil {
+			otherBranch = s
 		}
 	}
-	return nil
+	if otherBranch != nil {
+		return nil, fmt.Sprintf("pipeline %s does not follow branch %s of workflow %s", otherBranch.Name, e.HeadBranch, otherBranch.Workflow)
+	}
+	return nil, fmt.Sprintf("no pipeline for workflow %s in repository %s", workflowName(e), e.Repository)
+}
+
+// mayNameLater reports whether a run event that no pipeline matches may
+// belong to one once its workflow file is known: it has no path, its
+// workflow id is not known yet, and a pipeline follows a workflow file in
+// its repository on its branch.
+func (t *Tracker) mayNameLater(e WorkflowRunEvent) bool {
+	if e.WorkflowPath != "" || e.WorkflowID == 0 || t.fileOf(e) != "" {
+		return false
+	}
+	return slices.ContainsFunc(t.matchOrder, func(s *Spec) bool {
+		_, numeric := strconv.ParseInt(s.Workflow, 10, 64)
+		return numeric != nil && sameRepository(s, e.Repository) &&
+			(len(s.Branches) == 0 || slices.Contains(s.Branches, e.HeadBranch))
+	})
+}
+
+// learn remembers the file of a followed workflow, from a run event that
+// names both, and applies the held run events of that workflow that had no
+// path.
+func (t *Tracker) learn(repo string, id int64, file string) {
+	if id == 0 || file == "" || !slices.ContainsFunc(t.specs, func(s Spec) bool { return s.Workflow == file }) {
+		return
+	}
+	ref := refOf(repo, id)
+	if t.workflowFiles[ref] == file {
+		return
+	}
+	t.workflowFiles[ref] = file
+	for _, k := range t.orphans.heldRuns(func(e WorkflowRunEvent) bool { return refOf(e.Repository, e.WorkflowID) == ref }) {
+		if t.byKey[k] != nil || t.finished.byKey[k] != nil {
+			continue // taken with the run's own event
+		}
+		held := t.orphans.take(k)
+		for _, h := range held {
+			if h.Run == nil {
+				t.orphans.add(k, h)
+			}
+		}
+		for _, h := range held {
+			if h.Run != nil {
+				t.applyWorkflowRun(*h.Run)
+			}
+		}
+	}
+}
+
+// learnWorkflow learns the workflow file of a run restored or recalled from
+// the history: the file its pipeline follows.
+func (t *Tracker) learnWorkflow(tr *tracked) {
+	if g := tr.run.GitHub; g != nil && g.WorkflowID != 0 {
+		if _, err := strconv.ParseInt(tr.spec.Workflow, 10, 64); err != nil {
+			t.learn(g.Repository, g.WorkflowID, tr.spec.Workflow)
+		}
+	}
 }
 
 // opensOwnRun reports whether a workflow run with no pending trigger to
@@ -154,19 +254,28 @@ func githubRank(status string) int {
 
 func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 	key := runKey{e.RunID, e.RunAttempt}
-	spec := t.matchWorkflow(e)
+	// Learning the workflow's file first applies the events held for want
+	// of it, this run's among them.
+	t.learn(e.Repository, e.WorkflowID, workflowFile(e.WorkflowPath))
+	// The run a payload belongs to is known by its id whatever the
+	// payload's shape, so that the order deliveries arrive in never
+	// decides which pipeline a run belongs to.
+	if tr := t.byKey[key]; tr != nil {
+		return t.updateWorkflow(tr, e)
+	}
+	if tr := t.finished.byKey[key]; tr != nil {
+		return fmt.Sprintf("run %d already finished", tr.run.ID)
+	}
+	spec, reason := t.matchWorkflow(e)
 	if spec == nil {
+		if t.mayNameLater(e) {
+			t.orphans.add(key, HeldJob{Run: &e, HeldAt: t.now()})
+			return ""
+		}
 		// Jobs of workflows no pipeline follows would otherwise wait in
 		// the orphan buffer until pushed out.
 		t.orphans.take(key)
-		return fmt.Sprintf("no pipeline for workflow %s in repository %s", workflowName(e), e.Repository)
-	}
-	if tr := t.byKey[key]; tr != nil {
-		t.updateWorkflow(tr, e)
-		return ""
-	}
-	if t.finished.byKey[key] != nil {
-		return "already finished"
+		return reason
 	}
 
 	var tr *tracked
@@ -186,6 +295,7 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 		}
 	} else {
 		if !opensOwnRun(spec, e.Event) {
+			t.orphans.take(key)
 			return fmt.Sprintf("pipeline %s does not start on %s events", spec.Name, e.Event)
 		}
 		tr = t.open(spec, Trigger{
@@ -197,13 +307,24 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 			SHA:        e.HeadSHA,
 		}, StatusRunning)
 	}
-	tr.run.GitHub = &GitHubRun{RunID: e.RunID, RunAttempt: e.RunAttempt}
-	setGitHub(tr.run, e)
+	tr.run.GitHub = &GitHubRun{}
+	t.setGitHub(tr.run, e)
 	t.byKey[key] = tr
 	t.touch(tr)
-	t.attachOrphans(tr)
-	if e.Status == ghCompleted {
+	held := t.orphans.take(key)
+	for _, h := range held {
+		if h.Run == nil {
+			t.updateJob(tr, h.Job)
+		}
+	}
+	if final(e.Status, e.Conclusion) {
 		t.completeWorkflow(tr)
+	}
+	// Events of the run that came before this one without a path.
+	for _, h := range held {
+		if h.Run != nil && t.byKey[key] == tr {
+			t.updateWorkflow(tr, *h.Run)
+		}
 	}
 	return ""
 }
@@ -217,8 +338,8 @@ func workflowName(e WorkflowRunEvent) string {
 }
 
 // setGitHub copies what the workflow run event says into the run.
-func setGitHub(r *Run, e WorkflowRunEvent) {
-	name := workflowFile(e.WorkflowPath)
+func (t *Tracker) setGitHub(r *Run, e WorkflowRunEvent) {
+	name := t.fileOf(e)
 	if name == "" {
 		name = e.Name
 	}
@@ -244,21 +365,24 @@ func setGitHub(r *Run, e WorkflowRunEvent) {
 	r.StartedAt = timePtr(started)
 }
 
-// updateWorkflow applies a later event of a run already tracked.
-func (t *Tracker) updateWorkflow(tr *tracked, e WorkflowRunEvent) {
+// updateWorkflow applies a later event of a run already tracked. A run
+// waiting for approval (action_required) takes any later event: GitHub
+// runs the same id and attempt once approved.
+func (t *Tracker) updateWorkflow(tr *tracked, e WorkflowRunEvent) string {
 	g := tr.run.GitHub
-	if g.Status == ghCompleted {
-		return
+	if final(g.Status, g.Conclusion) {
+		return fmt.Sprintf("run %d already has the completion of GitHub run %d", tr.run.ID, e.RunID)
 	}
-	next := runOrder{e.Status == ghCompleted, e.UpdatedAt, githubRank(e.Status)}
+	next := runOrder{final(e.Status, e.Conclusion), e.UpdatedAt, githubRank(e.Status)}
 	if !next.after(runOrder{false, g.UpdatedAt, githubRank(g.Status)}) {
-		return
+		return fmt.Sprintf("run %d already has a later update of GitHub run %d", tr.run.ID, e.RunID)
 	}
-	setGitHub(tr.run, e)
+	t.setGitHub(tr.run, e)
 	t.touch(tr)
-	if e.Status == ghCompleted {
+	if next.completed {
 		t.completeWorkflow(tr)
 	}
+	return ""
 }
 
 // completeWorkflow moves a run on when its workflow run completed: to its
@@ -276,6 +400,9 @@ func (t *Tracker) completeWorkflow(tr *tracked) {
 		return
 	}
 	if status != StatusSuccess {
+		if bad == nil {
+			t.workflowStage(tr, at)
+		}
 		t.finish(tr, status, at, reason)
 		return
 	}
@@ -287,6 +414,24 @@ func (t *Tracker) completeWorkflow(tr *tracked) {
 		return
 	}
 	t.deployed(tr, at)
+}
+
+// workflowStage adds, to a run that ends badly with no job stage to show
+// where (a startup failure, jobs never delivered), a stage for the workflow
+// run itself with GitHub's conclusion, so that the run has a failed stage
+// to alert on and to look at.
+func (t *Tracker) workflowStage(tr *tracked, at time.Time) {
+	g := tr.run.GitHub
+	st := Stage{Name: StageWorkflow, Status: jobConclusion(g.Conclusion), URL: g.HTMLURL, FinishedAt: timePtr(at)}
+	if st.Status == StatusSkipped || specialIndex(tr.run, StageWorkflow) >= 0 {
+		return
+	}
+	if tr.run.StartedAt != nil && !tr.run.StartedAt.After(at) {
+		st.StartedAt = timePtr(*tr.run.StartedAt)
+		st.DurationSeconds = seconds(*st.StartedAt, at)
+	}
+	st.Error = "workflow run concluded " + g.Conclusion
+	t.addStage(tr, len(tr.run.Stages), st)
 }
 
 // failedJob returns the first job stage that failed, or else the first that
@@ -329,17 +474,23 @@ func (t *Tracker) applyJob(e WorkflowJobEvent) string {
 		tr = t.finished.byKey[key]
 	}
 	if tr == nil {
+		if !slices.ContainsFunc(t.specs, func(s Spec) bool { return sameRepository(&s, e.Repository) }) {
+			return "no pipeline for repository " + e.Repository
+		}
 		t.orphans.add(key, HeldJob{Job: e, HeldAt: t.now()})
 		return ""
 	}
-	t.updateJob(tr, e)
-	return "no change to job " + e.Name
+	return t.updateJob(tr, e)
 }
 
+// attachOrphans gives a run recalled from the history the jobs kept for
+// it; it is finished, so held run events have nothing left to change.
 func (t *Tracker) attachOrphans(tr *tracked) {
 	k, _ := tr.key()
-	for _, e := range t.orphans.take(k) {
-		t.updateJob(tr, e)
+	for _, h := range t.orphans.take(k) {
+		if h.Run == nil {
+			t.updateJob(tr, h.Job)
+		}
 	}
 }
 
@@ -399,22 +550,24 @@ func jobStage(e WorkflowJobEvent) Stage {
 	return st
 }
 
-func (t *Tracker) updateJob(tr *tracked, e WorkflowJobEvent) {
+// updateJob adds or updates the job's stage, or says why it did not.
+func (t *Tracker) updateJob(tr *tracked, e WorkflowJobEvent) string {
 	st := jobStage(e)
 	if i := slices.IndexFunc(tr.run.Stages, func(s Stage) bool { return s.JobID == e.JobID }); i >= 0 {
 		old := tr.run.Stages[i]
 		if old.Status.Terminal() || !jobOrder(e).after(stageOrder(old)) {
-			return
+			return fmt.Sprintf("run %d already has job %s %s", tr.run.ID, old.Name, old.Status)
 		}
 		t.setStage(tr, i, st)
-		return
+		return ""
 	}
 	tr.jobCreated[e.JobID] = e.CreatedAt
-	// Jobs sit between dispatch and pages, in order of creation then id.
+	// Jobs sit between dispatch and the workflow or pages stage, in order
+	// of creation then id.
 	pos := len(tr.run.Stages)
 	for i, s := range tr.run.Stages {
 		if s.JobID == 0 {
-			if s.Name == StagePages || s.Name == StageVerify {
+			if s.Name == StageWorkflow || s.Name == StagePages || s.Name == StageVerify {
 				pos = i
 				break
 			}
@@ -427,4 +580,5 @@ func (t *Tracker) updateJob(tr *tracked, e WorkflowJobEvent) {
 		}
 	}
 	t.addStage(tr, pos, st)
+	return ""
 }

@@ -20,7 +20,12 @@ const (
 // yet and applies it to the runs waiting for it: the active runs of the
 // project's pipelines whose head commit it deploys.
 func (t *Tracker) applyPages(e PagesDeploymentEvent) string {
-	t.pages.put(e)
+	if !slices.ContainsFunc(t.specs, func(s Spec) bool { return s.PagesProject == e.Project }) {
+		return "no pipeline for Pages project " + e.Project
+	}
+	if !t.pages.put(e) {
+		return fmt.Sprintf("deployment %s of project %s already seen", e.Deployment.DeploymentID, e.Project)
+	}
 	var waiting []*tracked
 	for _, tr := range t.active {
 		if tr.spec.PagesProject == e.Project && tr.run.GitHub != nil && tr.run.GitHub.HeadSHA == e.Deployment.CommitHash {
@@ -133,7 +138,9 @@ func samePages(a, b *PagesDeployment) bool {
 	}
 	return a.Project == b.Project && a.DeploymentID == b.DeploymentID && a.URL == b.URL &&
 		a.Environment == b.Environment && a.CommitHash == b.CommitHash &&
-		slices.EqualFunc(a.Stages, b.Stages, func(x, y PagesStage) bool {
-			return x.Name == y.Name && x.Status == y.Status && sameTime(x.StartedOn, y.StartedOn) && sameTime(x.EndedOn, y.EndedOn)
-		})
+		slices.EqualFunc(a.Stages, b.Stages, samePagesStage)
+}
+
+func samePagesStage(x, y PagesStage) bool {
+	return x.Name == y.Name && x.Status == y.Status && sameTime(x.StartedOn, y.StartedOn) && sameTime(x.EndedOn, y.EndedOn)
 }

@@ -83,7 +83,6 @@ func TestRunConclusion(t *testing.T) {
 		{"skipped", StatusCancelled, "workflow run skipped"},
 		{"failure", StatusFailed, "workflow run failed"},
 		{"startup_failure", StatusFailed, "workflow run failed to start"},
-		{"action_required", StatusFailed, "action required"},
 		{"cancelled", StatusCancelled, "workflow run cancelled"},
 		{"stale", StatusCancelled, "workflow run stale"},
 		{"timed_out", StatusTimedOut, "workflow run timed out"},
@@ -758,8 +757,8 @@ func TestRecall(t *testing.T) {
 	if lookups != 1 {
 		t.Fatalf("%d lookups of the evicted run, want 1 (then cached)", lookups)
 	}
-	if _, reason := tr.Apply(done); reason != "already finished" {
-		t.Fatalf("reason %q, want already finished", reason)
+	if _, reason := tr.Apply(done); reason != "run 1 already finished" {
+		t.Fatalf("reason %q, want run 1 already finished", reason)
 	}
 }
 

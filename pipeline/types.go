@@ -52,10 +52,13 @@ const (
 // Sources lists every source in a fixed order.
 var Sources = []Source{SourceGitHub, SourceSupabase, SourceMailerLite, SourceCloudflare}
 
-// Well-known stage names. Job stages are named after their GitHub job.
+// Well-known stage names. Job stages are named after their GitHub job;
+// the workflow stage stands for a workflow run that ended badly with no job
+// stage to show where.
 const (
 	StageTrigger  = "trigger"
 	StageDispatch = "dispatch"
+	StageWorkflow = "workflow"
 	StagePages    = "pages"
 	StageVerify   = "verify"
 )
