@@ -1,8 +1,11 @@
-// Package collector projects pipeline state onto Prometheus metrics. The
-// last_* gauges are const metrics projected from the engine's Snapshot at
-// each scrape, so they survive restarts and vanish with the state; the
-// counters and histograms are in-process and start at zero, as Prometheus
-// expects.
+// Package collector projects pipeline state onto Prometheus metrics.
+//
+// The last_* and in-progress gauges are built at each scrape from the
+// committed runs (History.Summaries), like node_exporter's loadavg collector
+// reads /proc/loadavg: they survive restarts, show on every replica, and
+// vanish with the state. The counters and histograms are ordinary vecs fed
+// by Observe on the replica that applies the log; they are in-process and
+// start at zero, as Prometheus expects.
 //
 // Buckets: pipeline_run_duration_seconds has 13, from 1s to GitHub's 6h job
 // limit. pipeline_stage_duration_seconds and pipeline_stage_queued_seconds
@@ -13,20 +16,32 @@
 package collector
 
 import (
-	"slices"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
-// maxStagesPerPipeline bounds the stage names remembered per pipeline, and
-// with them the stage series: job names come from workflow files, which
-// change over time.
-const maxStagesPerPipeline = 100
+const (
+	// maxStagesPerPipeline bounds the stage label values of one pipeline:
+	// job names come from workflow files, which change over time and may
+	// list thousands of jobs.
+	maxStagesPerPipeline = 100
+	// maxStageLabelBytes bounds one stage label value.
+	maxStageLabelBytes = 128
+	// summariesTimeout bounds the read of the committed runs at each
+	// scrape, well inside Prometheus' default 10s scrape timeout, so a slow
+	// store costs the scrape its pipeline gauges, not the whole scrape.
+	summariesTimeout = 2 * time.Second
+)
 
 var (
 	// runBuckets span a trigger answered in a second to GitHub's 6h job limit.
@@ -37,27 +52,29 @@ var (
 	stageBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}
 	// verifyBuckets span a cached page to the default 10s check timeout.
 	verifyBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-	// terminalStatuses are the values of pipeline_last_run_status: the
-	// last finished run is never pending or running.
-	terminalStatuses = sortedStatuses(pipeline.RunStatuses, true)
-	// stageStatuses are the values of pipeline_last_stage_status.
-	stageStatuses = sortedStatuses(pipeline.StageStatuses, false)
+	// terminalRunStatuses are the values of pipeline_last_run_status and
+	// the statuses runs are counted with: a finished run is never pending
+	// or running.
+	terminalRunStatuses = terminal(pipeline.RunStatuses)
 	// terminalStageStatuses are the statuses a finished stage is counted with.
-	terminalStageStatuses = sortedStatuses(pipeline.StageStatuses, true)
+	terminalStageStatuses = terminal(pipeline.StageStatuses)
 )
 
-// sortedStatuses returns a copy of statuses, only the terminal ones when
-// terminal is set, sorted by value: the registry sorts each family's series
-// by label values, which costs least when they come in that order.
-func sortedStatuses(statuses []pipeline.Status, terminal bool) []pipeline.Status {
-	out := slices.DeleteFunc(slices.Clone(statuses), func(s pipeline.Status) bool { return terminal && !s.Terminal() })
-	slices.Sort(out)
+func terminal(statuses []pipeline.Status) []pipeline.Status {
+	var out []pipeline.Status
+	for _, s := range statuses {
+		if s.Terminal() {
+			out = append(out, s)
+		}
+	}
 	return out
 }
 
-// Source is what the collector projects; pipeline.Engine implements it.
-type Source interface {
-	Snapshot() pipeline.Snapshot
+// History is the read of the committed runs the collector projects;
+// pipeline.History implements it. It is called at every scrape, so its
+// cost must not grow with the number of stored runs.
+type History interface {
+	Summaries(ctx context.Context) ([]pipeline.PipelineSummary, error)
 }
 
 // StoreStats reports on the run store. Both are called at every scrape, so
@@ -65,37 +82,30 @@ type Source interface {
 type StoreStats interface {
 	// Runs returns how many runs the store holds.
 	Runs() int64
-	// Errors returns how many store operations failed since start.
+	// Errors returns how many store operations failed since start, not
+	// counting the collector's own reads, which it counts itself.
 	Errors() float64
 }
 
-// The families of counters and histograms, indexing Collector.vecs and
-// pipelineMemory.series.
-const (
-	famRuns = iota
-	famRunDuration
-	famStageRuns
-	famStageDuration
-	famStageQueued
-	famVerify
-	numFamilies
-)
+// Options are the collector's dependencies.
+type Options struct {
+	// Specs returns the configured pipelines; it is called at every
+	// scrape, so a reload shows at the next one.
+	Specs   func() []pipeline.Spec
+	History History
+	Stats   StoreStats
+	// Logger defaults to a logger that discards everything.
+	Logger *slog.Logger
+}
 
-// stageFamilies are the families with a stage label.
-var stageFamilies = []int{famStageRuns, famStageDuration, famStageQueued}
-
-// Collector is a prometheus.Collector for the pipeline_* metrics and the
-// store's pipeline_exporter_store_* metrics. Its scrape cost depends on the
-// number of pipelines and stages, never on the number of stored runs.
-//
-// The Prometheus registry checks and sorts every series at every scrape,
-// which is most of the cost of one. So the collector rebuilds a pipeline's
-// gauges only when what they show has changed, and sends every family's
-// series in the order the registry sorts them into, where sorting costs
-// least.
+// Collector is a prometheus.Collector for the pipeline_* metrics, the
+// store's pipeline_exporter_store_* metrics and
+// pipeline_exporter_stage_labels_limited_total. Register it once.
 type Collector struct {
-	src   Source
-	stats StoreStats
+	specs   func() []pipeline.Spec
+	history History
+	stats   StoreStats
+	logger  *slog.Logger
 
 	runsInProgress       *prometheus.Desc
 	lastRunStatus        *prometheus.Desc
@@ -108,52 +118,58 @@ type Collector struct {
 	storeRuns            *prometheus.Desc
 	storeErrors          *prometheus.Desc
 
-	// vecs make and find the counters and histograms, by family. Their
-	// label names are in alphabetical order, as the exposition lists them,
-	// so that label values joined in that order sort like the series.
-	vecs [numFamilies]*prometheus.MetricVec
+	runs          *prometheus.CounterVec
+	runDuration   *prometheus.HistogramVec
+	stageRuns     *prometheus.CounterVec
+	stageDuration *prometheus.HistogramVec
+	stageQueued   *prometheus.HistogramVec
+	verify        *prometheus.HistogramVec
+	labelsLimited *prometheus.CounterVec
 
-	// mu guards the fields below and orders series creation (Observe)
-	// against series deletion (a pipeline or stage forgotten).
+	// mu guards the fields below, and orders making series (Observe)
+	// against deleting them (a pipeline removed, a stage evicted).
 	mu sync.Mutex
-	// pipelines holds the pipelines configured as of the last snapshot
-	// seen; updates for others are dropped.
-	pipelines map[string]*pipelineMemory
-	// order is the values of pipelines sorted by name, the order in which
-	// their series are sent.
-	order []*pipelineMemory
-	// gen numbers snapshots so that pipelines missing from the latest can
-	// be found without a set per scrape.
-	gen uint64
-	// seq orders stage sightings, to forget the least recently seen.
+	// pipelines holds the configured pipelines as of the last look at
+	// Specs; updates for others are dropped.
+	pipelines map[string]*pipelineSeries
+	// seq orders stage sightings, to evict the least recently seen.
 	seq uint64
-	// collected is how many metrics the last scrape sent.
-	collected int
+	// readErrors counts failed Summaries calls; readFailing says whether
+	// the last one failed, so that a failing store is logged once per
+	// change, not at every scrape.
+	readErrors  float64
+	readFailing bool
 }
 
-// pipelineMemory is what the collector keeps per configured pipeline.
-type pipelineMemory struct {
+// pipelineSeries is what the collector keeps per configured pipeline: which
+// of its series exist.
+type pipelineSeries struct {
 	name string
-	gen  uint64
-	// index is the pipeline's position in the snapshot last synced.
-	index int
-	// sources is the bit set, over pipeline.Sources, of the trigger
-	// sources whose pipeline_runs_total series exist.
-	sources uint
-	// stages holds each remembered stage name.
-	stages map[string]*stageMemory
-	// stageSet changes whenever a stage name is added to or removed from
-	// stages, since the last-run gauges list every remembered stage.
-	stageSet uint64
-	// lastRunID is the last finished run whose stages were remembered.
-	lastRunID int64
-	// series holds the pipeline's counters and histograms, by family.
-	series [numFamilies]children
-	gauges gaugeCache
+	// sources are the trigger sources whose pipeline_runs_total series exist.
+	sources map[pipeline.Source]bool
+	// verify is set once the pipeline_verify_response_seconds series exists.
+	verify bool
+	// stages holds the pipeline's stage label values, at most
+	// maxStagesPerPipeline.
+	stages map[string]*stageSeries
+	// lastRuns are the last finished and last successful runs whose stages
+	// were made series, so that each is looked at once, not at every scrape.
+	lastRuns [2]runKey
 }
 
-// stageMemory is what the collector keeps per remembered stage.
-type stageMemory struct {
+// runKey tells one committed version of a run from another: a finished run
+// can still change under its ID (late events).
+type runKey struct{ id, changeSeq int64 }
+
+func keyOf(r *pipeline.Run) runKey {
+	if r == nil {
+		return runKey{}
+	}
+	return runKey{r.ID, r.ChangeSeq}
+}
+
+// stageSeries is what the collector keeps per stage label value.
+type stageSeries struct {
 	// seq is the seq of the stage's last sighting.
 	seq uint64
 	// job is set once the stage was seen as a GitHub job, the only kind
@@ -161,106 +177,22 @@ type stageMemory struct {
 	job bool
 }
 
-// children is one family's series of one pipeline, sorted by key: the
-// series' label values after the pipeline's, in label name order, joined
-// by a zero byte, which sorts before any character of a value.
-type children struct {
-	keys    []string
-	metrics []prometheus.Metric
-}
-
-func childKey(lvs []string) string { return strings.Join(lvs, "\x00") }
-
-// deleteFunc removes the series whose key del reports.
-func (cs *children) deleteFunc(del func(key string) bool) {
-	kept := 0
-	for i, k := range cs.keys {
-		if !del(k) {
-			cs.keys[kept], cs.metrics[kept] = k, cs.metrics[i]
-			kept++
-		}
+// New returns a Collector with the series of every configured pipeline and
+// of every stage the history knows at zero, so that rate() and increase()
+// see the first run after a restart. It fails when the history cannot be
+// read.
+func New(opts Options) (*Collector, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	clear(cs.keys[kept:])
-	clear(cs.metrics[kept:])
-	cs.keys, cs.metrics = cs.keys[:kept], cs.metrics[:kept]
-}
-
-// gaugeCache holds a pipeline's const metrics with what they were built
-// from: the metrics of the last runs change a few times an hour, and a
-// thousand pipelines' worth is too much garbage to make at every scrape.
-type gaugeCache struct {
-	inProgress      prometheus.Metric
-	inProgressValue int
-	// slowThreshold is nil when no threshold is configured.
-	slowThreshold      prometheus.Metric
-	slowThresholdValue time.Duration
-	// lastSuccess is nil when no run succeeded; lastSuccessAt is then zero.
-	lastSuccess   prometheus.Metric
-	lastSuccessAt time.Time
-	// lastRun holds the metrics of the last finished run, built from
-	// lastRunView and the remembered stages as of lastRunStageSet.
-	lastRun         []prometheus.Metric
-	lastRunView     runView
-	lastRunStageSet uint64
-}
-
-// runView is the part of a run that its gauges show. It is compared with
-// the snapshot's run field by field, not by run ID: the tracker keeps a
-// finished run for late events, which may change it under the same ID.
-type runView struct {
-	present  bool
-	status   pipeline.Status
-	duration float64
-	finished time.Time
-	stages   []stageView
-}
-
-type stageView struct {
-	name     string
-	status   pipeline.Status
-	duration float64
-}
-
-func viewOf(r *pipeline.Run) runView {
-	if r == nil {
-		return runView{}
-	}
-	v := runView{present: true, status: r.Status, duration: r.DurationSeconds, finished: finishedAt(r), stages: make([]stageView, len(r.Stages))}
-	for i, st := range r.Stages {
-		v.stages[i] = stageView{name: st.Name, status: st.Status, duration: st.DurationSeconds}
-	}
-	return v
-}
-
-// shows reports whether v is the view of r.
-func (v *runView) shows(r *pipeline.Run) bool {
-	if r == nil || !v.present {
-		return r == nil && !v.present
-	}
-	if r.Status != v.status || r.DurationSeconds != v.duration || !finishedAt(r).Equal(v.finished) || len(r.Stages) != len(v.stages) {
-		return false
-	}
-	for i, st := range r.Stages {
-		if (stageView{name: st.Name, status: st.Status, duration: st.DurationSeconds}) != v.stages[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func finishedAt(r *pipeline.Run) time.Time {
-	if r.FinishedAt == nil {
-		return time.Time{}
-	}
-	return *r.FinishedAt
-}
-
-// New returns a Collector reading src and stats. Register it once.
-func New(src Source, stats StoreStats) *Collector {
 	pl := []string{"pipeline"}
-	return &Collector{
-		src:   src,
-		stats: stats,
+	c := &Collector{
+		specs:   opts.Specs,
+		history: opts.History,
+		stats:   opts.Stats,
+		logger:  logger,
+
 		runsInProgress: prometheus.NewDesc("pipeline_runs_in_progress",
 			"Number of runs of the pipeline that have not finished.", pl, nil),
 		lastRunStatus: prometheus.NewDesc("pipeline_last_run_status",
@@ -285,39 +217,57 @@ func New(src Source, stats StoreStats) *Collector {
 		storeErrors: prometheus.NewDesc("pipeline_exporter_store_errors_total",
 			"Total number of failed store operations.", nil, nil),
 
-		vecs: [numFamilies]*prometheus.MetricVec{
-			famRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Name: "pipeline_runs_total",
-				Help: "Total number of finished runs, by trigger source and final status.",
-			}, []string{"pipeline", "status", "trigger"}).MetricVec,
-			famRunDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-				Name:    "pipeline_run_duration_seconds",
-				Help:    "Seconds from the first trigger to the finish of each run, by final status.",
-				Buckets: runBuckets,
-			}, []string{"pipeline", "status"}).MetricVec,
-			famStageRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Name: "pipeline_stage_runs_total",
-				Help: "Total number of finished stages, by final status.",
-			}, []string{"pipeline", "stage", "status"}).MetricVec,
-			famStageDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-				Name:    "pipeline_stage_duration_seconds",
-				Help:    "Duration in seconds of each finished stage that started.",
-				Buckets: stageBuckets,
-			}, []string{"pipeline", "stage"}).MetricVec,
-			famStageQueued: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-				Name:    "pipeline_stage_queued_seconds",
-				Help:    "Seconds each job stage waited from job creation to job start.",
-				Buckets: stageBuckets,
-			}, []string{"pipeline", "stage"}).MetricVec,
-			famVerify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-				Name:    "pipeline_verify_response_seconds",
-				Help:    "Response time in seconds of each live-site check attempt that got an answer.",
-				Buckets: verifyBuckets,
-			}, pl).MetricVec,
-		},
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipeline_runs_total",
+			Help: "Total number of finished runs, by trigger source and final status.",
+		}, []string{"pipeline", "trigger", "status"}),
+		runDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pipeline_run_duration_seconds",
+			Help:    "Seconds from the first trigger to the finish of each run, by final status.",
+			Buckets: runBuckets,
+		}, []string{"pipeline", "status"}),
+		stageRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipeline_stage_runs_total",
+			Help: "Total number of finished stages, by final status.",
+		}, []string{"pipeline", "stage", "status"}),
+		stageDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pipeline_stage_duration_seconds",
+			Help:    "Duration in seconds of each finished stage that started.",
+			Buckets: stageBuckets,
+		}, []string{"pipeline", "stage"}),
+		stageQueued: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pipeline_stage_queued_seconds",
+			Help:    "Seconds each job stage waited from job creation to job start.",
+			Buckets: stageBuckets,
+		}, []string{"pipeline", "stage"}),
+		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pipeline_verify_response_seconds",
+			Help:    "Response time in seconds of the last live-site check attempt of each finished verify stage that got an answer.",
+			Buckets: verifyBuckets,
+		}, pl),
+		labelsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipeline_exporter_stage_labels_limited_total",
+			Help: "Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
+		}, []string{"reason"}),
 
-		pipelines: map[string]*pipelineMemory{},
+		pipelines: map[string]*pipelineSeries{},
 	}
+	c.labelsLimited.WithLabelValues("truncated")
+	c.labelsLimited.WithLabelValues("evicted")
+
+	sums, err := c.summaries()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncSpecs(c.specs())
+	for _, s := range sums {
+		if ps := c.pipelines[s.Pipeline]; ps != nil {
+			c.rememberLastRuns(ps, &s)
+		}
+	}
+	return c, nil
 }
 
 // Describe implements prometheus.Collector.
@@ -329,325 +279,316 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
-	for _, v := range c.vecs {
+	for _, v := range c.vecs() {
 		v.Describe(ch)
 	}
+}
+
+func (c *Collector) vecs() []prometheus.Collector {
+	return []prometheus.Collector{c.runs, c.runDuration, c.stageRuns, c.stageDuration, c.stageQueued, c.verify, c.labelsLimited}
+}
+
+func (c *Collector) summaries() ([]pipeline.PipelineSummary, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), summariesTimeout)
+	defer cancel()
+	return c.history.Summaries(ctx)
 }
 
 // Collect implements prometheus.Collector. The last_* gauges of a pipeline
 // with no finished run are absent rather than zero, so that no alert reads
 // a run that never happened; pipeline_slow_threshold_seconds is absent when
 // no threshold is configured.
+//
+// When the history cannot be read, the scrape has no pipeline gauges, the
+// failure counts in pipeline_exporter_store_errors_total, and it is logged
+// once until a read succeeds again. This is node_exporter's habit for a
+// failing collector (its metrics absent, the failure a metric and a log
+// line) rather than prometheus.NewInvalidMetric, which fails the whole
+// scrape: the webhook, poller and counter metrics would go with it, and
+// `up` would blame the exporter for its store.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	snap := c.src.Snapshot()
-	ch <- prometheus.MustNewConstMetric(c.storeRuns, prometheus.GaugeValue, float64(c.stats.Runs()))
-	ch <- prometheus.MustNewConstMetric(c.storeErrors, prometheus.CounterValue, c.stats.Errors())
+	sums, err := c.summaries()
+	specs := c.specs()
 
-	// The metrics are listed under mu and sent after it, since sending
+	// The gauges are built under mu and sent after it, since sending
 	// waits for the registry, and Observe must not wait for a scrape.
 	c.mu.Lock()
-	c.sync(snap)
-	out := make([]prometheus.Metric, 0, c.collected)
-	for _, mem := range c.order {
-		out = c.appendGauges(out, mem, &snap.Pipelines[mem.index])
-		for f := range mem.series {
-			out = append(out, mem.series[f].metrics...)
+	c.syncSpecs(specs)
+	var gauges []prometheus.Metric
+	if err != nil {
+		c.readErrors++
+		if !c.readFailing {
+			c.logger.Error("Reading the runs for metrics failed; pipeline gauges are absent until it succeeds", "err", err)
 		}
+	} else {
+		if c.readFailing {
+			c.logger.Info("Reading the runs for metrics succeeded again")
+		}
+		gauges = c.gauges(specs, sums)
 	}
-	c.collected = len(out)
+	c.readFailing = err != nil
+	readErrors := c.readErrors
 	c.mu.Unlock()
 
-	for _, m := range out {
+	ch <- prometheus.MustNewConstMetric(c.storeRuns, prometheus.GaugeValue, float64(c.stats.Runs()))
+	ch <- prometheus.MustNewConstMetric(c.storeErrors, prometheus.CounterValue, c.stats.Errors()+readErrors)
+	for _, m := range gauges {
 		ch <- m
 	}
+	for _, v := range c.vecs() {
+		v.Collect(ch)
+	}
 }
 
-// appendGauges appends the gauges of one pipeline to out, rebuilding those
-// whose inputs changed since the last scrape. Called with mu held.
-func (c *Collector) appendGauges(out []prometheus.Metric, mem *pipelineMemory, ps *pipeline.PipelineState) []prometheus.Metric {
-	name, g := mem.name, &mem.gauges
-	if g.inProgress == nil || ps.InProgress != g.inProgressValue {
-		g.inProgress = prometheus.MustNewConstMetric(c.runsInProgress, prometheus.GaugeValue, float64(ps.InProgress), name)
-		g.inProgressValue = ps.InProgress
+// gauges builds the gauges of every configured pipeline from its summary.
+// Called with mu held.
+func (c *Collector) gauges(specs []pipeline.Spec, sums []pipeline.PipelineSummary) []prometheus.Metric {
+	byName := make(map[string]*pipeline.PipelineSummary, len(sums))
+	for i := range sums {
+		byName[sums[i].Pipeline] = &sums[i]
 	}
-	out = append(out, g.inProgress)
-
-	if t := max(ps.Spec.SlowThreshold, 0); t != g.slowThresholdValue {
-		g.slowThreshold = nil
-		if t > 0 {
-			g.slowThreshold = prometheus.MustNewConstMetric(c.slowThreshold, prometheus.GaugeValue, t.Seconds(), name)
+	var out []prometheus.Metric
+	gauge := func(d *prometheus.Desc, v float64, lvs ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lvs...))
+	}
+	for _, spec := range specs {
+		name := spec.Name
+		ps := c.pipelines[name]
+		sum := byName[name]
+		if sum == nil {
+			sum = &pipeline.PipelineSummary{Pipeline: name}
 		}
-		g.slowThresholdValue = t
-	}
-	if g.slowThreshold != nil {
-		out = append(out, g.slowThreshold)
-	}
+		c.rememberLastRuns(ps, sum)
 
-	var success time.Time
-	if r := ps.LastSuccess; r != nil {
-		success = finishedAt(r)
-	}
-	if !success.Equal(g.lastSuccessAt) {
-		g.lastSuccess = nil
-		if !success.IsZero() {
-			g.lastSuccess = prometheus.MustNewConstMetric(c.lastSuccessTimestamp, prometheus.GaugeValue, unixSeconds(&success), name)
+		gauge(c.runsInProgress, float64(sum.InProgress), name)
+		if spec.SlowThreshold > 0 {
+			gauge(c.slowThreshold, spec.SlowThreshold.Seconds(), name)
 		}
-		g.lastSuccessAt = success
-	}
-	if g.lastSuccess != nil {
-		out = append(out, g.lastSuccess)
-	}
-
-	if !g.lastRunView.shows(ps.LastFinished) || g.lastRunStageSet != mem.stageSet {
-		g.lastRun = c.lastRunMetrics(mem, ps.LastFinished)
-		g.lastRunView = viewOf(ps.LastFinished)
-		g.lastRunStageSet = mem.stageSet
-	}
-	return append(out, g.lastRun...)
-}
-
-// lastRunMetrics builds the gauges of the pipeline's last finished run r:
-// none when there is none. Every remembered stage gets its one-hot series,
-// all zero for a stage r did not have. Called with mu held.
-func (c *Collector) lastRunMetrics(mem *pipelineMemory, r *pipeline.Run) []prometheus.Metric {
-	if r == nil {
-		return nil
-	}
-	name := mem.name
-	stages := make([]string, 0, len(mem.stages)+len(r.Stages))
-	for stage := range mem.stages {
-		stages = append(stages, stage)
-	}
-	for _, st := range r.Stages {
-		stages = append(stages, st.Name)
-	}
-	slices.Sort(stages)
-	stages = slices.Compact(stages)
-
-	out := make([]prometheus.Metric, 0, len(terminalStatuses)+2+len(stages)*(len(stageStatuses)+1))
-	for _, s := range terminalStatuses {
-		out = append(out, prometheus.MustNewConstMetric(c.lastRunStatus, prometheus.GaugeValue, oneHot(r.Status == s), name, string(s)))
-	}
-	out = append(out, prometheus.MustNewConstMetric(c.lastRunDuration, prometheus.GaugeValue, r.DurationSeconds, name))
-	if r.FinishedAt != nil {
-		out = append(out, prometheus.MustNewConstMetric(c.lastRunTimestamp, prometheus.GaugeValue, unixSeconds(r.FinishedAt), name))
-	}
-	for _, stage := range stages {
-		// A run could repeat a job name; the first one counts, as for
-		// Run.Stage, since a label set may be exported only once.
-		st := r.Stage(stage)
-		for _, s := range stageStatuses {
-			out = append(out, prometheus.MustNewConstMetric(c.lastStageStatus, prometheus.GaugeValue, oneHot(st != nil && st.Status == s), name, stage, string(s)))
+		if r := sum.LastSuccess; r != nil && r.FinishedAt != nil && unixTime(*r.FinishedAt) {
+			gauge(c.lastSuccessTimestamp, unixSeconds(*r.FinishedAt), name)
 		}
-		if st != nil {
-			out = append(out, prometheus.MustNewConstMetric(c.lastStageDuration, prometheus.GaugeValue, st.DurationSeconds, name, stage))
+		r := sum.LastFinished
+		if r == nil {
+			continue
+		}
+		for _, s := range terminalRunStatuses {
+			gauge(c.lastRunStatus, oneHot(r.Status == s), name, string(s))
+		}
+		gauge(c.lastRunDuration, r.DurationSeconds, name)
+		if r.FinishedAt != nil && unixTime(*r.FinishedAt) {
+			gauge(c.lastRunTimestamp, unixSeconds(*r.FinishedAt), name)
+		}
+		// Every stage of the pipeline's metrics gets its one-hot series,
+		// all zero for a stage r did not have; a stage of r evicted from
+		// the metrics gets none. A run could repeat a job name: the first
+		// one counts, as for Run.Stage, since a label set may be exported
+		// only once.
+		last := make(map[string]*pipeline.Stage, len(r.Stages))
+		for i := range r.Stages {
+			label, _ := stageLabel(r.Stages[i].Name)
+			if _, dup := last[label]; !dup {
+				last[label] = &r.Stages[i]
+			}
+		}
+		for label := range ps.stages {
+			st := last[label]
+			for _, s := range pipeline.StageStatuses {
+				gauge(c.lastStageStatus, oneHot(st != nil && st.Status == s), name, label, string(s))
+			}
+			if st != nil {
+				gauge(c.lastStageDuration, st.DurationSeconds, name, label)
+			}
 		}
 	}
 	return out
 }
 
-// Observe counts what one committed update finished. The engine calls it
-// once per update, in commit order, and not under its own lock: an update
-// for a pipeline the collector has not seen makes it read a fresh Snapshot.
+// Observe counts what one committed update finished. The applier calls it
+// after each commit, in commit order, on the replica that applies the log
+// only, so that the counters summed over replicas count each run once.
 func (c *Collector) Observe(u pipeline.Update) {
-	if u.Run == nil || !c.configured(u.Run.Pipeline) {
+	if u.Run == nil || (!u.Finished && len(u.StagesFinished) == 0) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	mem := c.pipelines[u.Run.Pipeline]
-	if mem == nil {
-		// A scrape saw the pipeline removed since configured() looked.
-		return
+	ps := c.pipelines[u.Run.Pipeline]
+	if ps == nil {
+		// A reload may have added the pipeline since the last scrape.
+		c.syncSpecs(c.specs())
+		if ps = c.pipelines[u.Run.Pipeline]; ps == nil {
+			return
+		}
 	}
+	name := ps.name
 	for _, st := range u.StagesFinished {
-		c.remember(mem, st.Name, st.JobID != 0)
-		c.child(mem, famStageRuns, st.Name, string(st.Status)).(prometheus.Counter).Inc()
+		stage := c.rememberStage(ps, st.Name, st.JobID != 0)
+		c.stageRuns.WithLabelValues(name, stage, string(st.Status)).Inc()
 		// A skipped or never-started stage has no duration worth a bucket.
 		if st.StartedAt == nil || st.Status == pipeline.StatusSkipped {
 			continue
 		}
-		c.child(mem, famStageDuration, st.Name).(prometheus.Histogram).Observe(st.DurationSeconds)
+		c.stageDuration.WithLabelValues(name, stage).Observe(st.DurationSeconds)
 		if st.JobID != 0 {
-			c.child(mem, famStageQueued, st.Name).(prometheus.Histogram).Observe(st.QueuedSeconds)
+			c.stageQueued.WithLabelValues(name, stage).Observe(st.QueuedSeconds)
+		}
+		// A check that got no answer (refused, timed out) has no
+		// response time.
+		if st.Name == pipeline.StageVerify && st.ResponseSeconds > 0 {
+			c.verify.WithLabelValues(name).Observe(st.ResponseSeconds)
 		}
 	}
 	if u.Finished {
 		status := string(u.Run.Status)
-		c.child(mem, famRuns, status, string(u.Run.Trigger.Source)).(prometheus.Counter).Inc()
-		c.child(mem, famRunDuration, status).(prometheus.Histogram).Observe(u.Run.DurationSeconds)
+		c.runs.WithLabelValues(name, string(u.Run.Trigger.Source), status).Inc()
+		c.runDuration.WithLabelValues(name, status).Observe(u.Run.DurationSeconds)
 	}
 }
 
-// ObserveVerify records the response time of one live-site check attempt
-// of the named pipeline.
-func (c *Collector) ObserveVerify(pipeline string, seconds float64) {
-	if !c.configured(pipeline) {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if mem := c.pipelines[pipeline]; mem != nil {
-		c.child(mem, famVerify).(prometheus.Histogram).Observe(seconds)
-	}
-}
-
-// child returns the series of family f of the pipeline with the label
-// values lvs after the pipeline's, in label name order, making it at zero
-// if it does not exist. Called with mu held.
-func (c *Collector) child(mem *pipelineMemory, f int, lvs ...string) prometheus.Metric {
-	cs := &mem.series[f]
-	key := childKey(lvs)
-	i, found := slices.BinarySearch(cs.keys, key)
-	if found {
-		return cs.metrics[i]
-	}
-	m, err := c.vecs[f].GetMetricWithLabelValues(append([]string{mem.name}, lvs...)...)
-	if err != nil {
-		// The label count is fixed here, and values come from decoded
-		// JSON and YAML, which are valid UTF-8; WithLabelValues panics
-		// alike.
-		panic(err)
-	}
-	cs.keys = slices.Insert(cs.keys, i, key)
-	cs.metrics = slices.Insert(cs.metrics, i, m)
-	return m
-}
-
-// configured reports whether name is a configured pipeline. A name not
-// seen yet may have been added by a reload since the last scrape, so it
-// is looked up in a fresh snapshot, taken without holding mu.
-func (c *Collector) configured(name string) bool {
-	c.mu.Lock()
-	_, ok := c.pipelines[name]
-	c.mu.Unlock()
-	if ok {
-		return true
-	}
-	snap := c.src.Snapshot()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sync(snap)
-	_, ok = c.pipelines[name]
-	return ok
-}
-
-// sync makes the remembered pipelines those of snap: new ones get their
-// pipeline_runs_total and pipeline_run_duration_seconds series at zero, so
-// that rate() and increase() see the first failure; removed ones lose every
-// series. Called with mu held.
-func (c *Collector) sync(snap pipeline.Snapshot) {
-	c.gen++
-	changed := false
-	for i := range snap.Pipelines {
-		ps := &snap.Pipelines[i]
-		name := ps.Spec.Name
-		mem := c.pipelines[name]
-		if mem == nil {
-			mem = &pipelineMemory{name: name, stages: map[string]*stageMemory{}}
-			c.pipelines[name] = mem
-			changed = true
-			for _, s := range terminalStatuses {
-				c.child(mem, famRunDuration, string(s))
+// syncSpecs makes the pipelines' series follow the configuration: a new
+// pipeline gets its run counters and histograms at zero, for every source
+// that can trigger it, so that rate() and increase() see its first failure;
+// a removed one loses every series. Called with mu held.
+func (c *Collector) syncSpecs(specs []pipeline.Spec) {
+	configured := make(map[string]bool, len(specs))
+	for _, spec := range specs {
+		configured[spec.Name] = true
+		ps := c.pipelines[spec.Name]
+		if ps == nil {
+			ps = &pipelineSeries{name: spec.Name, sources: map[pipeline.Source]bool{}, stages: map[string]*stageSeries{}}
+			c.pipelines[spec.Name] = ps
+			for _, s := range terminalRunStatuses {
+				c.runDuration.WithLabelValues(spec.Name, string(s))
 			}
 		}
-		mem.gen = c.gen
-		mem.index = i
-		if sources := triggerSources(ps.Spec); sources&^mem.sources != 0 {
-			for bit, src := range pipeline.Sources {
-				if sources&(1<<bit) == 0 {
-					continue
-				}
-				for _, s := range terminalStatuses {
-					c.child(mem, famRuns, string(s), string(src))
-				}
-			}
-			mem.sources |= sources
+		if spec.Verify && !ps.verify {
+			ps.verify = true
+			c.verify.WithLabelValues(spec.Name)
 		}
-		if r := ps.LastFinished; r != nil && r.ID != mem.lastRunID {
-			mem.lastRunID = r.ID
-			for _, st := range r.Stages {
-				c.remember(mem, st.Name, st.JobID != 0)
+		for _, src := range triggerSources(spec) {
+			if ps.sources[src] {
+				continue
+			}
+			ps.sources[src] = true
+			for _, s := range terminalRunStatuses {
+				c.runs.WithLabelValues(spec.Name, string(src), string(s))
 			}
 		}
 	}
-	for name, mem := range c.pipelines {
-		if mem.gen != c.gen {
-			delete(c.pipelines, name)
-			changed = true
-			for _, v := range c.vecs {
-				v.DeletePartialMatch(prometheus.Labels{"pipeline": name})
-			}
-		}
-	}
-	if changed {
-		c.order = c.order[:0]
-		for _, mem := range c.pipelines {
-			c.order = append(c.order, mem)
-		}
-		slices.SortFunc(c.order, func(a, b *pipelineMemory) int { return strings.Compare(a.name, b.name) })
-	}
-}
-
-// remember marks stage as just seen in the pipeline, and forgets the least
-// recently seen stage, with its series, beyond the bound. A stage seen for
-// the first time gets its counters and histograms at zero, so that rate()
-// and increase() see its first failure; job says whether it was seen as a
-// GitHub job, which also has a queue time. Called with mu held.
-func (c *Collector) remember(mem *pipelineMemory, stage string, job bool) {
-	c.seq++
-	sm := mem.stages[stage]
-	if sm == nil {
-		sm = &stageMemory{}
-		mem.stages[stage] = sm
-		mem.stageSet++
-		for _, s := range terminalStageStatuses {
-			c.child(mem, famStageRuns, stage, string(s))
-		}
-		c.child(mem, famStageDuration, stage)
-	}
-	sm.seq = c.seq
-	if job && !sm.job {
-		sm.job = true
-		c.child(mem, famStageQueued, stage)
-	}
-	if len(mem.stages) <= maxStagesPerPipeline {
-		return
-	}
-	oldest, oldestSeq := "", c.seq
-	for s, sm := range mem.stages {
-		if sm.seq < oldestSeq {
-			oldest, oldestSeq = s, sm.seq
-		}
-	}
-	delete(mem.stages, oldest)
-	mem.stageSet++
-	match := prometheus.Labels{"pipeline": mem.name, "stage": oldest}
-	prefix := oldest + "\x00"
-	for _, f := range stageFamilies {
-		c.vecs[f].DeletePartialMatch(match)
-		mem.series[f].deleteFunc(func(key string) bool { return key == oldest || strings.HasPrefix(key, prefix) })
-	}
-}
-
-// triggerSources returns the bit set, over pipeline.Sources, of the
-// sources that can start runs of spec: its rules' sources, and github,
-// since GitHub can always start a run itself.
-func triggerSources(spec pipeline.Spec) uint {
-	var set uint
-	for i, src := range pipeline.Sources {
-		if src == pipeline.SourceGitHub {
-			set |= 1 << i
+	for name := range c.pipelines {
+		if configured[name] {
 			continue
 		}
-		for _, rule := range spec.Triggers {
-			if rule.Source == src {
-				set |= 1 << i
-				break
-			}
+		delete(c.pipelines, name)
+		match := prometheus.Labels{"pipeline": name}
+		c.runs.DeletePartialMatch(match)
+		c.runDuration.DeletePartialMatch(match)
+		c.stageRuns.DeletePartialMatch(match)
+		c.stageDuration.DeletePartialMatch(match)
+		c.stageQueued.DeletePartialMatch(match)
+		c.verify.DeletePartialMatch(match)
+	}
+}
+
+// rememberLastRuns makes series of the stages of the summary's last runs
+// the first time each version of them is seen. Called with mu held.
+func (c *Collector) rememberLastRuns(ps *pipelineSeries, sum *pipeline.PipelineSummary) {
+	for i, r := range []*pipeline.Run{sum.LastFinished, sum.LastSuccess} {
+		if r == nil || keyOf(r) == ps.lastRuns[i] {
+			continue
+		}
+		ps.lastRuns[i] = keyOf(r)
+		for _, st := range r.Stages {
+			c.rememberStage(ps, st.Name, st.JobID != 0)
 		}
 	}
-	return set
+}
+
+// rememberStage marks the stage as just seen in the pipeline and returns
+// its label value. A stage seen for the first time gets its counters and
+// histograms at zero, so that rate() and increase() see its first failure,
+// and evicts the least recently seen stage, with its series, when the
+// pipeline has maxStagesPerPipeline already: evicting rather than refusing
+// keeps the metrics on the jobs a workflow has now, after jobs were renamed
+// or removed. job says whether it was seen as a GitHub job, which also has
+// a queue time. Called with mu held.
+func (c *Collector) rememberStage(ps *pipelineSeries, name string, job bool) string {
+	stage, cut := stageLabel(name)
+	c.seq++
+	ss := ps.stages[stage]
+	if ss == nil {
+		if len(ps.stages) >= maxStagesPerPipeline {
+			c.evictOldestStage(ps)
+		}
+		if cut {
+			c.labelsLimited.WithLabelValues("truncated").Inc()
+		}
+		ss = &stageSeries{}
+		ps.stages[stage] = ss
+		for _, s := range terminalStageStatuses {
+			c.stageRuns.WithLabelValues(ps.name, stage, string(s))
+		}
+		c.stageDuration.WithLabelValues(ps.name, stage)
+	}
+	ss.seq = c.seq
+	if job && !ss.job {
+		ss.job = true
+		c.stageQueued.WithLabelValues(ps.name, stage)
+	}
+	return stage
+}
+
+// evictOldestStage forgets the pipeline's least recently seen stage and
+// deletes its series. Called with mu held.
+func (c *Collector) evictOldestStage(ps *pipelineSeries) {
+	oldest, oldestSeq := "", c.seq
+	for stage, ss := range ps.stages {
+		if ss.seq < oldestSeq {
+			oldest, oldestSeq = stage, ss.seq
+		}
+	}
+	delete(ps.stages, oldest)
+	for _, s := range terminalStageStatuses {
+		c.stageRuns.DeleteLabelValues(ps.name, oldest, string(s))
+	}
+	c.stageDuration.DeleteLabelValues(ps.name, oldest)
+	c.stageQueued.DeleteLabelValues(ps.name, oldest)
+	c.labelsLimited.WithLabelValues("evicted").Inc()
+}
+
+// stageLabel returns the label value of a stage name, and whether the name
+// was cut to fit: a name longer than maxStageLabelBytes becomes its longest
+// prefix that fits with "~" and 16 hex digits of its SHA-256, so that long
+// names sharing a prefix stay different. Invalid UTF-8, which would make a
+// label value the registry refuses, is replaced first: a name the store cut
+// at a byte limit may end inside a character.
+func stageLabel(name string) (string, bool) {
+	if len(name) <= maxStageLabelBytes && utf8.ValidString(name) {
+		return name, false
+	}
+	name = strings.ToValidUTF8(name, "\uFFFD")
+	if len(name) <= maxStageLabelBytes {
+		return name, false
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := "~" + hex.EncodeToString(sum[:8])
+	cut := maxStageLabelBytes - len(suffix)
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut] + suffix, true
+}
+
+// triggerSources returns the sources that can start runs of spec: its
+// rules' sources, and github, since GitHub can always start a run itself.
+func triggerSources(spec pipeline.Spec) []pipeline.Source {
+	out := []pipeline.Source{pipeline.SourceGitHub}
+	for _, rule := range spec.Triggers {
+		if rule.Source != pipeline.SourceGitHub {
+			out = append(out, rule.Source)
+		}
+	}
+	return out
 }
 
 func oneHot(b bool) float64 {
@@ -657,6 +598,14 @@ func oneHot(b bool) float64 {
 	return 0
 }
 
-func unixSeconds(t *time.Time) float64 {
-	return float64(t.UnixNano()) / 1e9
+// unixTime reports whether t can be a _timestamp_seconds value: not before
+// the Unix epoch, where the gauge would be negative.
+func unixTime(t time.Time) bool {
+	return t.Unix() >= 0
+}
+
+// unixSeconds returns t as Unix seconds. It does not go through
+// UnixNano, which overflows outside the years 1678 to 2262.
+func unixSeconds(t time.Time) float64 {
+	return float64(t.Unix()) + float64(t.Nanosecond())/1e9
 }

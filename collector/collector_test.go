@@ -2,9 +2,12 @@ package collector
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -15,8 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -24,24 +28,50 @@ var update = flag.Bool("update", false, "rewrite testdata/golden.prom from the c
 
 const goldenFile = "testdata/golden.prom"
 
-// fakeSource is the engine as the collector sees it.
-type fakeSource struct {
+// fakeHistory is the store's read side as the collector sees it.
+type fakeHistory struct {
+	mu   sync.Mutex
+	sums []pipeline.PipelineSummary
+	err  error
+}
+
+func (f *fakeHistory) Summaries(context.Context) ([]pipeline.PipelineSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	return slices.Clone(f.sums), nil
+}
+
+func (f *fakeHistory) set(sums ...pipeline.PipelineSummary) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sums = sums
+}
+
+func (f *fakeHistory) fail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+// fakeConfig holds the configured pipelines, as a reload changes them.
+type fakeConfig struct {
 	mu    sync.Mutex
-	snap  pipeline.Snapshot
-	calls int
+	specs []pipeline.Spec
 }
 
-func (f *fakeSource) Snapshot() pipeline.Snapshot {
+func (f *fakeConfig) Specs() []pipeline.Spec {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
-	return f.snap
+	return f.specs
 }
 
-func (f *fakeSource) set(states ...pipeline.PipelineState) {
+func (f *fakeConfig) set(specs ...pipeline.Spec) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.snap = pipeline.Snapshot{Pipelines: states}
+	f.specs = specs
 }
 
 type fakeStats struct {
@@ -52,14 +82,20 @@ type fakeStats struct {
 func (f fakeStats) Runs() int64     { return f.runs }
 func (f fakeStats) Errors() float64 { return f.errors }
 
+// newCollector returns a collector of the pipelines specs over hist.
+func newCollector(t testing.TB, cfg *fakeConfig, hist *fakeHistory, stats fakeStats) *Collector {
+	t.Helper()
+	c, err := New(Options{Specs: cfg.Specs, History: hist, Stats: stats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // jobStage turns a published workflow_job payload into the stage the
 // tracker makes of it, shifted by shift.
 func jobStage(t testing.TB, file string, shift time.Duration) pipeline.Stage {
 	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var p struct {
 		WorkflowJob struct {
 			ID          int64     `json:"id"`
@@ -71,7 +107,7 @@ func jobStage(t testing.TB, file string, shift time.Duration) pipeline.Stage {
 			CompletedAt time.Time `json:"completed_at"`
 		} `json:"workflow_job"`
 	}
-	if err := json.Unmarshal(b, &p); err != nil {
+	if err := json.Unmarshal(fixtures.MustLoad(file), &p); err != nil {
 		t.Fatal(err)
 	}
 	j := p.WorkflowJob
@@ -97,11 +133,12 @@ func finishedRun(id int64, name string, status pipeline.Status, source pipeline.
 		ID: id, Pipeline: name, Status: status,
 		Trigger:   pipeline.Trigger{Source: source, ReceivedAt: created},
 		CreatedAt: created, FinishedAt: &finished, DurationSeconds: finished.Sub(created).Seconds(),
-		Stages: stages, SeenAt: created,
+		Stages: stages, SeenAt: created, ChangeSeq: id,
 	}
 }
 
 var (
+	t0       = time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
 	siteSpec = pipeline.Spec{
 		Name: "site", Workflow: "deploy.yml", Branches: []string{"main"},
 		Triggers: []pipeline.TriggerRule{
@@ -120,17 +157,19 @@ var (
 )
 
 // scenario plays two runs of "site" through the collector the way the
-// engine would: a Supabase-triggered run that fails at its GitHub job, a
+// applier would: a Supabase-triggered run that fails at its GitHub job, a
 // scrape, then a push-started run that succeeds through pages and verify,
 // with a third run in progress; "newsletter" never ran.
-func scenario(t testing.TB) (*Collector, *fakeSource) {
-	src := &fakeSource{}
-	c := New(src, fakeStats{runs: 3, errors: 2})
+func scenario(t testing.TB) *Collector {
+	cfg := &fakeConfig{}
+	cfg.set(siteSpec, newsletterSpec)
+	hist := &fakeHistory{}
+	c := newCollector(t, cfg, hist, fakeStats{runs: 3, errors: 2})
 
 	// The failure and success fixtures share their timestamps; the
 	// success is moved an hour later so that it is the later run.
-	failedJob := jobStage(t, "testdata/workflow_job.completed.failure.json", 0)
-	okJob := jobStage(t, "testdata/workflow_job.completed.success.json", time.Hour)
+	failedJob := jobStage(t, "github/workflow_job/completed.failure.with-organization.json", 0)
+	okJob := jobStage(t, "github/workflow_job/completed.success.with-organization.json", time.Hour)
 
 	triggered := failedJob.StartedAt.Add(-78 * time.Second) // 10:33:40, 18 s before the job was created
 	dispatched := triggered.Add(15 * time.Second)
@@ -150,48 +189,50 @@ func scenario(t testing.TB) (*Collector, *fakeSource) {
 		stage(pipeline.StageVerify, pipeline.StatusSuccess, pagesDone.Add(time.Second), verified))
 	run2.Stage(pipeline.StageVerify).ResponseSeconds = 0.5
 
-	src.set(
-		pipeline.PipelineState{Spec: siteSpec, LastFinished: run1},
-		pipeline.PipelineState{Spec: newsletterSpec},
-	)
 	c.Observe(pipeline.Update{Run: run1, StagesFinished: run1.Stages[:2]})
 	c.Observe(pipeline.Update{Run: run1, Finished: true, StagesFinished: run1.Stages[2:]})
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	if _, err := reg.Gather(); err != nil {
+	hist.set(pipeline.PipelineSummary{Pipeline: "site", LastFinished: run1})
+	if _, err := testutil.GatherAndCount(registry(t, c)); err != nil {
 		t.Fatal(err)
 	}
 
 	for _, st := range run2.Stages[:3] {
 		c.Observe(pipeline.Update{Run: run2, StagesFinished: []pipeline.Stage{st}})
 	}
-	c.ObserveVerify("site", 1.7)
-	c.ObserveVerify("site", 0.5)
 	c.Observe(pipeline.Update{Run: run2, Finished: true, StagesFinished: run2.Stages[3:]})
 
 	run3 := &pipeline.Run{ID: 3, Pipeline: "site", Status: pipeline.StatusPending,
 		Trigger: pipeline.Trigger{Source: pipeline.SourceMailerLite, ReceivedAt: verified.Add(time.Hour)}}
 	run3.Stages = []pipeline.Stage{stage(pipeline.StageTrigger, pipeline.StatusSuccess, run3.Trigger.ReceivedAt, run3.Trigger.ReceivedAt)}
 	c.Observe(pipeline.Update{Run: run3, StagesFinished: run3.Stages})
+	// An update that finished nothing counts nothing.
+	c.Observe(pipeline.Update{Run: run3, StartVerify: true})
 
-	// A pipeline removed from the configuration: dropped.
+	// A pipeline removed from the configuration, whose runs the history
+	// still holds: dropped.
 	gone := finishedRun(9, "gone", pipeline.StatusFailed, pipeline.SourceGitHub, created, okJob)
 	c.Observe(pipeline.Update{Run: gone, Finished: true, StagesFinished: gone.Stages})
-	c.ObserveVerify("gone", 0.2)
 
-	src.set(
-		pipeline.PipelineState{Spec: siteSpec, InProgress: 1, LastFinished: run2, LastSuccess: run2},
-		pipeline.PipelineState{Spec: newsletterSpec},
+	hist.set(
+		pipeline.PipelineSummary{Pipeline: "site", InProgress: 1, LastFinished: run2, LastSuccess: run2},
+		pipeline.PipelineSummary{Pipeline: "gone", LastFinished: gone},
 	)
-	return c, src
+	return c
+}
+
+func registry(t testing.TB, c prometheus.Collector) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
 
 func TestCollectGolden(t *testing.T) {
-	c, _ := scenario(t)
+	c := scenario(t)
 	if *update {
-		reg := prometheus.NewPedanticRegistry()
-		reg.MustRegister(c)
-		if err := prometheus.WriteToTextfile(goldenFile, reg); err != nil {
+		if err := prometheus.WriteToTextfile(goldenFile, registry(t, c)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,7 +240,7 @@ func TestCollectGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testutil.CollectAndCompare(c, bytes.NewReader(golden)); err != nil {
+	if err := testutil.GatherAndCompare(registry(t, c), bytes.NewReader(golden)); err != nil {
 		t.Error(err)
 	}
 	problems, err := testutil.CollectAndLint(c)
@@ -244,7 +285,6 @@ func stageLines(pipelineName, stageName string, status pipeline.Status) string {
 }
 
 func TestLastStageStatus(t *testing.T) {
-	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
 	t1 := t0.Add(time.Minute)
 	st := func(name string, status pipeline.Status) pipeline.Stage { return stage(name, status, t0, t1) }
 	tests := []struct {
@@ -287,14 +327,16 @@ func TestLastStageStatus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			src := &fakeSource{}
-			c := New(src, fakeStats{})
+			cfg := &fakeConfig{}
+			cfg.set(siteSpec)
+			hist := &fakeHistory{}
+			c := newCollector(t, cfg, hist, fakeStats{})
 			for i, stages := range tc.lastRuns {
-				state := pipeline.PipelineState{Spec: siteSpec}
+				sum := pipeline.PipelineSummary{Pipeline: "site"}
 				if stages != nil {
-					state.LastFinished = finishedRun(int64(i+1), "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0, stages...)
+					sum.LastFinished = finishedRun(int64(i+1), "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0, stages...)
 				}
-				src.set(state)
+				hist.set(sum)
 				if err := testutil.CollectAndCompare(c, strings.NewReader(""), "no_such_metric"); err != nil {
 					t.Fatal(err)
 				}
@@ -306,140 +348,11 @@ func TestLastStageStatus(t *testing.T) {
 	}
 }
 
-// series gathers c and returns every series as name{labels}.
-func series(t *testing.T, c prometheus.Collector) []string {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out = append(out, mf.GetName()+"{"+strings.Join(labels, ",")+"}")
-		}
-	}
-	return out
-}
-
-func countMatching(all []string, substrings ...string) int {
-	n := 0
-	for _, s := range all {
-		if !slices.ContainsFunc(substrings, func(sub string) bool { return !strings.Contains(s, sub) }) {
-			n++
-		}
-	}
-	return n
-}
-
-func TestStageNamesAreBounded(t *testing.T) {
-	src := &fakeSource{}
-	src.set(pipeline.PipelineState{Spec: siteSpec})
-	c := New(src, fakeStats{})
-	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
-	var last *pipeline.Run
-	for i := range maxStagesPerPipeline + 1 {
-		last = finishedRun(int64(i+1), "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0,
-			stage(fmt.Sprintf("job-%d", i), pipeline.StatusSuccess, t0, t0.Add(time.Second)))
-		c.Observe(pipeline.Update{Run: last, Finished: true, StagesFinished: last.Stages})
-	}
-	src.set(pipeline.PipelineState{Spec: siteSpec, LastFinished: last, LastSuccess: last})
-
-	all := series(t, c)
-	tests := []struct {
-		stage      string
-		wantStatus int // pipeline_last_stage_status series
-		wantRuns   int // pipeline_stage_runs_total series, one per terminal status
-	}{
-		{stage: "job-0", wantStatus: 0, wantRuns: 0},
-		{stage: "job-1", wantStatus: len(pipeline.StageStatuses), wantRuns: 5},
-		{stage: fmt.Sprintf("job-%d", maxStagesPerPipeline), wantStatus: len(pipeline.StageStatuses), wantRuns: 5},
-	}
-	for _, tc := range tests {
-		label := fmt.Sprintf("stage=%q", tc.stage)
-		if n := countMatching(all, "pipeline_last_stage_status{", label); n != tc.wantStatus {
-			t.Errorf("%s: %d pipeline_last_stage_status series, want %d", tc.stage, n, tc.wantStatus)
-		}
-		if n := countMatching(all, "pipeline_stage_runs_total{", label); n != tc.wantRuns {
-			t.Errorf("%s: %d pipeline_stage_runs_total series, want %d", tc.stage, n, tc.wantRuns)
-		}
-	}
-}
-
-func TestPipelinesFollowTheConfiguration(t *testing.T) {
-	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
-	docsSpec := pipeline.Spec{Name: "docs", Workflow: "docs.yml"}
-	run := func(name string) *pipeline.Run {
-		return finishedRun(1, name, pipeline.StatusFailed, pipeline.SourceGitHub, t0, stage("build", pipeline.StatusFailed, t0, t0.Add(time.Minute)))
-	}
-
-	src := &fakeSource{}
-	src.set(pipeline.PipelineState{Spec: siteSpec})
-	c := New(src, fakeStats{})
-	c.Observe(pipeline.Update{Run: run("site"), Finished: true, StagesFinished: run("site").Stages})
-	c.Observe(pipeline.Update{Run: run("docs"), Finished: true, StagesFinished: run("docs").Stages})
-	c.ObserveVerify("docs", 0.3)
-	before := series(t, c)
-
-	// A reload adds docs: its first update counts before any scrape.
-	src.set(pipeline.PipelineState{Spec: siteSpec}, pipeline.PipelineState{Spec: docsSpec})
-	c.Observe(pipeline.Update{Run: run("docs"), Finished: true, StagesFinished: run("docs").Stages})
-	added := series(t, c)
-
-	// A reload removes site: every series of it goes at the next scrape,
-	// and later updates for it are dropped.
-	src.set(pipeline.PipelineState{Spec: docsSpec, LastFinished: run("docs")})
-	removed := series(t, c)
-	c.Observe(pipeline.Update{Run: run("site"), Finished: true, StagesFinished: run("site").Stages})
-	c.ObserveVerify("site", 0.3)
-	afterDrop := series(t, c)
-
-	failedDocs := `pipeline_runs_total{pipeline="docs",status="failed",trigger="github"}`
-	failedSite := `pipeline_runs_total{pipeline="site",status="failed",trigger="github"}`
-	tests := []struct {
-		name     string
-		got      []string
-		docs     int // series with pipeline="docs"
-		site     int // series with pipeline="site"
-		contains []string
-	}{
-		// site: runs_total for 3 sources x 4 statuses, run_duration for 4
-		// statuses, stage_runs for 5 statuses and stage_duration for the
-		// stage, in progress, threshold.
-		{name: "unconfigured dropped", got: before, docs: 0, site: 12 + 4 + 5 + 1 + 2},
-		{name: "added by reload", got: added, docs: 4 + 4 + 5 + 1 + 1, site: 24, contains: []string{failedDocs, failedSite}},
-		// docs' last run adds its 4 + 1 + 1 run gauges and 7 + 1 stage gauges.
-		{name: "removed by reload", got: removed, docs: 15 + 4 + 1 + 1 + 7 + 1, site: 0},
-		{name: "updates after removal dropped", got: afterDrop, docs: 29, site: 0},
-	}
-	for _, tc := range tests {
-		if n := countMatching(tc.got, `pipeline="docs"`); n != tc.docs {
-			t.Errorf("%s: %d docs series, want %d:\n%s", tc.name, n, tc.docs, strings.Join(tc.got, "\n"))
-		}
-		if n := countMatching(tc.got, `pipeline="site"`); n != tc.site {
-			t.Errorf("%s: %d site series, want %d:\n%s", tc.name, n, tc.site, strings.Join(tc.got, "\n"))
-		}
-		for _, s := range tc.contains {
-			if !slices.Contains(tc.got, s) {
-				t.Errorf("%s: no series %s", tc.name, s)
-			}
-		}
-	}
-}
-
 // samples gathers c and returns the value of every series by
 // name{labels}: a counter's or gauge's value, a histogram's sample count.
 func samples(t *testing.T, c prometheus.Collector) map[string]float64 {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
+	mfs, err := registry(t, c).Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,74 +370,203 @@ func samples(t *testing.T, c prometheus.Collector) map[string]float64 {
 	return out
 }
 
-func TestSeriesExistBeforeTheirFirstObservation(t *testing.T) {
-	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
-	build := stage("build", pipeline.StatusSuccess, t0, t0.Add(time.Minute))
-	build.JobID = 7
-	// After a restart the collector knows the last run only from the
-	// snapshot: nothing has been observed yet.
-	last := finishedRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0,
-		stage(pipeline.StageTrigger, pipeline.StatusSuccess, t0, t0),
-		stage(pipeline.StageDispatch, pipeline.StatusSuccess, t0, t0.Add(time.Second)),
-		build)
-	src := &fakeSource{}
-	src.set(pipeline.PipelineState{Spec: siteSpec, LastFinished: last, LastSuccess: last})
-	c := New(src, fakeStats{})
-	restarted := samples(t, c)
-
-	// Then a run finishes a job the last run did not have.
-	deploy := stage("deploy", pipeline.StatusFailed, t0, t0.Add(time.Minute))
-	deploy.JobID = 8
-	next := &pipeline.Run{ID: 2, Pipeline: "site", Status: pipeline.StatusRunning, Stages: []pipeline.Stage{deploy}}
-	c.Observe(pipeline.Update{Run: next, StagesFinished: next.Stages})
-	observed := samples(t, c)
-
-	tests := []struct {
-		name   string
-		got    map[string]float64
-		series string
-		want   float64 // -1: absent
-	}{
-		{"run duration by terminal status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="timed_out"}`, 0},
-		{"run duration by terminal status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="failed"}`, 0},
-		{"no run duration for a running status", restarted, `pipeline_run_duration_seconds{pipeline="site",status="running"}`, -1},
-		{"stage counter of the last run's stage", restarted, `pipeline_stage_runs_total{pipeline="site",stage="dispatch",status="timed_out"}`, 0},
-		{"stage counter of the last run's stage", restarted, `pipeline_stage_runs_total{pipeline="site",stage="build",status="failed"}`, 0},
-		{"no stage counter for a running status", restarted, `pipeline_stage_runs_total{pipeline="site",stage="build",status="running"}`, -1},
-		{"stage duration of the last run's stage", restarted, `pipeline_stage_duration_seconds{pipeline="site",stage="trigger"}`, 0},
-		{"queue time of the last run's job", restarted, `pipeline_stage_queued_seconds{pipeline="site",stage="build"}`, 0},
-		{"no queue time for a stage that is not a job", restarted, `pipeline_stage_queued_seconds{pipeline="site",stage="dispatch"}`, -1},
-		{"stage not seen yet", restarted, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`, -1},
-		{"observed stage counts", observed, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`, 1},
-		{"observed stage's other statuses at zero", observed, `pipeline_stage_runs_total{pipeline="site",stage="deploy",status="success"}`, 0},
-		{"observed job's queue time", observed, `pipeline_stage_queued_seconds{pipeline="site",stage="deploy"}`, 1},
-		{"observed stage listed for the last run", observed, `pipeline_last_stage_status{pipeline="site",stage="deploy",status="failed"}`, 0},
+// count returns how many series of got have every one of substrings in
+// their name{labels}.
+func count(got map[string]float64, substrings ...string) int {
+	n := 0
+	for s := range got {
+		if !slices.ContainsFunc(substrings, func(sub string) bool { return !strings.Contains(s, sub) }) {
+			n++
+		}
 	}
-	for _, tc := range tests {
-		got, ok := tc.got[tc.series]
+	return n
+}
+
+// check compares the series of got named in want with their values;
+// a want of -1 means absent.
+func check(t *testing.T, name string, got map[string]float64, want map[string]float64) {
+	t.Helper()
+	for series, w := range want {
+		v, ok := got[series]
 		switch {
-		case tc.want < 0 && ok:
-			t.Errorf("%s: %s = %g, want absent", tc.name, tc.series, got)
-		case tc.want >= 0 && !ok:
-			t.Errorf("%s: %s absent, want %g", tc.name, tc.series, tc.want)
-		case ok && got != tc.want:
-			t.Errorf("%s: %s = %g, want %g", tc.name, tc.series, got, tc.want)
+		case w < 0 && ok:
+			t.Errorf("%s: %s = %g, want absent", name, series, v)
+		case w >= 0 && !ok:
+			t.Errorf("%s: %s absent, want %g", name, series, w)
+		case ok && v != w:
+			t.Errorf("%s: %s = %g, want %g", name, series, v, w)
 		}
 	}
 }
 
-// TestGaugesFollowTheSnapshot scrapes one collector after each change of
-// the snapshot, so that a gauge kept from an earlier scrape shows.
-func TestGaugesFollowTheSnapshot(t *testing.T) {
-	t0 := time.Date(2021, 8, 5, 10, 33, 40, 0, time.UTC)
+func TestSeriesAtZeroFromStart(t *testing.T) {
+	build := stage("build", pipeline.StatusSuccess, t0, t0.Add(time.Minute))
+	build.JobID = 7
+	lint := stage("lint", pipeline.StatusSuccess, t0, t0.Add(time.Minute))
+	lint.JobID = 6
+	// After a restart the collector knows the last runs only from the
+	// history: nothing has been observed yet. The last success had a
+	// job the last (failed) run did not reach.
+	success := finishedRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0,
+		stage(pipeline.StageTrigger, pipeline.StatusSuccess, t0, t0), lint, build)
+	failed := finishedRun(2, "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0,
+		stage(pipeline.StageTrigger, pipeline.StatusSuccess, t0, t0),
+		stage(pipeline.StageDispatch, pipeline.StatusFailed, t0, t0.Add(time.Second)))
+	cfg := &fakeConfig{}
+	cfg.set(siteSpec, newsletterSpec)
+	hist := &fakeHistory{}
+	hist.set(pipeline.PipelineSummary{Pipeline: "site", LastFinished: failed, LastSuccess: success})
+	c := newCollector(t, cfg, hist, fakeStats{})
+	// The history is unreadable by the first scrape: the series made at
+	// construction are there all the same.
+	hist.fail(errors.New("database is locked"))
+	restarted := samples(t, c)
+	hist.fail(nil)
+
+	// Then a run finishes a job no last run had.
+	deploy := stage("deploy", pipeline.StatusFailed, t0, t0.Add(time.Minute))
+	deploy.JobID = 8
+	next := &pipeline.Run{ID: 3, Pipeline: "site", Status: pipeline.StatusRunning, Stages: []pipeline.Stage{deploy}}
+	c.Observe(pipeline.Update{Run: next, StagesFinished: next.Stages})
+	observed := samples(t, c)
+
+	tests := []struct {
+		name string
+		got  map[string]float64
+		want map[string]float64
+	}{
+		{"runs by terminal status and every trigger source", restarted, map[string]float64{
+			`pipeline_runs_total{pipeline="site",status="failed",trigger="supabase"}`:          0,
+			`pipeline_runs_total{pipeline="site",status="timed_out",trigger="mailerlite"}`:     0,
+			`pipeline_runs_total{pipeline="newsletter",status="failed",trigger="github"}`:      0,
+			`pipeline_runs_total{pipeline="newsletter",status="failed",trigger="supabase"}`:    -1,
+			`pipeline_runs_total{pipeline="site",status="running",trigger="github"}`:           -1,
+			`pipeline_run_duration_seconds{pipeline="site",status="timed_out"}`:                0,
+			`pipeline_run_duration_seconds{pipeline="newsletter",status="cancelled"}`:          0,
+			`pipeline_run_duration_seconds{pipeline="site",status="running"}`:                  -1,
+			`pipeline_verify_response_seconds{pipeline="site"}`:                                0,
+			`pipeline_verify_response_seconds{pipeline="newsletter"}`:                          -1,
+			`pipeline_exporter_stage_labels_limited_total{reason="truncated"}`:                 0,
+			`pipeline_exporter_stage_labels_limited_total{reason="evicted"}`:                   0,
+			`pipeline_stage_runs_total{pipeline="site",stage="dispatch",status="timed_out"}`:   0,
+			`pipeline_stage_runs_total{pipeline="site",stage="build",status="failed"}`:         0,
+			`pipeline_stage_runs_total{pipeline="site",stage="lint",status="cancelled"}`:       0,
+			`pipeline_stage_runs_total{pipeline="site",stage="build",status="running"}`:        -1,
+			`pipeline_stage_duration_seconds{pipeline="site",stage="trigger"}`:                 0,
+			`pipeline_stage_queued_seconds{pipeline="site",stage="build"}`:                     0,
+			`pipeline_stage_queued_seconds{pipeline="site",stage="dispatch"}`:                  -1,
+			`pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`:        -1,
+			`pipeline_last_run_status{pipeline="site",status="failed"}`:                        -1,
+			`pipeline_exporter_store_errors_total{}`:                                           1,
+			`pipeline_stage_runs_total{pipeline="newsletter",stage="trigger",status="failed"}`: -1,
+		}},
+		{"observed after the restart", observed, map[string]float64{
+			`pipeline_stage_runs_total{pipeline="site",stage="deploy",status="failed"}`:        1,
+			`pipeline_stage_runs_total{pipeline="site",stage="deploy",status="success"}`:       0,
+			`pipeline_stage_queued_seconds{pipeline="site",stage="deploy"}`:                    1,
+			`pipeline_last_stage_status{pipeline="site",stage="deploy",status="failed"}`:       0,
+			`pipeline_last_stage_status{pipeline="site",stage="lint",status="success"}`:        0,
+			`pipeline_last_stage_status{pipeline="site",stage="dispatch",status="failed"}`:     1,
+			`pipeline_last_run_status{pipeline="site",status="failed"}`:                        1,
+			`pipeline_last_success_timestamp_seconds{pipeline="site"}`:                         float64(t0.Add(time.Minute).Unix()),
+			`pipeline_stage_runs_total{pipeline="site",stage="build",status="success"}`:        0,
+			`pipeline_exporter_stage_labels_limited_total{reason="evicted"}`:                   0,
+			`pipeline_runs_total{pipeline="site",status="failed",trigger="github"}`:            0,
+			`pipeline_stage_duration_seconds{pipeline="site",stage="deploy"}`:                  1,
+			`pipeline_verify_response_seconds{pipeline="site"}`:                                0,
+			`pipeline_runs_in_progress{pipeline="newsletter"}`:                                 0,
+			`pipeline_last_run_status{pipeline="newsletter",status="failed"}`:                  -1,
+			`pipeline_stage_runs_total{pipeline="site",stage="deploy",status="running"}`:       -1,
+			`pipeline_last_stage_duration_seconds{pipeline="site",stage="deploy"}`:             -1,
+			`pipeline_last_stage_duration_seconds{pipeline="site",stage="dispatch"}`:           1,
+			`pipeline_stage_queued_seconds{pipeline="site",stage="lint"}`:                      0,
+			`pipeline_stage_runs_total{pipeline="newsletter",stage="deploy",status="failed"}`:  -1,
+			`pipeline_runs_total{pipeline="newsletter",status="success",trigger="mailerlite"}`: 0,
+		}},
+	}
+	for _, tc := range tests {
+		check(t, tc.name, tc.got, tc.want)
+	}
+}
+
+func TestPipelinesFollowTheConfiguration(t *testing.T) {
+	docsSpec := pipeline.Spec{Name: "docs", Workflow: "docs.yml", Verify: true}
+	run := func(name string) *pipeline.Run {
+		r := finishedRun(1, name, pipeline.StatusFailed, pipeline.SourceGitHub, t0, stage("build", pipeline.StatusFailed, t0, t0.Add(time.Minute)))
+		r.Stages = append(r.Stages, stage(pipeline.StageVerify, pipeline.StatusFailed, t0, t0.Add(time.Second)))
+		r.Stages[1].ResponseSeconds = 0.3
+		return r
+	}
+	observe := func(c *Collector, name string) {
+		r := run(name)
+		c.Observe(pipeline.Update{Run: r, Finished: true, StagesFinished: r.Stages})
+	}
+
+	cfg := &fakeConfig{}
+	cfg.set(siteSpec)
+	hist := &fakeHistory{}
+	c := newCollector(t, cfg, hist, fakeStats{})
+	observe(c, "site")
+	observe(c, "docs")
+	before := samples(t, c)
+
+	// A reload adds docs: its first update counts before any scrape.
+	cfg.set(siteSpec, docsSpec)
+	observe(c, "docs")
+	added := samples(t, c)
+
+	// A reload removes site: every series of it goes at the next scrape,
+	// and later updates for it are dropped; its runs stay in the history.
+	cfg.set(docsSpec)
+	hist.set(pipeline.PipelineSummary{Pipeline: "docs", LastFinished: run("docs")},
+		pipeline.PipelineSummary{Pipeline: "site", LastFinished: run("site")})
+	removed := samples(t, c)
+	observe(c, "site")
+	afterDrop := samples(t, c)
+
+	failedDocs := `pipeline_runs_total{pipeline="docs",status="failed",trigger="github"}`
+	failedSite := `pipeline_runs_total{pipeline="site",status="failed",trigger="github"}`
+	tests := []struct {
+		name       string
+		got        map[string]float64
+		docs, site int // series with pipeline="docs", "site"
+		want       map[string]float64
+	}{
+		// site: runs_total for 3 sources x 4 statuses, run_duration for 4
+		// statuses, verify; stage_runs for 5 statuses and stage_duration
+		// for 2 stages; in progress, threshold.
+		{name: "unconfigured dropped", got: before, docs: 0, site: 12 + 4 + 1 + 2*6 + 2,
+			want: map[string]float64{failedSite: 1, `pipeline_verify_response_seconds{pipeline="site"}`: 1}},
+		{name: "added by reload", got: added, docs: 4 + 4 + 1 + 2*6 + 1, site: 31,
+			want: map[string]float64{failedDocs: 1, failedSite: 1, `pipeline_verify_response_seconds{pipeline="docs"}`: 1}},
+		// docs' last run adds its 4 + 1 + 1 run gauges and 2 x (7 + 1) stage gauges.
+		{name: "removed by reload", got: removed, docs: 22 + 4 + 1 + 1 + 2*8, site: 0,
+			want: map[string]float64{failedDocs: 1}},
+		{name: "updates after removal dropped", got: afterDrop, docs: 44, site: 0},
+	}
+	for _, tc := range tests {
+		if n := count(tc.got, `pipeline="docs"`); n != tc.docs {
+			t.Errorf("%s: %d docs series, want %d", tc.name, n, tc.docs)
+		}
+		if n := count(tc.got, `pipeline="site"`); n != tc.site {
+			t.Errorf("%s: %d site series, want %d", tc.name, n, tc.site)
+		}
+		check(t, tc.name, tc.got, tc.want)
+	}
+}
+
+// TestGaugesFollowTheHistory scrapes one collector after each change of
+// the history, so that a gauge kept from an earlier scrape would show.
+func TestGaugesFollowTheHistory(t *testing.T) {
 	failed := finishedRun(1, "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0,
 		stage("build", pipeline.StatusFailed, t0, t0.Add(time.Minute)))
-	// The tracker keeps a finished run for late events: the same run,
-	// changed under its ID.
+	// A finished run can still change under its ID (late events).
 	late := failed.Clone()
 	late.Stages[0] = stage("build", pipeline.StatusCancelled, t0, t0.Add(2*time.Minute))
+	late.Stages = append(late.Stages, stage("lint", pipeline.StatusSkipped, t0, t0))
 	late.FinishedAt = late.Stages[0].FinishedAt
 	late.DurationSeconds = 120
+	late.ChangeSeq = 5
 	succeeded := finishedRun(2, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0.Add(time.Hour),
 		stage("build", pipeline.StatusSuccess, t0.Add(time.Hour), t0.Add(time.Hour+time.Minute)))
 	noThreshold := siteSpec
@@ -537,94 +579,311 @@ func TestGaugesFollowTheSnapshot(t *testing.T) {
 		runFailed   = `pipeline_last_run_status{pipeline="site",status="failed"}`
 		runSuccess  = `pipeline_last_run_status{pipeline="site",status="success"}`
 		runDuration = `pipeline_last_run_duration_seconds{pipeline="site"}`
+		runTime     = `pipeline_last_run_timestamp_seconds{pipeline="site"}`
 		buildFailed = `pipeline_last_stage_status{pipeline="site",stage="build",status="failed"}`
 		buildCancel = `pipeline_last_stage_status{pipeline="site",stage="build",status="cancelled"}`
 		buildTime   = `pipeline_last_stage_duration_seconds{pipeline="site",stage="build"}`
-		lintFailed  = `pipeline_last_stage_status{pipeline="site",stage="lint",status="failed"}`
+		lintSkipped = `pipeline_last_stage_status{pipeline="site",stage="lint",status="skipped"}`
+		lintRuns    = `pipeline_stage_runs_total{pipeline="site",stage="lint",status="skipped"}`
+		testFailed  = `pipeline_last_stage_status{pipeline="site",stage="test",status="failed"}`
 	)
-	src := &fakeSource{}
-	c := New(src, fakeStats{})
+	cfg := &fakeConfig{}
+	hist := &fakeHistory{}
+	c := newCollector(t, cfg, hist, fakeStats{})
 	steps := []struct {
 		name    string
-		state   pipeline.PipelineState
+		spec    pipeline.Spec
+		sum     pipeline.PipelineSummary
 		observe *pipeline.Stage // a stage finished by a run in progress
 		want    map[string]float64
-		absent  []string
 	}{
 		{
-			name:   "failed run",
-			state:  pipeline.PipelineState{Spec: siteSpec, LastFinished: failed},
-			want:   map[string]float64{inProgress: 0, threshold: 900, runFailed: 1, runDuration: 60, buildFailed: 1, buildTime: 60},
-			absent: []string{lastSuccess, lintFailed},
+			name: "configured, never ran",
+			spec: siteSpec,
+			sum:  pipeline.PipelineSummary{Pipeline: "site"},
+			want: map[string]float64{inProgress: 0, threshold: 900, runFailed: -1, runDuration: -1, runTime: -1, lastSuccess: -1},
 		},
 		{
-			name:  "same run changed late",
-			state: pipeline.PipelineState{Spec: siteSpec, InProgress: 1, LastFinished: late},
-			want:  map[string]float64{inProgress: 1, runFailed: 1, runDuration: 120, buildFailed: 0, buildCancel: 1, buildTime: 120},
+			name: "failed run",
+			spec: siteSpec,
+			sum:  pipeline.PipelineSummary{Pipeline: "site", LastFinished: failed},
+			want: map[string]float64{inProgress: 0, threshold: 900, runFailed: 1, runDuration: 60, runTime: float64(t0.Add(time.Minute).Unix()), buildFailed: 1, buildTime: 60, lastSuccess: -1, lintSkipped: -1},
+		},
+		{
+			name: "same run changed late",
+			spec: siteSpec,
+			sum:  pipeline.PipelineSummary{Pipeline: "site", InProgress: 1, LastFinished: late},
+			want: map[string]float64{inProgress: 1, runFailed: 1, runDuration: 120, buildFailed: 0, buildCancel: 1, buildTime: 120, lintSkipped: 1, lintRuns: 0},
 		},
 		{
 			name:    "new stage seen in a run in progress",
-			state:   pipeline.PipelineState{Spec: siteSpec, InProgress: 1, LastFinished: late},
-			observe: &pipeline.Stage{Name: "lint", Status: pipeline.StatusFailed},
-			want:    map[string]float64{lintFailed: 0, buildCancel: 1},
+			spec:    siteSpec,
+			sum:     pipeline.PipelineSummary{Pipeline: "site", InProgress: 1, LastFinished: late},
+			observe: &pipeline.Stage{Name: "test", Status: pipeline.StatusFailed},
+			want:    map[string]float64{testFailed: 0, buildCancel: 1},
 		},
 		{
-			name:   "success, threshold removed",
-			state:  pipeline.PipelineState{Spec: noThreshold, LastFinished: succeeded, LastSuccess: succeeded},
-			want:   map[string]float64{inProgress: 0, runFailed: 0, runSuccess: 1, runDuration: 60, buildFailed: 0, buildCancel: 0, buildTime: 60, lintFailed: 0, lastSuccess: float64(t0.Add(time.Hour + time.Minute).Unix())},
-			absent: []string{threshold},
+			name: "success, threshold removed",
+			spec: noThreshold,
+			sum:  pipeline.PipelineSummary{Pipeline: "site", LastFinished: succeeded, LastSuccess: succeeded},
+			want: map[string]float64{inProgress: 0, runFailed: 0, runSuccess: 1, runDuration: 60, buildFailed: 0, buildCancel: 0, buildTime: 60, testFailed: 0, lintSkipped: 0, lastSuccess: float64(t0.Add(time.Hour + time.Minute).Unix()), threshold: -1},
 		},
 	}
 	for _, step := range steps {
-		src.set(step.state)
+		cfg.set(step.spec)
+		hist.set(step.sum)
 		if step.observe != nil {
 			run := &pipeline.Run{ID: 3, Pipeline: "site", Status: pipeline.StatusRunning, Stages: []pipeline.Stage{*step.observe}}
 			c.Observe(pipeline.Update{Run: run, StagesFinished: run.Stages})
 		}
-		got := samples(t, c)
-		for series, want := range step.want {
-			if v, ok := got[series]; !ok || v != want {
-				t.Errorf("%s: %s = %g (present %v), want %g", step.name, series, v, ok, want)
-			}
-		}
-		for _, series := range step.absent {
-			if v, ok := got[series]; ok {
-				t.Errorf("%s: %s = %g, want absent", step.name, series, v)
-			}
-		}
+		check(t, step.name, samples(t, c), step.want)
 	}
 }
 
-// TestCollectSendsFamiliesSorted checks that every family comes in the
-// order the registry sorts it into, which is what keeps sorting cheap.
-func TestCollectSendsFamiliesSorted(t *testing.T) {
-	c, src := scenario(t)
-	// A pipeline that sorts before the others, listed last.
-	src.set(append(src.Snapshot().Pipelines, pipeline.PipelineState{Spec: pipeline.Spec{Name: "blog", Workflow: "blog.yml"}})...)
-	ch := make(chan prometheus.Metric)
-	go func() {
-		c.Collect(ch)
-		close(ch)
-	}()
-	last := map[*prometheus.Desc]string{}
-	n := 0
-	for m := range ch {
-		var d dto.Metric
-		if err := m.Write(&d); err != nil {
-			t.Fatal(err)
-		}
-		var values []string
-		for _, l := range d.GetLabel() {
-			values = append(values, l.GetValue())
-		}
-		key := strings.Join(values, "\x00")
-		if prev, ok := last[m.Desc()]; ok && key <= prev {
-			t.Errorf("%s: %q sent after %q", m.Desc(), strings.Join(values, ","), strings.ReplaceAll(prev, "\x00", ","))
-		}
-		last[m.Desc()] = key
-		n++
+func TestTimestampsAreNeverNegative(t *testing.T) {
+	const (
+		runTime     = `pipeline_last_run_timestamp_seconds{pipeline="site"}`
+		successTime = `pipeline_last_success_timestamp_seconds{pipeline="site"}`
+	)
+	tests := []struct {
+		name     string
+		finished time.Time
+		want     float64 // -1: absent
+	}{
+		{"year 1, the zero time", time.Time{}, -1},
+		{"a second before the epoch", time.Unix(-1, 0), -1},
+		{"the epoch", time.Unix(0, 0), 0},
+		{"fractions of a second", time.Unix(1628159620, 250_000_000), 1628159620.25},
+		{"year 9999, where UnixNano overflows", time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), 253402214400},
 	}
-	if n < 100 {
-		t.Fatalf("only %d metrics collected", n)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &fakeConfig{}
+			cfg.set(siteSpec)
+			hist := &fakeHistory{}
+			c := newCollector(t, cfg, hist, fakeStats{})
+			r := finishedRun(1, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0, stage("build", pipeline.StatusSuccess, t0, t0))
+			r.FinishedAt = &tc.finished
+			hist.set(pipeline.PipelineSummary{Pipeline: "site", LastFinished: r, LastSuccess: r})
+			check(t, tc.name, samples(t, c), map[string]float64{
+				runTime: tc.want, successTime: tc.want,
+				`pipeline_last_run_status{pipeline="site",status="success"}`: 1,
+			})
+		})
+	}
+}
+
+func TestSummariesError(t *testing.T) {
+	last := finishedRun(1, "site", pipeline.StatusFailed, pipeline.SourceGitHub, t0, stage("build", pipeline.StatusFailed, t0, t0.Add(time.Minute)))
+	cfg := &fakeConfig{}
+	cfg.set(siteSpec)
+	hist := &fakeHistory{}
+	hist.set(pipeline.PipelineSummary{Pipeline: "site", InProgress: 2, LastFinished: last})
+	var logs bytes.Buffer
+	c, err := New(Options{Specs: cfg.Specs, History: hist, Stats: fakeStats{runs: 7, errors: 3},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Observe(pipeline.Update{Run: last, Finished: true, StagesFinished: last.Stages})
+
+	const (
+		inProgress  = `pipeline_runs_in_progress{pipeline="site"}`
+		threshold   = `pipeline_slow_threshold_seconds{pipeline="site"}`
+		runFailed   = `pipeline_last_run_status{pipeline="site",status="failed"}`
+		buildFailed = `pipeline_last_stage_status{pipeline="site",stage="build",status="failed"}`
+		storeErrors = `pipeline_exporter_store_errors_total{}`
+		storeRuns   = `pipeline_exporter_store_runs{}`
+		runsTotal   = `pipeline_runs_total{pipeline="site",status="failed",trigger="github"}`
+		stageRuns   = `pipeline_stage_runs_total{pipeline="site",stage="build",status="failed"}`
+	)
+	steps := []struct {
+		name string
+		err  error
+		want map[string]float64
+		// logLines is how many lines the log holds after the step.
+		logLines int
+	}{
+		{"readable", nil, map[string]float64{inProgress: 2, threshold: 900, runFailed: 1, buildFailed: 1, storeErrors: 3, storeRuns: 7, runsTotal: 1, stageRuns: 1}, 0},
+		{"failing: no pipeline gauges, counted and logged", context.DeadlineExceeded,
+			map[string]float64{inProgress: -1, threshold: -1, runFailed: -1, buildFailed: -1, storeErrors: 4, storeRuns: 7, runsTotal: 1, stageRuns: 1}, 1},
+		{"failing again: counted, not logged again", context.DeadlineExceeded,
+			map[string]float64{inProgress: -1, storeErrors: 5, runsTotal: 1}, 1},
+		{"readable again: gauges back, recovery logged", nil,
+			map[string]float64{inProgress: 2, runFailed: 1, buildFailed: 1, storeErrors: 5, runsTotal: 1}, 2},
+	}
+	for _, step := range steps {
+		hist.fail(step.err)
+		got := samples(t, c)
+		check(t, step.name, got, step.want)
+		if n := count(got, "pipeline_last_") + count(got, "pipeline_runs_in_progress") + count(got, "pipeline_slow_"); step.err != nil && n != 0 {
+			t.Errorf("%s: %d gauges, want none", step.name, n)
+		}
+		if n := strings.Count(logs.String(), "\n"); n != step.logLines {
+			t.Errorf("%s: %d log lines, want %d:\n%s", step.name, n, step.logLines, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), context.DeadlineExceeded.Error()) {
+		t.Errorf("log does not name the error:\n%s", logs.String())
+	}
+
+	hist.fail(errors.New("no such table: runs"))
+	if _, err := New(Options{Specs: cfg.Specs, History: hist, Stats: fakeStats{}}); err == nil || !strings.Contains(err.Error(), "no such table") {
+		t.Errorf("New with an unreadable history: err = %v, want the read's error", err)
+	}
+}
+
+func TestStageLabel(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	tests := []struct {
+		name    string
+		in      string
+		wantCut bool
+		// wantPrefix is what the label starts with; the label is the
+		// input itself when wantCut is false.
+		wantPrefix string
+	}{
+		{name: "short", in: "build (ubuntu-latest, 1.22)"},
+		{name: "exactly the limit", in: strings.Repeat("b", maxStageLabelBytes)},
+		{name: "one byte over", in: strings.Repeat("b", maxStageLabelBytes+1), wantCut: true, wantPrefix: strings.Repeat("b", maxStageLabelBytes-17) + "~"},
+		{name: "long, with a shared prefix", in: long + "x", wantCut: true, wantPrefix: strings.Repeat("a", maxStageLabelBytes-17) + "~"},
+		// 110 ASCII bytes, then 3-byte characters: the cut at 111 bytes
+		// falls inside the first, so the prefix stops before it.
+		{name: "cut inside a character", in: strings.Repeat("c", 110) + strings.Repeat("€", 10), wantCut: true, wantPrefix: strings.Repeat("c", 110) + "~"},
+		{name: "invalid UTF-8 replaced", in: "build\xe2\x82", wantPrefix: "build\uFFFD"},
+		{name: "900,000 characters", in: strings.Repeat("j", 900_000), wantCut: true, wantPrefix: strings.Repeat("j", maxStageLabelBytes-17) + "~"},
+	}
+	labels := map[string]string{}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, cut := stageLabel(tc.in)
+			if cut != tc.wantCut {
+				t.Errorf("cut = %v, want %v", cut, tc.wantCut)
+			}
+			want := tc.wantPrefix
+			if want == "" {
+				want = tc.in
+			}
+			if !strings.HasPrefix(got, want) || (!tc.wantCut && got != want) {
+				t.Errorf("label %q, want %q", got, want)
+			}
+			if len(got) > maxStageLabelBytes || !utf8ValidLabel(got) {
+				t.Errorf("label of %d bytes (valid UTF-8: %v)", len(got), utf8ValidLabel(got))
+			}
+			if again, _ := stageLabel(tc.in); again != got {
+				t.Errorf("label %q, then %q for the same name", got, again)
+			}
+			if other, ok := labels[got]; ok {
+				t.Errorf("label %q also made of the %q case", got, other)
+			}
+			labels[got] = tc.name
+		})
+	}
+}
+
+func utf8ValidLabel(s string) bool {
+	_, err := prometheus.NewConstMetric(prometheus.NewDesc("x", "x", []string{"stage"}, nil), prometheus.GaugeValue, 0, s)
+	return err == nil
+}
+
+func TestStageLabelsAreBounded(t *testing.T) {
+	huge := strings.Repeat("j", 900_000)
+	hugeLabel, _ := stageLabel(huge)
+	jobs := func(n int) []pipeline.Stage {
+		stages := make([]pipeline.Stage, n)
+		for i := range stages {
+			stages[i] = stage(fmt.Sprintf("job-%d", i), pipeline.StatusSuccess, t0, t0.Add(time.Second))
+			stages[i].JobID = int64(i + 1)
+		}
+		return stages
+	}
+	const (
+		truncated = `pipeline_exporter_stage_labels_limited_total{reason="truncated"}`
+		evicted   = `pipeline_exporter_stage_labels_limited_total{reason="evicted"}`
+	)
+	stageRuns := func(stage string) string {
+		return fmt.Sprintf(`pipeline_stage_runs_total{pipeline="site",stage=%q,status="success"}`, stage)
+	}
+	lastStatus := func(stage string) string {
+		return fmt.Sprintf(`pipeline_last_stage_status{pipeline="site",stage=%q,status="success"}`, stage)
+	}
+	tests := []struct {
+		name string
+		// observed are runs finished, one update each; last is then the
+		// history's last finished run.
+		observed [][]pipeline.Stage
+		last     []pipeline.Stage
+		// wantStages is how many stages of site the metrics have.
+		wantStages int
+		want       map[string]float64
+	}{
+		{
+			name:       "a stage past the bound evicts the least recently seen",
+			observed:   [][]pipeline.Stage{jobs(maxStagesPerPipeline / 2), jobs(maxStagesPerPipeline + 1)[maxStagesPerPipeline/2:], jobs(1)},
+			wantStages: maxStagesPerPipeline,
+			want: map[string]float64{
+				stageRuns("job-0"): 1, stageRuns("job-1"): -1, stageRuns("job-2"): 1,
+				stageRuns(fmt.Sprintf("job-%d", maxStagesPerPipeline)): 1,
+				evicted: 2, truncated: 0,
+			},
+		},
+		{
+			name:       "a last run with thousands of jobs shows its last stages",
+			last:       jobs(4000),
+			wantStages: maxStagesPerPipeline,
+			want: map[string]float64{
+				lastStatus("job-3999"): 1, lastStatus("job-3900"): 1, lastStatus("job-3899"): -1,
+				stageRuns("job-3999"): 0, stageRuns("job-0"): -1,
+				evicted: 4000 - maxStagesPerPipeline,
+			},
+		},
+		{
+			name:       "a 900,000-character job name",
+			observed:   [][]pipeline.Stage{{stage(huge, pipeline.StatusSuccess, t0, t0.Add(time.Second))}},
+			last:       []pipeline.Stage{stage(huge, pipeline.StatusSuccess, t0, t0.Add(time.Second))},
+			wantStages: 1,
+			want:       map[string]float64{stageRuns(hugeLabel): 1, lastStatus(hugeLabel): 1, truncated: 1, evicted: 0},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &fakeConfig{}
+			cfg.set(siteSpec)
+			hist := &fakeHistory{}
+			c := newCollector(t, cfg, hist, fakeStats{})
+			for i, stages := range tc.observed {
+				r := &pipeline.Run{ID: int64(i + 1), Pipeline: "site", Status: pipeline.StatusRunning, Stages: stages}
+				c.Observe(pipeline.Update{Run: r, StagesFinished: stages})
+			}
+			if tc.last != nil {
+				hist.set(pipeline.PipelineSummary{Pipeline: "site", LastFinished: finishedRun(99, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0, tc.last...)})
+			}
+			// Scraped twice: a scrape of an unchanged history evicts nothing more.
+			samples(t, c)
+			got := samples(t, c)
+			check(t, tc.name, got, tc.want)
+			if n := count(got, "pipeline_stage_duration_seconds{", `pipeline="site"`); n != tc.wantStages {
+				t.Errorf("%d stages in pipeline_stage_duration_seconds, want %d", n, tc.wantStages)
+			}
+			if n := count(got, "pipeline_last_stage_status{"); tc.last != nil && n != tc.wantStages*len(pipeline.StageStatuses) {
+				t.Errorf("%d pipeline_last_stage_status series, want %d", n, tc.wantStages*len(pipeline.StageStatuses))
+			}
+			var text bytes.Buffer
+			mfs, err := registry(t, c).Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mf := range mfs {
+				if _, err := expfmt.MetricFamilyToText(&text, mf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The exposition stays small: no label value over the bound.
+			for line := range strings.Lines(text.String()) {
+				if len(line) > 2*maxStageLabelBytes+100 {
+					t.Fatalf("exposition line of %d bytes: %.200s...", len(line), line)
+				}
+			}
+		})
 	}
 }
