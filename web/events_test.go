@@ -171,12 +171,12 @@ func newTestWeb(t *testing.T, h pipeline.History, o Options) (*Web, *httptest.Se
 // latest state only.
 func TestEventsResume(t *testing.T) {
 	h := newMemHistory()
-	h.commit(testRun(1, pipeline.StatusPending))  // 1
-	h.commit(testRun(2, pipeline.StatusPending))  // 2
-	h.commit(testRun(1, pipeline.StatusRunning))  // 3
-	h.commit(testRun(3, pipeline.StatusPending))  // 4
-	h.commit(testRun(2, pipeline.StatusFailed))   // 5
-	h.commit(testRun(1, pipeline.StatusSuccess))  // 6
+	h.commit(testRun(1, pipeline.StatusPending)) // 1
+	h.commit(testRun(2, pipeline.StatusPending)) // 2
+	h.commit(testRun(1, pipeline.StatusRunning)) // 3
+	h.commit(testRun(3, pipeline.StatusPending)) // 4
+	h.commit(testRun(2, pipeline.StatusFailed))  // 5
+	h.commit(testRun(1, pipeline.StatusSuccess)) // 6
 	_, srv := newTestWeb(t, h, Options{})
 
 	all := []string{"4:3:pending", "5:2:failed", "6:1:success"}
