@@ -68,6 +68,9 @@ type hub struct {
 	cursor int64
 	open   int // streams being served, catching up or live
 	closed bool
+	// failing is set while the hub's reads fail, so a store outage is
+	// logged once, not every poll.
+	failing bool
 
 	openGauge prometheus.Gauge
 	dropped   prometheus.Counter
@@ -148,8 +151,8 @@ func (b *hub) fanOut() {
 		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 		runs, err := b.history.ChangedAfter(ctx, cursor, batchSize)
 		cancel()
+		b.readFailed(err)
 		if err != nil {
-			b.logger.Warn("Reading changed runs for the live events failed", "err", err)
 			return
 		}
 		for _, r := range runs {
@@ -164,6 +167,19 @@ func (b *hub) fanOut() {
 			return
 		}
 	}
+}
+
+// readFailed logs when the hub's reads start and stop failing.
+func (b *hub) readFailed(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err != nil && !b.failing:
+		b.logger.Warn("Reading changed runs for the live events failed; retrying every poll", "err", err)
+	case err == nil && b.failing:
+		b.logger.Info("Reading changed runs for the live events works again")
+	}
+	b.failing = err != nil
 }
 
 func (b *hub) send(ev event) {

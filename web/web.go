@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,11 +72,18 @@ func New(o Options) *Web {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Links are relative to the landing page, as exporter-toolkit makes
+	// them, so they work behind a proxy's path prefix.
+	links := make([]Link, len(o.Links))
+	for i, l := range o.Links {
+		l.Address = strings.TrimPrefix(l.Address, "/")
+		links[i] = l
+	}
 	w := &Web{
 		history:  o.History,
 		external: o.ExternalURL,
 		logger:   o.Logger,
-		landing:  landingHeader{Name: o.Name, Description: o.Description, Version: o.Version, Links: o.Links},
+		landing:  landingHeader{Name: o.Name, Description: o.Description, Version: o.Version, Links: links},
 	}
 	w.hub = newHub(o.History, w.eventData, o.MaxStreams, o.Registerer, o.Logger)
 	go w.hub.run()
