@@ -228,20 +228,21 @@ func (e *Exporter) record(r *pipeline.Run) {
 		semconv.CICDPipelineName(r.Pipeline),
 		semconv.CICDPipelineRunID(strconv.FormatInt(r.ID, 10)),
 		semconv.CICDPipelineResultKey.String(result(r.Status)),
-		attribute.String("pipeline.trigger.source", string(r.Trigger.Source)),
-		attribute.String("pipeline.trigger.event", r.Trigger.Event),
 	}
+	attrs = appendSet(attrs,
+		attribute.String("pipeline.trigger.source", string(r.Trigger.Source)),
+		attribute.String("pipeline.trigger.event", r.Trigger.Event))
 	if e.pageURL != nil {
 		attrs = append(attrs, semconv.CICDPipelineRunURLFull(e.pageURL(r.ID)))
 	}
 	if g := r.GitHub; g != nil {
-		attrs = append(attrs,
+		attrs = appendSet(attrs,
 			semconv.VCSRepositoryName(g.Repository),
 			semconv.VCSRefHeadName(g.HeadBranch),
-			semconv.VCSRefHeadRevision(g.HeadSHA),
+			semconv.VCSRefHeadRevision(g.HeadSHA))
+		attrs = append(attrs,
 			attribute.Int64("github.run.id", g.RunID),
-			attribute.Int("github.run.attempt", g.RunAttempt),
-		)
+			attribute.Int("github.run.attempt", max(g.RunAttempt, 1)))
 	}
 	ctx := withIDs(context.Background(), ids.trace, ids.root)
 	ctx, root := e.tracer.Start(ctx, r.Pipeline,
@@ -276,6 +277,17 @@ func (e *Exporter) record(r *pipeline.Run) {
 		span.End(trace.WithTimestamp(stop))
 	}
 	root.End(trace.WithTimestamp(end))
+}
+
+// appendSet appends the string attributes that have a value: an empty
+// one says nothing and clutters the trace view.
+func appendSet(attrs []attribute.KeyValue, kvs ...attribute.KeyValue) []attribute.KeyValue {
+	for _, kv := range kvs {
+		if kv.Value.AsString() != "" {
+			attrs = append(attrs, kv)
+		}
+	}
+	return attrs
 }
 
 // spanCount is how many spans record makes of r.

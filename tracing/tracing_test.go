@@ -115,6 +115,9 @@ func TestRunTrace(t *testing.T) {
 					t.Errorf("root %s = %q, want %q", k, ra[k], v)
 				}
 			}
+			if _, ok := ra["vcs.repository.name"]; !tc.github && ok {
+				t.Errorf("root has VCS attributes without a GitHub run: %v", ra)
+			}
 			if tc.github && (ra["vcs.ref.head.revision"] != "acb5820ced9479c074f688cc328bf03f341a511d" || ra["github.run.id"] != "30433642") {
 				t.Errorf("root attributes = %v", ra)
 			}
