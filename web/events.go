@@ -1,0 +1,442 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+const (
+	// heartbeatInterval keeps proxies from closing an idle stream; DESIGN.md
+	// promises at most 15 s.
+	heartbeatInterval = 15 * time.Second
+	// pollInterval is how often the streams look at the store without being
+	// notified: a replica that does not apply follows the shared store at
+	// most this far behind.
+	pollInterval = time.Second
+	// batchSize is how many changed runs one history read returns.
+	batchSize = 100
+	// streamBuffer is how many events a stream may have waiting before its
+	// client counts as too slow and is dropped.
+	streamBuffer = 256
+	// writeTimeout bounds one write to a client; a client that takes longer
+	// to accept an event or a heartbeat is dropped.
+	writeTimeout = 10 * time.Second
+)
+
+// event is one encoded `run` event, shared by every stream that sends it.
+type event struct {
+	seq   int64
+	frame []byte
+}
+
+// subscriber is one open stream registered with the hub.
+type subscriber struct {
+	ch chan event
+	// dropped is closed by the hub when the subscriber fell too far behind.
+	dropped chan struct{}
+}
+
+// hub reads the changed runs once for all streams and fans them out. Only
+// its own goroutine reads the live changes; Notify just wakes it, so the
+// applier never waits on a stream.
+type hub struct {
+	history   pipeline.History
+	encode    func(*pipeline.Run) ([]byte, error)
+	logger    *slog.Logger
+	maxStream int
+
+	wake      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	poll      time.Duration
+	heartbeat time.Duration
+
+	mu   sync.Mutex
+	subs map[*subscriber]struct{}
+	// cursor is the change sequence the hub has fanned out up to; it is
+	// meaningful only while subs is not empty.
+	cursor int64
+	open   int // streams being served, catching up or live
+	closed bool
+	// failing is set while the hub's reads fail, so a store outage is
+	// logged once, not every poll.
+	failing bool
+
+	openGauge prometheus.Gauge
+	dropped   prometheus.Counter
+}
+
+func newHub(h pipeline.History, encode func(*pipeline.Run) ([]byte, error), maxStreams int, reg prometheus.Registerer, logger *slog.Logger) *hub {
+	b := &hub{
+		history:   h,
+		encode:    encode,
+		logger:    logger,
+		maxStream: maxStreams,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		poll:      pollInterval,
+		heartbeat: heartbeatInterval,
+		subs:      map[*subscriber]struct{}{},
+		openGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pipeline_exporter_event_streams",
+			Help: "Open /api/events streams.",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipeline_exporter_event_streams_dropped_total",
+			Help: "Live-event streams closed because their client did not keep up.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(b.openGauge, b.dropped)
+	}
+	return b
+}
+
+func (b *hub) notify() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+		// A wake-up is already pending; it will read this change too.
+	}
+}
+
+func (b *hub) close() {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.done)
+	})
+}
+
+// run follows the history until close: on every notification, and every
+// poll interval for the changes another replica committed.
+func (b *hub) run() {
+	t := time.NewTicker(b.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-b.wake:
+		case <-t.C:
+		}
+		b.fanOut()
+	}
+}
+
+// fanOut reads what changed after the cursor and hands each run's event to
+// every subscriber without waiting: a subscriber whose buffer is full is
+// dropped.
+func (b *hub) fanOut() {
+	for {
+		b.mu.Lock()
+		if len(b.subs) == 0 {
+			b.mu.Unlock()
+			return
+		}
+		cursor := b.cursor
+		b.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
+		runs, err := b.history.ChangedAfter(ctx, cursor, batchSize)
+		cancel()
+		b.readFailed(err)
+		if err != nil {
+			return
+		}
+		for _, r := range runs {
+			frame, err := b.encode(r)
+			if err != nil {
+				b.logger.Error("Encoding a run for the live events failed", "run", r.ID, "err", err)
+				continue
+			}
+			b.send(event{seq: r.ChangeSeq, frame: frame})
+		}
+		if len(runs) < batchSize {
+			return
+		}
+	}
+}
+
+// readFailed logs when the hub's reads start and stop failing.
+func (b *hub) readFailed(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err != nil && !b.failing:
+		b.logger.Warn("Reading changed runs for the live events failed; retrying every poll", "err", err)
+	case err == nil && b.failing:
+		b.logger.Info("Reading changed runs for the live events works again")
+	}
+	b.failing = err != nil
+}
+
+func (b *hub) send(ev event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The cursor may have moved past ev while the store was read: every
+	// subscriber then went away and a new one caught up further itself.
+	if ev.seq <= b.cursor {
+		return
+	}
+	b.cursor = ev.seq
+	for s := range b.subs {
+		select {
+		case s.ch <- ev:
+		default:
+			delete(b.subs, s)
+			close(s.dropped)
+			b.dropped.Inc()
+		}
+	}
+}
+
+// acquire takes one of the stream slots; false when all are taken or the
+// hub is closed.
+func (b *hub) acquire() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.open >= b.maxStream {
+		return false
+	}
+	b.open++
+	b.openGauge.Set(float64(b.open))
+	return true
+}
+
+func (b *hub) release(s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open--
+	b.openGauge.Set(float64(b.open))
+	if s != nil {
+		delete(b.subs, s)
+	}
+}
+
+// subscribe registers s as having sent every change up to sent. It fails
+// when the hub has already fanned out changes after sent to others: the
+// stream must catch up further first.
+func (b *hub) subscribe(s *subscriber, sent int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.subs) == 0 {
+		b.cursor = sent
+	} else if b.cursor > sent {
+		return false
+	}
+	b.subs[s] = struct{}{}
+	return true
+}
+
+// serve is GET /api/events.
+func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
+	if !b.acquire() {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "too many event streams", http.StatusServiceUnavailable)
+		return
+	}
+	var sub *subscriber
+	defer func() { b.release(sub) }()
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	// nginx buffers responses unless told not to.
+	h.Set("X-Accel-Buffering", "no")
+	st := &stream{w: w, rc: rc, logger: b.logger}
+	if !st.deadline() {
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	if st.flush() != nil {
+		return
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-b.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	sent, err := b.resumePoint(ctx, lastEventID(r))
+	if err != nil {
+		b.logger.Warn("Reading the history for a live-event stream failed", "err", err)
+		return
+	}
+	sub = &subscriber{ch: make(chan event, streamBuffer), dropped: make(chan struct{})}
+	for {
+		if sent, err = b.catchUp(ctx, st, sent); err != nil {
+			return
+		}
+		if b.subscribe(sub, sent) {
+			break
+		}
+	}
+
+	hb := time.NewTicker(b.heartbeat)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.dropped:
+			b.logger.Debug("Dropped a live-event stream that did not keep up", "remote", r.RemoteAddr)
+			return
+		case <-hb.C:
+			if st.write([]byte(": heartbeat\n\n")) != nil || st.flush() != nil {
+				return
+			}
+		case ev := <-sub.ch:
+			// Write what is waiting, then flush once.
+			for more := true; more; {
+				if ev.seq > sent {
+					if st.write(ev.frame) != nil {
+						return
+					}
+					sent = ev.seq
+				}
+				select {
+				case ev = <-sub.ch:
+				default:
+					more = false
+				}
+			}
+			if st.flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// resumePoint turns the client's last event id into the sequence to send
+// changes after: an id newer than the newest change counts as 0 (the
+// store was replaced, or the id is made up), so the client misses nothing.
+func (b *hub) resumePoint(ctx context.Context, id int64) (int64, error) {
+	if id <= 0 {
+		return 0, nil
+	}
+	after, err := b.history.ChangedAfter(ctx, id, 1)
+	if err != nil || len(after) > 0 {
+		return id, err
+	}
+	// Nothing after id: it is the newest change only if a run's latest
+	// change is id itself, i.e. something is after id-1.
+	at, err := b.history.ChangedAfter(ctx, id-1, 1)
+	if err != nil || len(at) > 0 {
+		return id, err
+	}
+	return 0, nil
+}
+
+// catchUp sends every run whose latest change is after sent, in change
+// order, and returns the last sequence sent.
+func (b *hub) catchUp(ctx context.Context, st *stream, sent int64) (int64, error) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		runs, err := b.history.ChangedAfter(rctx, sent, batchSize)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				b.logger.Warn("Reading changed runs for a live-event stream failed", "err", err)
+			}
+			return sent, err
+		}
+		for _, r := range runs {
+			frame, err := b.encode(r)
+			if err != nil {
+				b.logger.Error("Encoding a run for the live events failed", "run", r.ID, "err", err)
+				continue
+			}
+			if err := st.write(frame); err != nil {
+				return sent, err
+			}
+			sent = r.ChangeSeq
+		}
+		if err := st.flush(); err != nil {
+			return sent, err
+		}
+		if len(runs) < batchSize {
+			return sent, nil
+		}
+	}
+}
+
+// lastEventID reads Last-Event-ID (an EventSource reconnecting) or
+// ?last_event_id= (a page's first connect); anything that is not a
+// non-negative number counts as 0.
+func lastEventID(r *http.Request) int64 {
+	s := r.Header.Get("Last-Event-ID")
+	if s == "" {
+		s = r.URL.Query().Get("last_event_id")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// stream writes to one client, each write bounded by writeTimeout in place
+// of the server's write timeout, which would cut every stream.
+type stream struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	logger *slog.Logger
+}
+
+func (s *stream) deadline() bool {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		s.logger.Error("Live events need a connection whose write deadline can be set", "err", err)
+		return false
+	}
+	return true
+}
+
+func (s *stream) write(b []byte) error {
+	if !s.deadline() {
+		return http.ErrNotSupported
+	}
+	_, err := s.w.Write(b)
+	return err
+}
+
+func (s *stream) flush() error {
+	if !s.deadline() {
+		return http.ErrNotSupported
+	}
+	return s.rc.Flush()
+}
+
+// eventData encodes r as one `run` event: its change sequence as the id and
+// the run as the API shows it, on one line.
+func (w *Web) eventData(r *pipeline.Run) ([]byte, error) {
+	data, err := json.Marshal(NewRunView(r, w.external))
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(data) + 40)
+	buf.WriteString("event: run\nid: ")
+	buf.WriteString(strconv.FormatInt(r.ChangeSeq, 10))
+	buf.WriteString("\ndata: ")
+	buf.Write(data)
+	buf.WriteString("\n\n")
+	return buf.Bytes(), nil
+}
