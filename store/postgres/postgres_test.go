@@ -137,9 +137,8 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 // OpenRetry connects once it is there.
 func TestOpenRetry(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	// A proxy that refuses connections until it is told to forward them
-	// would be a fake; instead the store first gets a database name that
-	// does not exist yet, and the test creates it.
+	// The store is given a database that does not exist yet (the server
+	// refuses the connection), and the test creates it.
 	missing := strings.Replace(url, "/t_", "/late_", 1)
 	name := missing[strings.LastIndex(missing, "/")+1 : strings.Index(missing, "?")]
 	admin, err := pgx.Connect(context.Background(), url)

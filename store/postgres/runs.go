@@ -13,8 +13,8 @@ import (
 )
 
 // activeStatuses is the SQL list of the statuses of runs that are not
-// terminal; the partial indexes runs_active and runs_finished use the same
-// expression, which is how the planner matches them.
+// terminal; the partial index runs_active uses the same expression, which
+// is how the planner matches it.
 const activeStatuses = `('pending', 'running')`
 
 // SaveRuns inserts or replaces runs, each with its ChangeSeq.
@@ -41,6 +41,18 @@ func (t *tx) SaveRuns(runs []*pipeline.Run) error {
 				data = EXCLUDED.data`,
 			r.ID, r.Pipeline, string(r.Status), string(r.Trigger.Source), r.CreatedAt, r.FinishedAt, r.SeenAt,
 			r.DurationSeconds, ghID, ghAttempt, r.ChangeSeq, data)
+		var finished, success *int64
+		if r.Status.Terminal() {
+			finished = &r.ID
+			if r.Status == pipeline.StatusSuccess {
+				success = &r.ID
+			}
+		}
+		b.Queue(`INSERT INTO pipelines (name, last_finished_id, last_success_id) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET
+				last_finished_id = GREATEST(pipelines.last_finished_id, EXCLUDED.last_finished_id),
+				last_success_id = GREATEST(pipelines.last_success_id, EXCLUDED.last_success_id)`,
+			r.Pipeline, finished, success)
 		t.maxRunID = max(t.maxRunID, r.ID)
 		t.maxChSeq = max(t.maxChSeq, r.ChangeSeq)
 	}
@@ -120,8 +132,11 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		where = append(where, "id < "+arg(q.BeforeID))
 	}
 	limit := arg(q.Limit)
-	branch := func(extra ...string) string {
-		conds := append(extra, where...)
+	branch := func(status string) string {
+		conds := where
+		if status != "" {
+			conds = append([]string{"status = " + status}, where...)
+		}
 		sel := `SELECT id, ` + runColumns + ` FROM runs`
 		if len(conds) > 0 {
 			sel += " WHERE " + strings.Join(conds, " AND ")
@@ -129,39 +144,33 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		return sel + " ORDER BY id DESC LIMIT " + limit
 	}
 	if len(q.Statuses) <= 1 {
-		var extra []string
+		var status string
 		if len(q.Statuses) == 1 {
-			extra = append(extra, "status = "+arg(string(q.Statuses[0])))
+			status = arg(string(q.Statuses[0]))
 		}
-		return `SELECT ` + runColumns + ` FROM (` + branch(extra...) + `) r ORDER BY id DESC`, args
+		return `SELECT ` + runColumns + ` FROM (` + branch(status) + `) r ORDER BY id DESC`, args
 	}
 	parts := make([]string, len(q.Statuses))
 	for i, st := range q.Statuses {
-		parts[i] = "(" + branch("status = "+arg(string(st))) + ")"
+		parts[i] = "(" + branch(arg(string(st))) + ")"
 	}
 	return `SELECT ` + runColumns + ` FROM (` + strings.Join(parts, " UNION ALL ") + `) r ORDER BY id DESC LIMIT ` + limit, args
 }
 
-// summariesQuery reads, for each pipeline, its in-progress count, its latest
-// finished and its latest successful run. The pipelines are found by a
-// loose index scan (one index probe per pipeline, where DISTINCT would read
-// the whole index), and each lookup is one probe of a partial index, so the
-// cost follows the number of pipelines and active runs, not the history.
-const summariesQuery = `WITH RECURSIVE p(name) AS (
-		(SELECT pipeline FROM runs ORDER BY pipeline LIMIT 1)
-		UNION ALL
-		SELECT (SELECT pipeline FROM runs WHERE pipeline > p.name ORDER BY pipeline LIMIT 1)
-		FROM p WHERE p.name IS NOT NULL
-	)
-	SELECT p.name, a.n, f.data, f.change_seq, s.data, s.change_seq
-	FROM p
+// summariesQuery reads, for each pipeline, its in-progress count (from the
+// partial index of active runs) and its latest finished and successful
+// runs (by the ids the pipelines table keeps), so that its cost follows
+// the number of pipelines and active runs, not the history. A lookup of
+// "the newest run of this pipeline with this status" would leave the plan
+// to the planner's guess, and for a pipeline that rarely succeeds it walks
+// the primary key past every run of the others.
+const summariesQuery = `SELECT p.name, a.n, f.data, f.change_seq, s.data, s.change_seq
+	FROM pipelines p
 	CROSS JOIN LATERAL (SELECT count(*) AS n FROM runs
 		WHERE pipeline = p.name AND status IN ` + activeStatuses + `) a
-	LEFT JOIN LATERAL (SELECT data, change_seq FROM runs
-		WHERE pipeline = p.name AND status NOT IN ` + activeStatuses + ` ORDER BY id DESC LIMIT 1) f ON true
-	LEFT JOIN LATERAL (SELECT data, change_seq FROM runs
-		WHERE pipeline = p.name AND status = 'success' ORDER BY id DESC LIMIT 1) s ON true
-	WHERE p.name IS NOT NULL
+	LEFT JOIN runs f ON f.id = p.last_finished_id
+	LEFT JOIN runs s ON s.id = p.last_success_id
+	WHERE a.n > 0 OR f.id IS NOT NULL OR s.id IS NOT NULL
 	ORDER BY p.name`
 
 // Summaries returns the summary of every pipeline that has runs, by name.

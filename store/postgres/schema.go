@@ -18,9 +18,11 @@ import (
 // that cannot repeat (polls, verify results); NULLs never conflict.
 //
 // runs.id is assigned by the Tracker. The runs indexes end in id so that a
-// filtered list is read newest first from an index and stops at the limit;
-// the partial indexes on active and finished runs keep Summaries and
-// Restore proportional to the number of pipelines, not to the history.
+// filtered list is read newest first from an index and stops at the limit.
+// pipelines keeps, per pipeline, the ids of its latest finished and latest
+// successful run (written with the runs, only ever increasing), and the
+// partial index runs_active its active runs: Summaries and Restore read
+// those, in time proportional to the pipelines, not to the history.
 //
 // state is one row: the highest run id and change sequence ever stored
 // (pruning deletes rows, and ids are never reused), the Tracker's held job
@@ -67,7 +69,11 @@ var migrations = []string{
 	CREATE INDEX runs_change_seq ON runs (change_seq);
 	CREATE INDEX runs_github ON runs (github_run_id, github_run_attempt) WHERE github_run_id IS NOT NULL;
 	CREATE INDEX runs_active ON runs (pipeline, id) WHERE status IN ('pending', 'running');
-	CREATE INDEX runs_finished ON runs (pipeline, id) WHERE status NOT IN ('pending', 'running');
+	CREATE TABLE pipelines (
+		name             text   PRIMARY KEY,
+		last_finished_id bigint,
+		last_success_id  bigint
+	);
 	CREATE TABLE state (
 		id             integer PRIMARY KEY CHECK (id = 1),
 		max_run_id     bigint  NOT NULL,
