@@ -1,0 +1,363 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// channel is the LISTEN/NOTIFY channel of the replicas: "appended" when a
+// replica appended to the log, "applied" when the leader committed applied
+// entries.
+const channel = "pipeline_exporter_log"
+
+const (
+	notifyAppended = "appended"
+	notifyApplied  = "applied"
+)
+
+// ResultWait is how long WaitResult waits for the leader's outcome.
+const ResultWait = 2 * time.Second
+
+// resultPoll is how often WaitResult reads the entry when no notification
+// comes: notifications are lost while the listener reconnects.
+const resultPoll = 250 * time.Millisecond
+
+const insertEntry = `INSERT INTO log (source, delivery_id, kind, received_at, body, events)
+	VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING seq`
+
+func entryArgs(e *pipeline.Entry) ([]any, error) {
+	events, err := pipeline.MarshalEvents(e.Events)
+	if err != nil {
+		return nil, err
+	}
+	var id *string
+	if e.DeliveryID != "" {
+		id = &e.DeliveryID
+	}
+	return []any{string(e.Source), id, e.Kind, e.ReceivedAt, e.Body, events}, nil
+}
+
+// tx is one transaction of the applier.
+type tx struct {
+	s   *Store
+	ctx context.Context
+	tx  pgx.Tx
+	// epoch is the leadership the transaction began under.
+	epoch              int64
+	applied            bool
+	maxRunID, maxChSeq int64
+}
+
+// Begin starts a transaction of the applier. Only the leader may begin one:
+// without the leader lock it returns ErrNotLeader.
+func (s *Store) Begin(ctx context.Context) (pipeline.StorageTx, error) {
+	epoch := s.epoch.Load()
+	if epoch == 0 {
+		return nil, ErrNotLeader
+	}
+	t, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	return &tx{s: s, ctx: ctx, tx: t, epoch: epoch}, nil
+}
+
+// Append adds entries to the log in the transaction; a duplicate keeps Seq 0.
+func (t *tx) Append(entries []*pipeline.Entry) error {
+	b := &pgx.Batch{}
+	for _, e := range entries {
+		args, err := entryArgs(e)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		b.Queue(insertEntry, args...)
+	}
+	br := t.tx.SendBatch(t.ctx, b)
+	for _, e := range entries {
+		e.Seq = 0
+		if err := br.QueryRow().Scan(&e.Seq); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			br.Close()
+			return t.s.errorf("%w: appending to the log: %w", pipeline.ErrUnavailable, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return t.s.errorf("%w: appending to the log: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// MarkApplied records the results of applied entries. An entry that is not
+// in the log or is applied already is an error: nothing is applied twice.
+func (t *tx) MarkApplied(applied []pipeline.AppliedEntry) error {
+	b := &pgx.Batch{}
+	for _, a := range applied {
+		var reason *string
+		if a.Result.Reason != "" {
+			reason = &a.Result.Reason
+		}
+		b.Queue(`UPDATE log SET applied = true, outcome = $2, run_ids = $3, reason = $4
+			WHERE seq = $1 AND NOT applied`, a.Seq, string(a.Result.Outcome), a.Result.RunIDs, reason)
+	}
+	br := t.tx.SendBatch(t.ctx, b)
+	defer br.Close()
+	for _, a := range applied {
+		tag, err := br.Exec()
+		if err != nil {
+			return t.s.errorf("%w: marking entries applied: %w", pipeline.ErrUnavailable, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("store: log entry %d is not waiting to be applied", a.Seq)
+		}
+	}
+	t.applied = t.applied || len(applied) > 0
+	return br.Close()
+}
+
+// SaveHeld replaces the Tracker's held job events.
+func (t *tx) SaveHeld(held []pipeline.HeldJob) error {
+	if held == nil {
+		held = []pipeline.HeldJob{}
+	}
+	data, err := json.Marshal(held)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if _, err := t.tx.Exec(t.ctx, `UPDATE state SET held = $1 WHERE id = 1`, data); err != nil {
+		return t.s.errorf("%w: saving held jobs: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Commit commits the transaction if this store still leads under the epoch
+// the transaction began with. The check locks the state row, and a new
+// leader increments the epoch on that row, so a deposed leader's commit
+// either finishes before the new leader starts or fails: two appliers never
+// both commit.
+func (t *tx) Commit() error {
+	defer t.tx.Rollback(t.ctx)
+	if t.s.epoch.Load() != t.epoch {
+		return ErrNotLeader
+	}
+	var epoch int64
+	if err := t.tx.QueryRow(t.ctx, `SELECT leader_epoch FROM state WHERE id = 1 FOR UPDATE`).Scan(&epoch); err != nil {
+		return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	if epoch != t.epoch {
+		return fmt.Errorf("%w: the leader epoch is %d, this transaction began in %d", ErrNotLeader, epoch, t.epoch)
+	}
+	if t.maxRunID > 0 || t.maxChSeq > 0 {
+		if _, err := t.tx.Exec(t.ctx, `UPDATE state SET max_run_id = GREATEST(max_run_id, $1),
+			max_change_seq = GREATEST(max_change_seq, $2) WHERE id = 1`, t.maxRunID, t.maxChSeq); err != nil {
+			return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+		}
+	}
+	if t.applied {
+		// Delivered at commit: the replicas waiting in WaitResult look again.
+		if _, err := t.tx.Exec(t.ctx, `SELECT pg_notify($1, $2)`, channel, notifyApplied); err != nil {
+			return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+		}
+	}
+	if err := t.tx.Commit(t.ctx); err != nil {
+		return t.s.errorf("%w: commit: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Rollback abandons the transaction.
+func (t *tx) Rollback() error {
+	if err := t.tx.Rollback(t.ctx); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		return t.s.errorf("store: rollback: %w", err)
+	}
+	return nil
+}
+
+// Unapplied returns up to limit entries that are not applied yet, in
+// sequence order.
+func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT seq, source, delivery_id, kind, received_at, body, events
+		FROM log WHERE NOT applied ORDER BY seq LIMIT $1`, limit)
+	if err != nil {
+		return nil, s.errorf("%w: reading the log: %w", pipeline.ErrUnavailable, err)
+	}
+	defer rows.Close()
+	var entries []*pipeline.Entry
+	for rows.Next() {
+		var (
+			e      pipeline.Entry
+			source string
+			id     *string
+			events []byte
+		)
+		if err := rows.Scan(&e.Seq, &source, &id, &e.Kind, &e.ReceivedAt, &e.Body, &events); err != nil {
+			return nil, s.errorf("store: reading the log: %w", err)
+		}
+		e.Source = pipeline.Source(source)
+		if id != nil {
+			e.DeliveryID = *id
+		}
+		if e.Events, err = pipeline.UnmarshalEvents(events); err != nil {
+			return nil, fmt.Errorf("store: log entry %d: %w", e.Seq, err)
+		}
+		entries = append(entries, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.errorf("%w: reading the log: %w", pipeline.ErrUnavailable, err)
+	}
+	return entries, nil
+}
+
+// AppendShared appends one entry to the log in its own transaction, for a
+// replica that does not lead: when it returns nil the entry is durable and
+// e.Seq is set, or left 0 when the entry is a duplicate (also of an entry
+// another replica appended at the same moment). The leader is notified.
+func (s *Store) AppendShared(ctx context.Context, e *pipeline.Entry) error {
+	args, err := entryArgs(e)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	// One statement, one round trip: the insert and the notification
+	// commit together.
+	var seq *int64
+	err = s.pool.QueryRow(ctx, `WITH ins AS (`+insertEntry+`)
+		SELECT (SELECT seq FROM ins), (SELECT 1 FROM pg_notify($7, $8))`,
+		append(args, channel, notifyAppended)...).Scan(&seq, nil)
+	if err != nil {
+		return s.errorf("%w: appending to the log: %w", pipeline.ErrUnavailable, err)
+	}
+	e.Seq = 0
+	if seq != nil {
+		e.Seq = *seq
+	}
+	return nil
+}
+
+// Appended receives a value when a replica appended to the log. The leader's
+// applier reads Unapplied when it does; it should also read it every second
+// or so, since notifications are lost while the listener reconnects.
+func (s *Store) Appended() <-chan struct{} { return s.appended }
+
+// WaitResult waits up to ResultWait (or until ctx ends) for the leader to
+// apply the entry with the given key, and returns its result. ok is false
+// when it is not applied yet: the delivery is durable and queued. It waits
+// on the leader's notifications and reads the entry every 250 ms as well.
+func (s *Store) WaitResult(ctx context.Context, source pipeline.Source, deliveryID string) (res pipeline.Result, ok bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, ResultWait)
+	defer cancel()
+	for {
+		// Taken before the read, so a commit between the read and the
+		// wait still wakes us.
+		wake := s.appliedSignal()
+		var (
+			applied bool
+			outcome *string
+			reason  *string
+		)
+		err := s.pool.QueryRow(wctx, `SELECT applied, outcome, run_ids, reason FROM log
+			WHERE source = $1 AND delivery_id = $2`, string(source), deliveryID).Scan(&applied, &outcome, &res.RunIDs, &reason)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return pipeline.Result{}, false, fmt.Errorf("store: no %s delivery %q in the log", source, deliveryID)
+		case err != nil && wctx.Err() != nil && ctx.Err() == nil:
+			return pipeline.Result{}, false, nil
+		case err != nil:
+			return pipeline.Result{}, false, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+		case applied:
+			if outcome != nil {
+				res.Outcome = pipeline.Outcome(*outcome)
+			}
+			if reason != nil {
+				res.Reason = *reason
+			}
+			return res, true, nil
+		}
+		select {
+		case <-wake:
+		case <-time.After(resultPoll):
+		case <-wctx.Done():
+			if err := ctx.Err(); err != nil {
+				return pipeline.Result{}, false, err
+			}
+			return pipeline.Result{}, false, nil
+		}
+	}
+}
+
+func (s *Store) appliedSignal() <-chan struct{} {
+	s.appliedMu.Lock()
+	defer s.appliedMu.Unlock()
+	return s.applied
+}
+
+func (s *Store) wakeWaiters() {
+	s.appliedMu.Lock()
+	close(s.applied)
+	s.applied = make(chan struct{})
+	s.appliedMu.Unlock()
+}
+
+// Lag returns how many log entries are not applied yet.
+func (s *Store) Lag(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM log WHERE NOT applied`).Scan(&n); err != nil {
+		return 0, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	return n, nil
+}
+
+// listen holds a connection that LISTENs on the replicas' channel and turns
+// notifications into wake-ups, reconnecting after a second when it fails.
+func (s *Store) listen(ctx context.Context) {
+	defer close(s.listenerDone)
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.logger.Warn("Listening for the other replicas failed, reconnecting", "url", s.url, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return s.errorf("%w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `LISTEN `+channel); err != nil {
+		return s.errorf("%w", err)
+	}
+	// Whatever was committed while no one listened.
+	s.wakeWaiters()
+	s.signalAppended()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return s.errorf("%w", err)
+		}
+		switch n.Payload {
+		case notifyApplied:
+			s.wakeWaiters()
+		case notifyAppended:
+			s.signalAppended()
+		}
+	}
+}
+
+func (s *Store) signalAppended() {
+	select {
+	case s.appended <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,249 @@
+// Package postgres keeps pipeline_exporter's delivery log and run history in
+// PostgreSQL, so that several replicas can share them (DESIGN.md, "Several
+// instances"). It implements pipeline.Storage and pipeline.History with the
+// same meaning as the SQLite store, and adds what replicas need: a leader
+// chosen by an advisory lock (Lead), a fencing check in every commit of the
+// applier, appends from followers (AppendShared) and a short wait for the
+// leader's outcome (WaitResult).
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// Options tunes retention and injects the clock and logger.
+type Options struct {
+	// MaxRecords is how many runs Prune keeps; the oldest finished runs
+	// past it are deleted. 0 keeps every run.
+	MaxRecords int
+	// Retention is how long Prune keeps runs, measured from when the
+	// exporter first saw them (SeenAt), and applied log entries, measured
+	// from their ReceivedAt. 0 keeps them forever.
+	Retention time.Duration
+	// Now is the clock retention is measured on; nil means time.Now.
+	Now func() time.Time
+	// Logger receives leadership changes, reconnections and pruning
+	// reports; nil discards them.
+	Logger *slog.Logger
+}
+
+// ErrNotLeader is returned by Begin and Commit when this store does not
+// hold the leader lock: only the leader applies entries.
+var ErrNotLeader = errors.New("store: not the leader")
+
+// Store is the PostgreSQL store. Its methods are safe for concurrent use.
+type Store struct {
+	url    string // redacted
+	secret string // the password, scrubbed from every error text
+	pool   *pgxpool.Pool
+	opts   Options
+	logger *slog.Logger
+
+	// epoch is the fencing token of the current leadership, 0 when this
+	// store does not lead. Commits compare it with state.leader_epoch.
+	epoch atomic.Int64
+	lead  leadership
+
+	// applied is closed and replaced whenever the listener hears that the
+	// leader committed applied entries; WaitResult waits on it.
+	appliedMu sync.Mutex
+	applied   chan struct{}
+	// appended receives a value when a replica appended to the log.
+	appended     chan struct{}
+	stopListener context.CancelFunc
+	listenerDone chan struct{}
+}
+
+// Open connects to the PostgreSQL database at rawURL (a postgres:// URL or
+// a libpq keyword/value string; PGPASSWORD, PGPASSFILE and the other libpq
+// variables are honoured), brings its schema up to date and starts
+// listening for the other replicas' notifications. Errors name the URL with
+// its password masked and never contain the password.
+func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	s, err := parse(rawURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.connect(ctx); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenRetry is Open that keeps trying, with backoff from 500 ms to 30 s,
+// while the database is unreachable or refuses the connection, logging each
+// failure. It gives up only when ctx ends or the URL cannot be parsed.
+func OpenRetry(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	s, err := parse(rawURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	wait := 500 * time.Millisecond
+	for {
+		err := s.connect(ctx)
+		if err == nil {
+			return s, nil
+		}
+		s.logger.Warn("PostgreSQL unavailable, retrying", "url", s.url, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			s.pool.Close()
+			return nil, fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func parse(rawURL string, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		url:      Redacted(rawURL),
+		secret:   urlPassword(rawURL),
+		opts:     opts,
+		logger:   opts.Logger,
+		applied:  make(chan struct{}),
+		appended: make(chan struct{}, 1),
+	}
+	cfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, s.errorf("store: PostgreSQL URL %s: %w", s.url, err)
+	}
+	if cfg.ConnConfig.Password != "" {
+		s.secret = cfg.ConnConfig.Password
+	}
+	// Every replica's webhook handlers append concurrently, each in its own
+	// short transaction; pgxpool's default of max(4, CPUs) connections
+	// would queue them.
+	if !strings.Contains(rawURL, "pool_max_conns") {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, s.errorf("store: PostgreSQL %s: %w", s.url, err)
+	}
+	s.pool = pool
+	return s, nil
+}
+
+// connect checks that the database answers, migrates it and starts the
+// listener.
+func (s *Store) connect(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return s.errorf("store: PostgreSQL %s is unreachable: %w", s.url, err)
+	}
+	if err := s.migrate(ctx, migrations); err != nil {
+		return s.errorf("store: PostgreSQL %s: %w", s.url, err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	s.stopListener = cancel
+	s.listenerDone = make(chan struct{})
+	go s.listen(lctx)
+	s.logger.Info("Opened store", "url", s.url)
+	return nil
+}
+
+// URL is the store's URL with its password masked, for logs and
+// /api/status.
+func (s *Store) URL() string { return s.url }
+
+// Ping reports whether the database answers, for /-/ready.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return s.errorf("%w: PostgreSQL %s: %w", pipeline.ErrUnavailable, s.url, err)
+	}
+	return nil
+}
+
+// Close gives up the leadership, stops the listener and closes the
+// connections.
+func (s *Store) Close() error {
+	s.resign()
+	if s.stopListener != nil {
+		s.stopListener()
+		<-s.listenerDone
+	}
+	s.pool.Close()
+	return nil
+}
+
+// Redacted returns the storage URL with its password masked, for logs and
+// /api/status. It handles postgres:// URLs (user info and a password query
+// parameter) and libpq keyword/value strings.
+func Redacted(rawURL string) string {
+	if !strings.Contains(rawURL, "://") {
+		return kvPassword.ReplaceAllString(rawURL, "${1}xxxxx")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse quotes its input in the error; say nothing of it.
+		return "(unparsable URL)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+// kvPassword matches the password of a keyword/value connection string,
+// quoted or not.
+var kvPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// urlPassword returns the password written in rawURL, if any.
+func urlPassword(rawURL string) string {
+	if !strings.Contains(rawURL, "://") {
+		if m := kvPassword.FindStringSubmatch(rawURL); m != nil {
+			return strings.Trim(m[2], "'")
+		}
+		return ""
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	if p := u.Query().Get("password"); p != "" {
+		return p
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+// scrubbedError is an error whose text has the password masked; Unwrap
+// keeps errors.Is and errors.As working.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// errorf is fmt.Errorf with the password masked in the text, whatever a
+// driver error might quote.
+func (s *Store) errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	if s.secret == "" || !strings.Contains(err.Error(), s.secret) {
+		return err
+	}
+	return &scrubbedError{msg: strings.ReplaceAll(err.Error(), s.secret, "xxxxx"), err: err}
+}

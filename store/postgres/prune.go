@@ -1,0 +1,66 @@
+package postgres
+
+import (
+	"context"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// pruneBatch bounds the rows one pruning statement deletes, so that each
+// transaction stays short and holds few locks.
+const pruneBatch = 1000
+
+// Prune enforces retention: it deletes runs first seen longer than
+// Retention ago and applied log entries received longer ago than that (a
+// redelivery older than the retention is then taken as new), and the
+// oldest finished runs past MaxRecords. Pending and running runs are spared
+// by the count, not by age: nothing legitimately runs for the whole
+// retention. The leader calls it periodically, in batches of 1000 rows.
+func (s *Store) Prune(ctx context.Context) error {
+	var deleted int64
+	del := func(query string, args ...any) error {
+		for {
+			tag, err := s.pool.Exec(ctx, query, args...)
+			if err != nil {
+				return s.errorf("%w: pruning: %w", pipeline.ErrUnavailable, err)
+			}
+			deleted += tag.RowsAffected()
+			if tag.RowsAffected() < pruneBatch {
+				return nil
+			}
+		}
+	}
+	if s.opts.Retention > 0 {
+		cutoff := s.opts.Now().Add(-s.opts.Retention)
+		if err := del(`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE seen_at < $1 LIMIT $2)`, cutoff, pruneBatch); err != nil {
+			return err
+		}
+		if err := del(`DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE applied AND received_at < $1 LIMIT $2)`, cutoff, pruneBatch); err != nil {
+			return err
+		}
+	}
+	if s.opts.MaxRecords > 0 {
+		// The count reads the whole primary key index (not measured at a
+		// million runs yet); only the leader prunes.
+		var excess int64
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) - $1 FROM runs`, s.opts.MaxRecords).Scan(&excess); err != nil {
+			return s.errorf("%w: pruning: %w", pipeline.ErrUnavailable, err)
+		}
+		for excess > 0 {
+			tag, err := s.pool.Exec(ctx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
+				WHERE status NOT IN `+activeStatuses+` ORDER BY id LIMIT $1)`, min(excess, pruneBatch))
+			if err != nil {
+				return s.errorf("%w: pruning: %w", pipeline.ErrUnavailable, err)
+			}
+			deleted += tag.RowsAffected()
+			if tag.RowsAffected() == 0 {
+				break
+			}
+			excess -= tag.RowsAffected()
+		}
+	}
+	if deleted > 0 {
+		s.logger.Info("Pruned the store", "url", s.url, "rows", deleted)
+	}
+	return nil
+}

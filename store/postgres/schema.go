@@ -1,0 +1,134 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrations holds the schema, one entry per version: entry i brings a
+// database from version i to i+1. Entries are never edited once released;
+// a schema change is a new entry.
+//
+// log is the delivery log. Its seq comes from a sequence, and PostgreSQL
+// sequences are not commit-ordered (a replica's entry may commit after a
+// higher seq), so the applier finds its work by "NOT applied" (a partial
+// index), never by "seq > last applied". delivery_id is NULL for entries
+// that cannot repeat (polls, verify results); NULLs never conflict.
+//
+// runs.id is assigned by the Tracker. The runs indexes end in id so that a
+// filtered list is read newest first from an index and stops at the limit.
+// pipelines keeps, per pipeline, the ids of its latest finished and latest
+// successful run (written with the runs, only ever increasing), and the
+// partial index runs_active its active runs: Summaries and Restore read
+// those, in time proportional to the pipelines, not to the history.
+//
+// state is one row: the highest run id and change sequence ever stored
+// (pruning deletes rows, and ids are never reused), the Tracker's held job
+// events, and leader_epoch, the fencing token incremented by every new
+// leader and checked by every commit of the applier.
+var migrations = []string{
+	`CREATE TABLE log (
+		seq         bigserial   PRIMARY KEY,
+		source      text        NOT NULL,
+		delivery_id text,
+		kind        text        NOT NULL,
+		received_at timestamptz NOT NULL,
+		body        bytea,
+		events      jsonb       NOT NULL,
+		applied     boolean     NOT NULL DEFAULT false,
+		outcome     text,
+		run_ids     bigint[],
+		reason      text,
+		UNIQUE (source, delivery_id)
+	);
+	CREATE INDEX log_unapplied ON log (seq) WHERE NOT applied;
+	CREATE INDEX log_applied_received_at ON log (received_at) WHERE applied;
+	CREATE TABLE runs (
+		id                 bigint           PRIMARY KEY,
+		pipeline           text             NOT NULL,
+		status             text             NOT NULL,
+		trigger_source     text             NOT NULL,
+		created_at         timestamptz      NOT NULL,
+		finished_at        timestamptz,
+		seen_at            timestamptz      NOT NULL,
+		duration_seconds   double precision NOT NULL,
+		github_run_id      bigint,
+		github_run_attempt integer,
+		change_seq         bigint           NOT NULL,
+		data               jsonb            NOT NULL
+	);
+	CREATE INDEX runs_pipeline ON runs (pipeline, id);
+	CREATE INDEX runs_pipeline_status ON runs (pipeline, status, id);
+	CREATE INDEX runs_status ON runs (status, id);
+	CREATE INDEX runs_trigger ON runs (trigger_source, id);
+	CREATE INDEX runs_created_at ON runs (created_at);
+	CREATE INDEX runs_seen_at ON runs (seen_at);
+	CREATE INDEX runs_duration ON runs (duration_seconds);
+	CREATE INDEX runs_change_seq ON runs (change_seq);
+	CREATE INDEX runs_github ON runs (github_run_id, github_run_attempt) WHERE github_run_id IS NOT NULL;
+	CREATE INDEX runs_active ON runs (pipeline, id) WHERE status IN ('pending', 'running');
+	CREATE TABLE pipelines (
+		name             text   PRIMARY KEY,
+		last_finished_id bigint,
+		last_success_id  bigint
+	);
+	CREATE TABLE state (
+		id             integer PRIMARY KEY CHECK (id = 1),
+		max_run_id     bigint  NOT NULL,
+		max_change_seq bigint  NOT NULL,
+		held           jsonb   NOT NULL,
+		leader_epoch   bigint  NOT NULL
+	);
+	INSERT INTO state VALUES (1, 0, 0, '[]', 0);`,
+}
+
+// migrateLock is the advisory lock key that serialises migrations, so
+// replicas starting together migrate once.
+const migrateLock int64 = 0x7069706d6967 // "pipmig"
+
+// migrate applies the migrations the database has not seen yet, each in its
+// own transaction together with its schema_migrations row.
+func (s *Store) migrate(ctx context.Context, migs []string) error {
+	var version int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&version)
+	})
+	if err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if version > len(migs) {
+		return fmt.Errorf("schema version %d is newer than this binary supports (%d); run a newer pipeline_exporter", version, len(migs))
+	}
+	for v := version + 1; v <= len(migs); v++ {
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
+				return err
+			}
+			// Another replica may have migrated while this one waited.
+			var done bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, v).Scan(&done); err != nil || done {
+				return err
+			}
+			if _, err := tx.Exec(ctx, migs[v-1]); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrating schema to version %d: %w", v, err)
+		}
+	}
+	return nil
+}
