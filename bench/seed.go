@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -13,7 +14,7 @@ const seedPipelines = 10
 
 // seed fills dir's history with n finished runs shaped like real ones
 // (trigger, dispatch, three jobs, verify; one in ten failed), spread over the
-// last 60 days, through the store's bulk loader.
+// last 60 days, committed in large transactions.
 func seed(dir string, n int) error {
 	st, err := store.Open(dir, store.Options{})
 	if err != nil {
@@ -28,11 +29,25 @@ func seed(dir string, n int) error {
 		for i := start; i < min(n, start+chunk); i++ {
 			runs = append(runs, seededRun(int64(i+1), now.Add(-span+time.Duration(i)*span/time.Duration(n))))
 		}
-		if err := st.BulkLoad(runs); err != nil {
+		if err := saveRuns(st, runs); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// saveRuns commits runs through the storage seam, as the Applier would,
+// in one transaction.
+func saveRuns(st *store.Store, runs []*pipeline.Run) error {
+	tx, err := st.Begin(context.Background())
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.SaveRuns(runs); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func seededRun(id int64, created time.Time) *pipeline.Run {
@@ -69,7 +84,8 @@ func seededRun(id int64, created time.Time) *pipeline.Run {
 			stage("test", 20, 150, pipeline.StatusSuccess),
 			stage("deploy", 200, 280, last),
 		},
-		SeenAt: created,
+		SeenAt:    created,
+		ChangeSeq: id,
 	}
 	if status == pipeline.StatusSuccess {
 		r.Stages = append(r.Stages, stage(pipeline.StageVerify, 280, 300, pipeline.StatusSuccess))

@@ -61,6 +61,24 @@ type Config struct {
 	Webhooks   Webhooks    `yaml:"webhooks"`
 	Cloudflare *Cloudflare `yaml:"cloudflare,omitempty"`
 	Pipelines  []Pipeline  `yaml:"pipelines"`
+	// Tracing exports each finished run as an OpenTelemetry trace; off
+	// unless an endpoint is set here or in the OTEL_EXPORTER_OTLP_*
+	// variables. A change takes a restart.
+	Tracing Tracing `yaml:"tracing,omitempty"`
+}
+
+// Tracing configures the OTLP/gRPC trace exporter.
+type Tracing struct {
+	// Endpoint is host:port or a URL of an OTLP/gRPC collector.
+	Endpoint string `yaml:"endpoint,omitempty"`
+	// Insecure sends without TLS.
+	Insecure bool `yaml:"insecure,omitempty"`
+}
+
+// UnmarshalYAML decodes strictly.
+func (t *Tracing) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Tracing
+	return decodeStruct(unmarshal, (*plain)(t))
 }
 
 // UnmarshalYAML applies the defaults of the webhooks section, which is a

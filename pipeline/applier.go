@@ -34,6 +34,9 @@ type ApplierOptions struct {
 	// instances): the Applier then applies what they appended before each
 	// batch and at least every second.
 	SharedLog bool
+	// Wake, when not nil, tells the Applier that another instance appended
+	// to the shared log.
+	Wake <-chan struct{}
 	// Logger receives commit failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -178,6 +181,7 @@ func (a *Applier) Run(ctx context.Context) error {
 				}
 			}
 		case <-timer.C:
+		case <-a.opts.Wake:
 		}
 		a.step(ctx, batch, a.opts.SharedLog)
 	}

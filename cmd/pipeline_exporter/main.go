@@ -44,6 +44,10 @@ type flags struct {
 	webhookAddress  string
 	webhookConfig   string
 	storagePath     string
+	storagePathSet  bool
+	storageURL      string
+	externalURL     string
+	maxEventStreams int
 	maxRecords      int
 	retention       model.Duration
 	backupTo        string
@@ -66,7 +70,13 @@ func run(args []string) int {
 	app.Flag("webhook.config.file", "exporter-toolkit web configuration (TLS) for the webhook listener.").
 		Default("").StringVar(&f.webhookConfig)
 	app.Flag("storage.path", "Directory of the run history database (created if missing).").
-		Envar("MONITORING_DATA_DIR").Default("data").StringVar(&f.storagePath)
+		Envar("MONITORING_DATA_DIR").Default("data").IsSetByUser(&f.storagePathSet).StringVar(&f.storagePath)
+	app.Flag("storage.url", "PostgreSQL URL (postgres://user@host/db) of a history shared by several replicas, instead of --storage.path. libpq's PGPASSWORD and PGPASSFILE are honoured.").
+		Envar("PIPELINE_EXPORTER_STORAGE_URL").Default("").StringVar(&f.storageURL)
+	app.Flag("web.external-url", "The URL under which users reach the exporter (for example behind a reverse proxy); makes the links in alerts and the run JSON's page_url absolute.").
+		Default("").StringVar(&f.externalURL)
+	app.Flag("web.max-event-streams", "Concurrent /api/events streams; past it new streams are answered 503.").
+		Default("100").IntVar(&f.maxEventStreams)
 	app.Flag("storage.max-records", "Runs kept in the history; the oldest are deleted past this (0 keeps all).").
 		Default("100000").IntVar(&f.maxRecords)
 	app.Flag("storage.retention", "How long runs and raw deliveries are kept (0 keeps them forever).").

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -22,8 +23,8 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/collector"
 	"github.com/pipeline-exporter/pipeline_exporter/config"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
-	"github.com/pipeline-exporter/pipeline_exporter/store"
-	"github.com/pipeline-exporter/pipeline_exporter/verify"
+	"github.com/pipeline-exporter/pipeline_exporter/tracing"
+	webui "github.com/pipeline-exporter/pipeline_exporter/web"
 	"github.com/pipeline-exporter/pipeline_exporter/webhook"
 )
 
@@ -74,28 +75,25 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	if err := checkWebConfig(f); err != nil {
 		return err
 	}
+	external, err := parseExternalURL(f.externalURL)
+	if err != nil {
+		return err
+	}
 	reg := newRegistry()
 	safe := config.NewSafeConfig(f.configFile, reg)
 	if err := safe.Reload(); err != nil {
 		return err
 	}
-	cfg := safe.Get()
 
-	st, err := store.Open(f.storagePath, store.Options{
-		MaxRecords: f.maxRecords,
-		Retention:  time.Duration(f.retention),
-		Now:        time.Now,
-		Logger:     logger.With("component", "store"),
-	})
+	be, err := openBackend(ctx, f, logger)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := st.Close(); err != nil {
+		if err := be.Close(); err != nil {
 			logger.Error("Closing the store", "err", err)
 		}
 	}()
-	logger.Info("Run history opened", "path", st.Path())
 
 	bg, cancelBackground := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -105,32 +103,71 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	}()
 
 	httpMetrics := newHTTPMetrics(reg)
-	var coll *collector.Collector
-	verifier := newVerifier(bg, &wg, safe, logger)
-	tracker := pipeline.NewTracker(cfg.Specs(), time.Now, st.FindGitHubRun)
-	engine := pipeline.NewEngine(tracker, st, pipeline.EngineOptions{
-		Observers:   []func(pipeline.Update){func(u pipeline.Update) { coll.Observe(u) }},
-		StartVerify: verifier.start,
-		Now:         time.Now,
+	coll, err := collector.New(collector.Options{
+		Specs:   func() []pipeline.Spec { return safe.Get().Specs() },
+		History: be,
+		Stats:   be,
+		Logger:  logger.With("component", "collector"),
 	})
-	coll = collector.New(engine, storeStats{st})
-	reg.MustRegister(coll)
-	verifier.engine = engine
-	verifier.observe = coll.ObserveVerify
-
-	if err := engine.Restore(st); err != nil {
-		return fmt.Errorf("restoring runs from %s: %w", st.Path(), err)
+	if err != nil {
+		return fmt.Errorf("reading the run history: %w", err)
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); engine.Run(bg) }()
+	reg.MustRegister(coll)
+	pages := webui.New(webui.Options{
+		History:     be,
+		ExternalURL: external,
+		MaxStreams:  f.maxEventStreams,
+		Registerer:  reg,
+		Logger:      logger.With("component", "web"),
+		Name:        "Pipeline Exporter",
+		Description: "Follows a publish from its trigger through GitHub Actions and Cloudflare Pages to the live site",
+		Version:     version.Info(),
+		Links: []webui.Link{
+			{Address: f.telemetryPath, Text: "Metrics"},
+			{Address: "/api/pipeline-runs?limit=20", Text: "Pipeline runs", Description: "Run history, newest first, as JSON"},
+			{Address: "/api/pipeline-runs?status=failed,timed_out", Text: "Failed runs"},
+			{Address: "/api/events", Text: "Live events", Description: "Server-Sent Events of run changes"},
+			{Address: "/api/status", Text: "Status", Description: "Pipelines, webhook sources, pollers and store"},
+			{Address: "/health", Text: "Health"},
+		},
+	})
+	defer pages.Close()
 
-	pollers := newPollers(bg, engine, reg, logger)
-	pollers.apply(cfg)
+	observers := []func(pipeline.Update){coll.Observe, func(pipeline.Update) { pages.Notify() }}
+	if tc := safe.Get().Tracing; tracing.Enabled(tc.Endpoint) {
+		tr, err := tracing.New(bg, tracing.Options{
+			Endpoint:   tc.Endpoint,
+			Insecure:   tc.Insecure,
+			PageURL:    func(id int64) string { return api.PageURL(external, id) },
+			Registerer: reg,
+			Logger:     logger.With("component", "tracing"),
+		})
+		if err != nil {
+			return err
+		}
+		observers = append(observers, tr.Observe)
+		defer func() {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(shutdownCtx); err != nil {
+				logger.Warn("Flushing traces", "err", err)
+			}
+		}()
+	}
+
+	lead := newLeadership(be, safe, reg, observers, logger)
+	verifier := newVerifier(bg, &wg, safe, lead, logger)
+	lead.verifier = verifier
+	pollers := newPollers(bg, lead, reg, logger)
+	lead.pollers = pollers
 	defer pollers.stop()
+	if err := lead.start(bg, &wg); err != nil {
+		return err
+	}
 
 	hooks := webhook.New(webhook.Options{
 		Settings:     func() webhook.Settings { return webhookSettings(safe.Get()) },
-		Ingester:     engine,
+		Ingester:     lead,
 		Registerer:   reg,
 		Logger:       logger.With("component", "webhook"),
 		Now:          time.Now,
@@ -143,32 +180,15 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 			logger.Error("Reloading the configuration failed; keeping the previous one", "err", err)
 			return err
 		}
-		cfg := safe.Get()
-		engine.SetSpecs(cfg.Specs())
-		pollers.apply(cfg)
+		lead.reload(bg)
 		logger.Info("Configuration reloaded", "file", f.configFile)
 		return nil
 	}
 	status := func() any {
-		return statusReport(started, engine, hooks, pollers, st)
+		return statusReport(bg, started, be, lead, hooks, pollers)
 	}
 
 	mainMux := http.NewServeMux()
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "Pipeline Exporter",
-		Description: "Follows a publish from its trigger through GitHub Actions and Cloudflare Pages to the live site",
-		Version:     version.Info(),
-		Links: []web.LandingLinks{
-			{Address: f.telemetryPath, Text: "Metrics"},
-			{Address: "/api/pipeline-runs?limit=20", Text: "Pipeline runs", Description: "Run history, newest first"},
-			{Address: "/api/pipeline-runs?status=failed,timed_out", Text: "Failed runs"},
-			{Address: "/api/status", Text: "Status", Description: "Pipelines, webhook sources, pollers and store"},
-			{Address: "/health", Text: "Health"},
-		},
-	})
-	if err != nil {
-		return err
-	}
 	handle := func(mux *http.ServeMux, pattern, name string, h http.Handler) {
 		mux.Handle(pattern, httpMetrics.instrument(name, h))
 	}
@@ -178,13 +198,19 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 			EnableOpenMetrics: true,
 			Registry:          reg,
 		})))
-	apiHandler := api.New(st, status, logger.With("component", "api"))
+	apiHandler := api.New(be, status, logger.With("component", "api"), api.Options{ExternalURL: external})
 	handle(mainMux, "/api/", "api", apiHandler)
-	handle(mainMux, "/health", "health", healthHandler(st, safe))
+	// A stream lasts as long as its client stays: not a request duration.
+	mainMux.Handle("GET /api/events", pages.Events())
+	handle(mainMux, "/health", "health", healthHandler(be, safe))
 	mainMux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "Healthy.")
 	})
-	mainMux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+	mainMux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
+		if err := be.Ready(r.Context()); err != nil {
+			http.Error(w, "Not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "Ready.")
 	})
 	mainMux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
@@ -195,7 +221,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 		fmt.Fprintln(w, "Reloaded.")
 	})
 	if f.telemetryPath != "/" {
-		mainMux.Handle("/", landing)
+		handle(mainMux, "/", "pages", pages.Pages())
 	}
 
 	webhookMux := mainMux
@@ -205,6 +231,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	handle(webhookMux, "/webhooks/", "webhooks", hooks)
 
 	servers := []*http.Server{newServer(mainMux, logger)}
+	servers[0].RegisterOnShutdown(pages.Close)
 	errs := make(chan error, 2)
 	go listen(servers[0], f.web, logger, errs)
 	if f.webhookAddress != "" {
@@ -246,6 +273,18 @@ loop:
 		}
 	}
 	return serveErr
+}
+
+// parseExternalURL parses --web.external-url; empty means none.
+func parseExternalURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--web.external-url=%q: want an absolute http(s) URL such as https://exporter.example.com/", s)
+	}
+	return u, nil
 }
 
 func newServer(h http.Handler, logger *slog.Logger) *http.Server {
@@ -291,71 +330,3 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 func (m *httpMetrics) instrument(name string, h http.Handler) http.Handler {
 	return promhttp.InstrumentHandlerDuration(m.duration.MustCurryWith(prometheus.Labels{"handler": name}), h)
 }
-
-// storeStats adapts the store to the collector's small interface.
-type storeStats struct{ st *store.Store }
-
-// healthHandler answers 200 {"status":"ok"} or 503 naming the failing checks.
-func healthHandler(st *store.Store, safe *config.SafeConfig) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		checks := map[string]string{}
-		if err := st.Healthy(); err != nil {
-			checks["store"] = err.Error()
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if len(checks) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			writeJSON(w, map[string]any{"status": "error", "checks": checks})
-			return
-		}
-		writeJSON(w, map[string]any{"status": "ok"})
-	})
-}
-
-// verifier runs the live-site checks the engine asks for, one goroutine per
-// run, and feeds the result back as an event.
-type verifier struct {
-	ctx     context.Context
-	wg      *sync.WaitGroup
-	safe    *config.SafeConfig
-	logger  *slog.Logger
-	engine  *pipeline.Engine
-	observe func(pipeline string, seconds float64)
-	client  *http.Client
-}
-
-func newVerifier(ctx context.Context, wg *sync.WaitGroup, safe *config.SafeConfig, logger *slog.Logger) *verifier {
-	return &verifier{ctx: ctx, wg: wg, safe: safe, logger: logger.With("component", "verify"), client: &http.Client{}}
-}
-
-func (v *verifier) start(run *pipeline.Run) {
-	target, ok := verifyTarget(v.safe.Get(), run.Pipeline)
-	v.wg.Add(1)
-	go func() {
-		defer v.wg.Done()
-		// A pipeline that lost its verify block in a reload finishes the
-		// stage rather than leave the run waiting for its timeout.
-		now := time.Now()
-		result := pipeline.VerifyResultEvent{RunID: run.ID, Success: true, StartedAt: now, FinishedAt: now}
-		if ok {
-			c := verify.Checker{Client: v.client, Now: time.Now, Version: version.Version,
-				Observe: func(s float64) { v.observe(run.Pipeline, s) }}
-			result = c.Check(v.ctx, run.ID, target)
-		}
-		if v.ctx.Err() != nil {
-			// Shutting down: the verify stage stays running in the store and
-			// is checked again after the restart.
-			return
-		}
-		if err := v.engine.Apply(v.ctx, []pipeline.Event{result}); err != nil {
-			v.logger.Error("Recording a verify result", "run_id", run.ID, "err", err)
-		}
-	}()
-}
-
-func (s storeStats) Runs() int64 {
-	st, _ := s.st.Stats()
-	return st.Runs
-}
-
-func (s storeStats) Errors() float64 { return float64(s.st.Errors()) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"regexp"
@@ -11,7 +12,6 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/config"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 	"github.com/pipeline-exporter/pipeline_exporter/poller"
-	"github.com/pipeline-exporter/pipeline_exporter/store"
 	"github.com/pipeline-exporter/pipeline_exporter/verify"
 	"github.com/pipeline-exporter/pipeline_exporter/webhook"
 )
@@ -26,6 +26,10 @@ type status struct {
 	Sources   []sourceStatus   `json:"webhook_sources"`
 	Pollers   []poller.Status  `json:"pollers"`
 	Store     storeStatus      `json:"store"`
+	// Leader is true on the instance that applies the delivery log (always
+	// with SQLite); LogLag counts entries appended but not applied.
+	Leader bool  `json:"leader"`
+	LogLag int64 `json:"log_lag_entries"`
 }
 
 type pipelineStatus struct {
@@ -42,6 +46,8 @@ type sourceStatus struct {
 }
 
 type storeStatus struct {
+	// Path is the SQLite file, or the PostgreSQL URL with its password
+	// masked.
 	Path       string `json:"path"`
 	Runs       int64  `json:"runs"`
 	Deliveries int64  `json:"deliveries"`
@@ -49,17 +55,28 @@ type storeStatus struct {
 	Error      string `json:"error,omitempty"`
 }
 
-func statusReport(started time.Time, engine *pipeline.Engine, hooks *webhook.Handler, ps *pollers, st *store.Store) status {
+func statusReport(ctx context.Context, started time.Time, be backend, lead *leadership, hooks *webhook.Handler, ps *pollers) status {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	s := status{
 		Version:   version.Version,
 		Revision:  version.Revision,
 		StartedAt: started.UTC(),
 		Uptime:    time.Since(started).Seconds(),
+		Pipelines: []pipelineStatus{},
 		Pollers:   ps.statuses(),
-		Store:     storeStatus{Path: st.Path()},
+		Store:     storeStatus{Path: be.Describe()},
+		Leader:    lead.isLeader(),
 	}
-	for _, p := range engine.Snapshot().Pipelines {
-		ps := pipelineStatus{Name: p.Spec.Name, InProgress: p.InProgress, LastRun: p.LastFinished}
+	if s.Pollers == nil {
+		s.Pollers = []poller.Status{}
+	}
+	sums, err := be.Summaries(ctx)
+	if err != nil {
+		s.Store.Error = err.Error()
+	}
+	for _, p := range sums {
+		ps := pipelineStatus{Name: p.Pipeline, InProgress: p.InProgress, LastRun: p.LastFinished}
 		if p.LastSuccess != nil && p.LastSuccess.FinishedAt != nil {
 			ps.LastSuccess = p.LastSuccess.FinishedAt
 		}
@@ -75,12 +92,13 @@ func statusReport(started time.Time, engine *pipeline.Engine, hooks *webhook.Han
 		}
 		s.Sources = append(s.Sources, ss)
 	}
-	if stats, err := st.Stats(); err == nil {
+	if stats, err := be.Sizes(ctx); err == nil {
 		s.Store.Runs, s.Store.Deliveries, s.Store.SizeBytes = stats.Runs, stats.Deliveries, stats.SizeBytes
 	}
-	if err := st.Healthy(); err != nil {
+	if err := be.Healthy(ctx); err != nil {
 		s.Store.Error = err.Error()
 	}
+	s.LogLag, _ = lead.lagNow(ctx)
 	return s
 }
 
