@@ -47,7 +47,7 @@ func TestStackDeployFilesMatchBinary(t *testing.T) {
 		}
 	}
 
-	env, err := os.ReadFile("../deploy/pipeline_exporter.env")
+	env, err := os.ReadFile("../deploy/pipeline_exporter.env.example")
 	if err != nil {
 		t.Fatal(err)
 	}
