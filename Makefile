@@ -20,9 +20,14 @@ GOLANGCI_LINT ?= $(GOBIN)/golangci-lint
 # machine, outside the checkout (make tools).
 TOOLS_DIR          ?= $(HOME)/.cache/pipeline_exporter/tools
 HELM_VERSION       := v3.22.0
-GORELEASER_VERSION := v2.17.0
+GORELEASER_VERSION := v2.14.0
 HELM               ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
 GORELEASER         ?= $(TOOLS_DIR)/goreleaser-$(GORELEASER_VERSION)/goreleaser
+# What helm's own Makefile sets: its version, and the Kubernetes version of
+# its client-go (v0.37 = 1.37) for capabilities and deprecation checks.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
 
 .PHONY: all build run demo test test-unit test-e2e test-tools tools bench fuzz style vet lint checkmetrics checkrules k8s-rules helm-lint release-check
 
@@ -88,7 +93,7 @@ checkrules:
 tools: $(HELM) $(GORELEASER)
 
 $(HELM):
-	GOBIN=$(dir $@) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 $(GORELEASER):
 	GOBIN=$(dir $@) $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)

@@ -456,7 +456,7 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 	var secret struct {
 		StringData map[string]string `yaml:"stringData"`
 	}
-	decodeYAML(t, "kubernetes/secret.yaml", &secret)
+	decodeYAML(t, "kubernetes/common/secret.yaml", &secret)
 	vars := 0
 	for _, part := range strings.Split(string(cfg), "${")[1:] {
 		name, _, _ := strings.Cut(part, "}")
@@ -465,7 +465,7 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 			t.Errorf("${%s} is not set in pipeline_exporter.env.example", name)
 		}
 		if _, ok := secret.StringData[name]; !ok {
-			t.Errorf("${%s} is not set in kubernetes/secret.yaml", name)
+			t.Errorf("${%s} is not set in kubernetes/common/secret.yaml", name)
 		}
 	}
 	if vars == 0 {
@@ -476,23 +476,21 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 // TestKubernetesManifests checks that kustomization.yaml lists parseable
 // resources and that they refer to each other by the right names.
 func TestKubernetesManifests(t *testing.T) {
-	var k struct {
-		Resources []string `yaml:"resources"`
-	}
-	decodeYAML(t, "kubernetes/kustomization.yaml", &k)
-	kinds := map[string]map[string]any{}
-	for _, r := range k.Resources {
-		var obj map[string]any
-		decodeYAML(t, filepath.Join("kubernetes", r), &obj)
-		kind, _ := obj["kind"].(string)
-		if kind == "" || obj["apiVersion"] == nil {
-			t.Errorf("%s: no kind or apiVersion", r)
+	for dir, want := range map[string][]string{
+		"kubernetes":          {"ConfigMap", "Deployment", "PersistentVolumeClaim", "PrometheusRule", "Secret", "Service", "ServiceMonitor"},
+		"kubernetes/postgres": {"ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "Secret", "Service", "ServiceMonitor"},
+	} {
+		var kinds []string
+		for _, obj := range kustomizeResources(t, dir) {
+			kind, _ := obj["kind"].(string)
+			if kind == "" || obj["apiVersion"] == nil {
+				t.Errorf("%s: an object without kind or apiVersion", dir)
+			}
+			kinds = append(kinds, kind)
 		}
-		kinds[kind] = obj
-	}
-	for _, kind := range []string{"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "Secret", "PersistentVolumeClaim"} {
-		if kinds[kind] == nil {
-			t.Errorf("no %s among the kustomization's resources", kind)
+		slices.Sort(kinds)
+		if !slices.Equal(kinds, want) {
+			t.Errorf("%s: kustomization's resources are %v, want %v", dir, kinds, want)
 		}
 	}
 	var dep struct {
@@ -535,7 +533,7 @@ func TestKubernetesManifests(t *testing.T) {
 			} `yaml:"endpoints"`
 		} `yaml:"spec"`
 	}
-	decodeYAML(t, "kubernetes/servicemonitor.yaml", &sm)
+	decodeYAML(t, "kubernetes/common/servicemonitor.yaml", &sm)
 	if len(sm.Spec.Endpoints) != 1 || len(dep.Spec.Template.Spec.Containers) != 1 ||
 		len(dep.Spec.Template.Spec.Containers[0].Ports) != 1 ||
 		sm.Spec.Endpoints[0].Port != dep.Spec.Template.Spec.Containers[0].Ports[0].Name {
@@ -551,4 +549,26 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("servicemonitor sets job=%q, the alerts match job=\"pipeline_exporter\"", job)
 		}
 	}
+}
+
+// kustomizeResources reads the objects a kustomization lists, following
+// listed directories (other kustomizations) as kustomize does.
+func kustomizeResources(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	var k struct {
+		Resources []string `yaml:"resources"`
+	}
+	decodeYAML(t, filepath.Join(dir, "kustomization.yaml"), &k)
+	var out []map[string]any
+	for _, r := range k.Resources {
+		p := filepath.Join(dir, r)
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			out = append(out, kustomizeResources(t, p)...)
+			continue
+		}
+		var obj map[string]any
+		decodeYAML(t, p, &obj)
+		out = append(out, obj)
+	}
+	return out
 }
