@@ -21,11 +21,10 @@ var metricName = regexp.MustCompile(`^pipeline(_exporter)?_[a-z0-9_]+$`)
 // binary: their string literals are no metrics it registers.
 var notExporter = []string{"bench", "docs", "e2e", "tools", "cmd/webhook-demo", "cmd/webhook-load", "cmd/null-receiver"}
 
-// codeMetrics returns every metric name written as a string literal in the
-// exporter's Go code (tests excluded): client_golang takes metric names as
-// whole strings, in Opts.Name and NewDesc alike. versioncollector builds
-// pipeline_exporter_build_info from the program name, "pipeline_exporter",
-// which is no metric itself.
+// codeMetrics returns every metric name the exporter's Go code (tests
+// excluded) gives client_golang: the string literal of an Opts' Name or of
+// NewDesc's first argument. versioncollector builds
+// pipeline_exporter_build_info from the program name.
 func codeMetrics(t *testing.T) map[string][]string {
 	t.Helper()
 	found := map[string][]string{"pipeline_exporter_build_info": {"versioncollector"}}
@@ -48,10 +47,22 @@ func codeMetrics(t *testing.T) map[string][]string {
 		if err != nil {
 			return err
 		}
-		ast.Inspect(f, func(n ast.Node) bool {
-			if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-				if s, err := strconv.Unquote(lit.Value); err == nil && metricName.MatchString(s) && s != "pipeline_exporter" {
+		add := func(e ast.Expr) {
+			if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				if s, err := strconv.Unquote(lit.Value); err == nil && metricName.MatchString(s) {
 					found[s] = append(found[s], rel)
+				}
+			}
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.KeyValueExpr: // prometheus.*Opts{Name: "…"}
+				if k, ok := n.Key.(*ast.Ident); ok && k.Name == "Name" {
+					add(n.Value)
+				}
+			case *ast.CallExpr: // prometheus.NewDesc("…", …)
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "NewDesc" && len(n.Args) > 0 {
+					add(n.Args[0])
 				}
 			}
 			return true
