@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"io"
+	"log"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
@@ -41,6 +42,9 @@ func newStackSMTPSink(t *testing.T) *stackSMTPSink {
 		return &stackSMTPSession{sink: sink}, nil
 	}))
 	srv.Domain = "localhost"
+	// Alertmanager drops its idle connections when the test ends: that is
+	// no error worth printing.
+	srv.ErrorLog = log.New(io.Discard, "", 0)
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
