@@ -16,7 +16,20 @@ GOBIN         := $(shell $(GO) env GOPATH)/bin
 STATICCHECK   ?= $(GOBIN)/staticcheck
 GOLANGCI_LINT ?= $(GOBIN)/golangci-lint
 
-.PHONY: all build run demo test test-unit test-e2e bench fuzz style vet lint checkmetrics checkrules k8s-rules
+# Tool binaries built from the Go module proxy at pinned versions, once per
+# machine, outside the checkout (make tools).
+TOOLS_DIR          ?= $(HOME)/.cache/pipeline_exporter/tools
+HELM_VERSION       := v3.22.0
+GORELEASER_VERSION := v2.14.0
+HELM               ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
+GORELEASER         ?= $(TOOLS_DIR)/goreleaser-$(GORELEASER_VERSION)/goreleaser
+# What helm's own Makefile sets: its version, and the Kubernetes version of
+# its client-go (v0.37 = 1.37) for capabilities and deprecation checks.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
+
+.PHONY: all build run demo test test-unit test-e2e test-tools tools bench fuzz style vet lint checkmetrics checkrules k8s-rules helm-lint release-check
 
 all: style vet lint build test
 
@@ -76,6 +89,28 @@ checkrules:
 	promtool check rules alerting-rules/*.yml
 	promtool test rules alerting-rules/tests/*.yml
 
-## k8s-rules: regenerate the Kubernetes PrometheusRule and ConfigMap from alerting-rules/ and deploy/.
+## tools: build helm and goreleaser into TOOLS_DIR (skipped when already there).
+tools: $(HELM) $(GORELEASER)
+
+$(HELM):
+	GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(GORELEASER):
+	GOBIN=$(dir $@) $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+
+## test-tools: the Helm chart and release config checks (module tools/, which
+## holds the Kubernetes and prometheus-operator types the exporter does not need).
+test-tools: tools
+	cd tools && HELM=$(HELM) GORELEASER=$(GORELEASER) $(GO) test -count=1 ./...
+
+## helm-lint: what the chart test runs first.
+helm-lint: $(HELM)
+	$(HELM) lint --strict deploy/helm/pipeline-exporter
+
+## release-check: validate .goreleaser.yaml with GoReleaser itself.
+release-check: $(GORELEASER)
+	$(GORELEASER) check
+
+## k8s-rules: regenerate the Kubernetes PrometheusRule and ConfigMap, and the chart's rules, from alerting-rules/ and deploy/.
 k8s-rules:
 	$(GO) run ./deploy/kubernetes/gen

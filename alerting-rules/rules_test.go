@@ -1,5 +1,5 @@
 // Package alertingrules_test checks the Prometheus rule files of this
-// directory with promtool and holds them to the alert contract of DESIGN.md.
+// directory with promtool and holds them to the alert contract of docs/alerts.md.
 package alertingrules_test
 
 import (
@@ -114,7 +114,7 @@ func TestPromtoolTestRules(t *testing.T) {
 	}
 }
 
-// TestAlertContract holds the alerts to DESIGN.md: the names and alert_type
+// TestAlertContract holds the alerts to their contract: the names and alert_type
 // values operators route on, a severity Alertmanager routes by, and the
 // annotations every notification shows.
 func TestAlertContract(t *testing.T) {
@@ -129,7 +129,7 @@ func TestAlertContract(t *testing.T) {
 		"PipelineGitHubPollFailing":   "github_poll_failing",
 		"PipelineGitHubRateLimitLow":  "github_rate_limit_low",
 	}
-	readme, err := os.ReadFile("../deploy/README.md")
+	readme, err := os.ReadFile("../docs/runbook.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,24 +160,24 @@ func TestAlertContract(t *testing.T) {
 				t.Errorf("%s: annotation %s is missing", name, a)
 			}
 		}
-		// The runbook is a section of deploy/README.md, named after the alert.
-		const runbooks = "https://github.com/pipeline-exporter/pipeline_exporter/blob/main/deploy/README.md#"
+		// The runbook is a section of docs/runbook.md, named after the alert.
+		const runbooks = "https://github.com/pipeline-exporter/pipeline_exporter/blob/main/docs/runbook.md#"
 		if r.Annotations["runbook_url"] != runbooks+strings.ToLower(name) || !strings.Contains(string(readme), "\n### "+name+"\n") {
-			t.Errorf("%s: runbook_url %q is not the deploy/README.md section ### %s", name, r.Annotations["runbook_url"], name)
+			t.Errorf("%s: runbook_url %q is not the docs/runbook.md section ### %s", name, r.Annotations["runbook_url"], name)
 		}
 		// Pipeline alerts name the pipeline, and link to its failed runs.
 		if strings.Contains(r.Expr, "pipeline_last_") || strings.Contains(r.Expr, "pipeline_runs_") {
 			if !strings.Contains(r.Annotations["summary"], "$labels.pipeline") {
 				t.Errorf("%s: summary does not name the pipeline", name)
 			}
-			if !strings.Contains(r.Annotations["link"], "/api/pipeline-runs?pipeline={{ $labels.pipeline | urlquery }}&status=") {
+			if !strings.Contains(r.Annotations["link"], "/api/pipeline-runs?pipeline={{ $labels.pipeline | urlquery }}&") {
 				t.Errorf("%s: link does not point at the pipeline's runs: %s", name, r.Annotations["link"])
 			}
 		}
 	}
 	for name := range got {
 		if _, ok := want[name]; !ok {
-			t.Errorf("alert %s is not in DESIGN.md", name)
+			t.Errorf("alert %s is not in the contract above", name)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -196,22 +197,33 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 }
 
+type composeService struct {
+	Build *struct {
+		Context    string `yaml:"context"`
+		Dockerfile string `yaml:"dockerfile"`
+	} `yaml:"build"`
+	Image    string   `yaml:"image"`
+	EnvFile  string   `yaml:"env_file"`
+	Volumes  []string `yaml:"volumes"`
+	Command  []string `yaml:"command"`
+	Ports    []string `yaml:"ports"`
+	Profiles []string `yaml:"profiles"`
+	Secrets  []string `yaml:"secrets"`
+}
+
 type composeFile struct {
-	Services map[string]struct {
-		Build *struct {
-			Context    string `yaml:"context"`
-			Dockerfile string `yaml:"dockerfile"`
-		} `yaml:"build"`
-		Image   string   `yaml:"image"`
-		EnvFile string   `yaml:"env_file"`
-		Volumes []string `yaml:"volumes"`
-		Command []string `yaml:"command"`
-	} `yaml:"services"`
-	Volumes map[string]any `yaml:"volumes"`
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]any            `yaml:"volumes"`
+	Secrets  map[string]struct {
+		File string `yaml:"file"`
+	} `yaml:"secrets"`
 }
 
 // TestCompose checks docker-compose.yml's references: what it builds and
 // mounts must exist, and each service reads its config where it is mounted.
+// It also holds the file to its safe defaults: only the exporter listens on
+// every interface, no lifecycle API, secrets from git-ignored files, the
+// exporter image named as the release names it.
 func TestCompose(t *testing.T) {
 	var c composeFile
 	decodeYAML(t, "docker-compose.yml", &c)
@@ -220,9 +232,15 @@ func TestCompose(t *testing.T) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	if want := []string{"alertmanager", "blackbox", "exporter", "grafana", "prometheus"}; !slices.Equal(names, want) {
+	if want := []string{"alertmanager", "blackbox", "exporter", "exporter-2", "grafana", "postgres", "prometheus"}; !slices.Equal(names, want) {
 		t.Errorf("services = %v, want %v", names, want)
 	}
+	for _, name := range []string{"exporter-2", "postgres"} {
+		if p := c.Services[name].Profiles; !slices.Equal(p, []string{"postgres"}) {
+			t.Errorf("%s: profiles %v, want [postgres]", name, p)
+		}
+	}
+	ignored := gitIgnored(t)
 	mounts := map[string]bool{}
 	for name, s := range c.Services {
 		if s.Build != nil {
@@ -231,8 +249,31 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		if s.EnvFile != "" {
-			if _, err := os.Stat(s.EnvFile); err != nil {
-				t.Errorf("%s: env_file: %v", name, err)
+			// The real file holds secrets: git ignores it, and the
+			// repository ships an example to copy.
+			if _, err := os.Stat(s.EnvFile + ".example"); err != nil {
+				t.Errorf("%s: env_file example: %v", name, err)
+			}
+			if !ignored("deploy/" + s.EnvFile) {
+				t.Errorf("%s: env_file deploy/%s is not git-ignored", name, s.EnvFile)
+			}
+		}
+		for _, p := range s.Ports {
+			if name != "exporter" && !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("%s publishes %q on every interface; bind it to 127.0.0.1", name, p)
+			}
+		}
+		for _, arg := range s.Command {
+			if arg == "--web.enable-lifecycle" {
+				t.Errorf("%s: --web.enable-lifecycle lets anyone who reaches it shut it down", name)
+			}
+		}
+		for _, sec := range s.Secrets {
+			f := c.Secrets[sec].File
+			if f == "" {
+				t.Errorf("%s: secret %q is not declared with a file", name, sec)
+			} else if !ignored(filepath.Join("deploy", f)) {
+				t.Errorf("%s: secret file deploy/%s is not git-ignored", name, f)
 			}
 		}
 		for _, v := range s.Volumes {
@@ -255,6 +296,9 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	}
+	if img, want := c.Services["exporter"].Image, releaseImage(t); img != want {
+		t.Errorf("exporter image = %q, want %q (the release's name and VERSION)", img, want)
+	}
 	// Grafana's dashboard provider reads the directory compose mounts.
 	var prov struct {
 		Providers []struct {
@@ -267,16 +311,51 @@ func TestCompose(t *testing.T) {
 	if len(prov.Providers) != 1 || !mounts[prov.Providers[0].Options.Path] {
 		t.Errorf("grafana dashboard provider path is not a mounted directory: %+v", prov)
 	}
-	var ds struct {
-		Datasources []struct {
-			Type string `yaml:"type"`
-			URL  string `yaml:"url"`
-		} `yaml:"datasources"`
+}
+
+// TestComposeVersions pins Prometheus and Alertmanager in compose to the
+// versions the end-to-end tests run, where those are installed.
+func TestComposeVersions(t *testing.T) {
+	var c composeFile
+	decodeYAML(t, "docker-compose.yml", &c)
+	for _, tc := range []struct{ service, tool, image string }{
+		{"prometheus", "prometheus", "prom/prometheus"},
+		{"alertmanager", "prometheus-alertmanager", "prom/alertmanager"},
+	} {
+		bin := lookTool(t, tc.tool)
+		out := run(t, bin, "--version")
+		m := toolVersion.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s --version: no version in %q", tc.tool, out)
+		}
+		if got, want := c.Services[tc.service].Image, tc.image+":v"+m[1]; got != want {
+			t.Errorf("%s image = %q, the tests run %s", tc.service, got, want)
+		}
 	}
-	decodeYAML(t, "grafana/provisioning/datasources/prometheus.yml", &ds)
-	if len(ds.Datasources) != 1 || ds.Datasources[0].Type != "prometheus" || ds.Datasources[0].URL != "http://prometheus:9090" {
-		t.Errorf("grafana data source = %+v, want the compose prometheus service", ds.Datasources)
+}
+
+var toolVersion = regexp.MustCompile(`version (\d+\.\d+\.\d+)`)
+
+// gitIgnored reports whether git ignores a path (relative to the
+// repository root). Outside a git checkout, .gitignore is read directly.
+func gitIgnored(t *testing.T) func(string) bool {
+	t.Helper()
+	return func(path string) bool {
+		cmd := exec.Command("git", "check-ignore", "-q", "--no-index", path)
+		cmd.Dir = ".."
+		return cmd.Run() == nil
 	}
+}
+
+// releaseImage is the image the release builds: the registry name of
+// .promu.yml's repository and the tag in VERSION.
+func releaseImage(t *testing.T) string {
+	t.Helper()
+	v, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "ghcr.io/pipeline-exporter/pipeline_exporter:" + strings.TrimSpace(string(v))
 }
 
 func hasKey(m map[string]any, k string) bool {
@@ -335,13 +414,13 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// The environment file the unit reads is the one this directory ships.
-	env := lines(t, "pipeline_exporter.env")
+	env := lines(t, "pipeline_exporter.env.example")
 	if len(env) == 0 {
-		t.Fatal("pipeline_exporter.env sets no variable")
+		t.Fatal("pipeline_exporter.env.example sets no variable")
 	}
 	for _, l := range env {
 		if k, _, ok := strings.Cut(l, "="); !ok || k == "" || strings.ContainsAny(k, " \t") {
-			t.Errorf("pipeline_exporter.env: %q is not VAR=value", l)
+			t.Errorf("pipeline_exporter.env.example: %q is not VAR=value", l)
 		}
 	}
 }
@@ -370,23 +449,23 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]bool{}
-	for _, l := range lines(t, "pipeline_exporter.env") {
+	for _, l := range lines(t, "pipeline_exporter.env.example") {
 		k, _, _ := strings.Cut(l, "=")
 		env[k] = true
 	}
 	var secret struct {
 		StringData map[string]string `yaml:"stringData"`
 	}
-	decodeYAML(t, "kubernetes/secret.yaml", &secret)
+	decodeYAML(t, "kubernetes/common/secret.yaml", &secret)
 	vars := 0
 	for _, part := range strings.Split(string(cfg), "${")[1:] {
 		name, _, _ := strings.Cut(part, "}")
 		vars++
 		if !env[name] {
-			t.Errorf("${%s} is not set in pipeline_exporter.env", name)
+			t.Errorf("${%s} is not set in pipeline_exporter.env.example", name)
 		}
 		if _, ok := secret.StringData[name]; !ok {
-			t.Errorf("${%s} is not set in kubernetes/secret.yaml", name)
+			t.Errorf("${%s} is not set in kubernetes/common/secret.yaml", name)
 		}
 	}
 	if vars == 0 {
@@ -397,23 +476,21 @@ func TestEnvironmentCoversConfig(t *testing.T) {
 // TestKubernetesManifests checks that kustomization.yaml lists parseable
 // resources and that they refer to each other by the right names.
 func TestKubernetesManifests(t *testing.T) {
-	var k struct {
-		Resources []string `yaml:"resources"`
-	}
-	decodeYAML(t, "kubernetes/kustomization.yaml", &k)
-	kinds := map[string]map[string]any{}
-	for _, r := range k.Resources {
-		var obj map[string]any
-		decodeYAML(t, filepath.Join("kubernetes", r), &obj)
-		kind, _ := obj["kind"].(string)
-		if kind == "" || obj["apiVersion"] == nil {
-			t.Errorf("%s: no kind or apiVersion", r)
+	for dir, want := range map[string][]string{
+		"kubernetes":          {"ConfigMap", "Deployment", "PersistentVolumeClaim", "PrometheusRule", "Secret", "Service", "ServiceMonitor"},
+		"kubernetes/postgres": {"ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "Secret", "Service", "ServiceMonitor"},
+	} {
+		var kinds []string
+		for _, obj := range kustomizeResources(t, dir) {
+			kind, _ := obj["kind"].(string)
+			if kind == "" || obj["apiVersion"] == nil {
+				t.Errorf("%s: an object without kind or apiVersion", dir)
+			}
+			kinds = append(kinds, kind)
 		}
-		kinds[kind] = obj
-	}
-	for _, kind := range []string{"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "Secret", "PersistentVolumeClaim"} {
-		if kinds[kind] == nil {
-			t.Errorf("no %s among the kustomization's resources", kind)
+		slices.Sort(kinds)
+		if !slices.Equal(kinds, want) {
+			t.Errorf("%s: kustomization's resources are %v, want %v", dir, kinds, want)
 		}
 	}
 	var dep struct {
@@ -456,7 +533,7 @@ func TestKubernetesManifests(t *testing.T) {
 			} `yaml:"endpoints"`
 		} `yaml:"spec"`
 	}
-	decodeYAML(t, "kubernetes/servicemonitor.yaml", &sm)
+	decodeYAML(t, "kubernetes/common/servicemonitor.yaml", &sm)
 	if len(sm.Spec.Endpoints) != 1 || len(dep.Spec.Template.Spec.Containers) != 1 ||
 		len(dep.Spec.Template.Spec.Containers[0].Ports) != 1 ||
 		sm.Spec.Endpoints[0].Port != dep.Spec.Template.Spec.Containers[0].Ports[0].Name {
@@ -472,4 +549,26 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("servicemonitor sets job=%q, the alerts match job=\"pipeline_exporter\"", job)
 		}
 	}
+}
+
+// kustomizeResources reads the objects a kustomization lists, following
+// listed directories (other kustomizations) as kustomize does.
+func kustomizeResources(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	var k struct {
+		Resources []string `yaml:"resources"`
+	}
+	decodeYAML(t, filepath.Join(dir, "kustomization.yaml"), &k)
+	var out []map[string]any
+	for _, r := range k.Resources {
+		p := filepath.Join(dir, r)
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			out = append(out, kustomizeResources(t, p)...)
+			continue
+		}
+		var obj map[string]any
+		decodeYAML(t, p, &obj)
+		out = append(out, obj)
+	}
+	return out
 }

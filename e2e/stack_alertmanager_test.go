@@ -16,7 +16,7 @@ import (
 // by pipeline.
 func TestStackAlertmanagerInhibitsAndGroups(t *testing.T) {
 	receiver := newStackReceiver(t)
-	amURL := stackAlertmanager(t, receiver.srv.URL)
+	amURL := stackAlertmanager(t, receiver.srv.URL, newStackSMTPSink(t).addr)
 
 	type alert struct {
 		Labels   map[string]string `json:"labels"`

@@ -20,7 +20,7 @@ func TestStackDeployFilesMatchBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--help: %v\n%s", err, help)
 	}
-	for _, f := range []string{"../deploy/Dockerfile", "../deploy/systemd/pipeline_exporter.service", "../deploy/kubernetes/deployment.yaml"} {
+	for _, f := range []string{"../deploy/Dockerfile", "../deploy/Dockerfile.release", "../deploy/systemd/pipeline_exporter.service", "../deploy/kubernetes/deployment.yaml", "../deploy/kubernetes/postgres/deployment.yaml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -47,7 +47,7 @@ func TestStackDeployFilesMatchBinary(t *testing.T) {
 		}
 	}
 
-	env, err := os.ReadFile("../deploy/pipeline_exporter.env")
+	env, err := os.ReadFile("../deploy/pipeline_exporter.env.example")
 	if err != nil {
 		t.Fatal(err)
 	}

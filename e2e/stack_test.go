@@ -24,7 +24,7 @@ import (
 // processes on loopback ports, with the project's rules, Alertmanager
 // config and dashboards. Prometheus scrapes and evaluates every second;
 // Alertmanager groups and notifies within a second, to a webhook receiver
-// served by the test.
+// and an SMTP server served by the test.
 
 // stackTool finds a command-line tool. CI installs Prometheus and
 // Alertmanager, so there a missing one fails the test; elsewhere it skips.
@@ -149,26 +149,31 @@ func (r *stackReceiver) wait(t *testing.T, from int, timeout time.Duration, what
 }
 
 // stackAlertmanagerConfig is deploy/alertmanager/alertmanager.yml with its
-// webhook pointed at url, its email integrations removed (no SMTP server
-// here), its templates read from this checkout and its timers cut to a
-// second. Routing, grouping and inhibition stay the project's.
-func stackAlertmanagerConfig(t *testing.T, webhookURL string) string {
+// webhook pointed at webhookURL, its mail relay at the SMTP sink smtpAddr
+// (plain SMTP without authentication, as the sink speaks it), its templates
+// read from this checkout and its timers cut to a second. Routing, grouping,
+// inhibition and the email receivers stay the project's.
+func stackAlertmanagerConfig(t *testing.T, webhookURL, smtpAddr string) string {
 	t.Helper()
 	var cfg map[string]any
 	stackDecodeYAML(t, "../deploy/alertmanager/alertmanager.yml", &cfg)
+	global := cfg["global"].(map[string]any)
+	global["smtp_smarthost"], global["smtp_require_tls"] = smtpAddr, false
+	delete(global, "smtp_auth_username")
+	delete(global, "smtp_auth_password_file")
 	route := cfg["route"].(map[string]any)
 	route["group_wait"], route["group_interval"], route["repeat_interval"] = "1s", "1s", "1h"
-	webhooks := 0
+	webhooks, emails := 0, 0
 	for _, r := range cfg["receivers"].([]any) {
 		rcv := r.(map[string]any)
-		delete(rcv, "email_configs")
+		emails += len(asSlice(rcv["email_configs"]))
 		for _, w := range asSlice(rcv["webhook_configs"]) {
 			w.(map[string]any)["url"] = webhookURL
 			webhooks++
 		}
 	}
-	if webhooks == 0 {
-		t.Fatal("alertmanager.yml has no webhook receiver")
+	if webhooks == 0 || emails == 0 {
+		t.Fatalf("alertmanager.yml has %d webhook and %d email receivers, want both", webhooks, emails)
 	}
 	templates, err := filepath.Abs("../deploy/alertmanager/templates")
 	if err != nil {
@@ -207,13 +212,15 @@ func stackWriteYAML(t *testing.T, name string, v any) string {
 	return path
 }
 
-// stackAlertmanager starts Alertmanager on a free port and returns its URL.
-func stackAlertmanager(t *testing.T, webhookURL string) string {
+// stackAlertmanager starts Alertmanager on a free port, notifying the
+// webhook receiver at webhookURL and mailing through the SMTP sink at
+// smtpAddr, and returns its URL.
+func stackAlertmanager(t *testing.T, webhookURL, smtpAddr string) string {
 	t.Helper()
 	bin := stackTool(t, "prometheus-alertmanager")
 	addr := freeAddr(t)
 	stackStart(t, "http://"+addr+"/-/ready", bin,
-		"--config.file="+stackAlertmanagerConfig(t, webhookURL),
+		"--config.file="+stackAlertmanagerConfig(t, webhookURL, smtpAddr),
 		"--storage.path="+t.TempDir(),
 		"--web.listen-address="+addr,
 		"--cluster.listen-address=",
@@ -363,13 +370,14 @@ func stackQuery(promURL, query string) (int, error) {
 
 // TestStackAlertsAndDashboards replays a failing run, a successful one and a
 // new failure into the real exporter and follows each to an Alertmanager
-// notification (PipelineFailure, and PipelineStageFailure naming the failed
-// job), then runs every dashboard query against the Prometheus that
+// notification (PipelineFailure by webhook and by email to a real SMTP
+// server, and PipelineStageFailure naming the failed job), then runs every dashboard query against the Prometheus that
 // evaluated the alerts.
 func TestStackAlertsAndDashboards(t *testing.T) {
 	start := time.Now()
 	receiver := newStackReceiver(t)
-	amURL := stackAlertmanager(t, receiver.srv.URL)
+	mails := newStackSMTPSink(t)
+	amURL := stackAlertmanager(t, receiver.srv.URL, mails.addr)
 
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "<h1>live</h1>")
@@ -427,11 +435,15 @@ pipelines:
 	}
 	receiver.wait(t, 0, 10*time.Second, "PipelineStageFailure of stage linters firing", stageFailure("firing"))
 
-	// 2. A later run succeeds (verify of the live site included): resolved.
-	for _, d := range exampleRun(t, exampleRunID+1, "success") {
-		e.mustPost(d, http.StatusAccepted)
-	}
-	_, next = receiver.wait(t, next, 30*time.Second, "PipelineFailure resolved", resolved)
+	// 2. The same alert by email, naming the failed stage; a later run
+	// succeeds (verify of the live site included): resolved, by webhook and
+	// by email.
+	stackCheckFailureEmails(t, mails, e.url, "linters", func() {
+		for _, d := range exampleRun(t, exampleRunID+1, "success") {
+			e.mustPost(d, http.StatusAccepted)
+		}
+		_, next = receiver.wait(t, next, 30*time.Second, "PipelineFailure resolved", resolved)
+	})
 	receiver.wait(t, 0, 10*time.Second, "PipelineStageFailure of stage linters resolved", stageFailure("resolved"))
 	t.Logf("PipelineFailure resolved after %v", time.Since(start).Round(time.Millisecond))
 

@@ -79,6 +79,8 @@ type GitHubPoller struct {
 	mu sync.Mutex
 	// runs is what was last sent per repository and run id.
 	runs map[string]map[int64]runState
+	// polled picks the level of each repository's "Polled GitHub" line.
+	polled pollLog
 }
 
 // runState is what decides whether a listed run changed since the last poll.
@@ -195,7 +197,23 @@ func (p *GitHubPoller) pass(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return pollEach(ctx, p.repos, p.pollRepo)
+	return pollEach(ctx, p.repos, func(ctx context.Context, repo string) error {
+		changed, err := p.pollRepo(ctx, repo)
+		if err != nil {
+			var ge *github.ErrorResponse
+			if errors.As(err, &ge) && ge.Response != nil && ge.Response.StatusCode == http.StatusUnauthorized {
+				err = fmt.Errorf("GitHub rejected the token (check github.token or token_file): %w", err)
+			}
+			p.polled.failed(repo)
+			return err
+		}
+		msg := fmt.Sprintf("Polled GitHub %s: %d runs changed", repo, changed)
+		if rl := p.api.rateLimit(); rl != nil {
+			msg += fmt.Sprintf(", rate limit %d left", rl.Remaining)
+		}
+		p.logger.Log(ctx, p.polled.succeeded(repo), msg)
+		return nil
+	})
 }
 
 // pollEach polls every item in turn. A rate limit ends the pass at once,
@@ -222,10 +240,10 @@ func pollEach(ctx context.Context, items []string, poll func(context.Context, st
 // changed run with its jobs in one Apply. A run is remembered only once the
 // sink took it, so a failed Apply is retried on the next poll (from the
 // replayed body when the list answers 304).
-func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
+func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) (int, error) {
 	owner, name, ok := strings.Cut(repo, "/")
 	if !ok || owner == "" || name == "" {
-		return fmt.Errorf("repository %q is not owner/repo", repo)
+		return 0, fmt.Errorf("repository %q is not owner/repo", repo)
 	}
 	known := p.runs[repo]
 	if known == nil {
@@ -239,7 +257,7 @@ func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 	for page := 1; ; {
 		runs, next, err := p.listRuns(ctx, owner, name, page)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		allChanged := true
 		for _, r := range runs {
@@ -280,7 +298,7 @@ func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 		attempt := max(r.GetRunAttempt(), 1)
 		jobs, err := p.listJobs(ctx, owner, name, r.GetID(), attempt)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		events := make([]pipeline.Event, 0, 1+len(jobs))
 		events = append(events, runEvent(repo, r))
@@ -288,7 +306,7 @@ func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 			events = append(events, jobEvent(repo, attempt, j))
 		}
 		if err := p.sink.Apply(ctx, events); err != nil {
-			return fmt.Errorf("apply run %d of %s: %w", r.GetID(), repo, err)
+			return 0, fmt.Errorf("apply run %d of %s: %w", r.GetID(), repo, err)
 		}
 		known[r.GetID()] = stateOf(r)
 	}
@@ -298,8 +316,7 @@ func (p *GitHubPoller) pollRepo(ctx context.Context, repo string) error {
 			delete(known, id)
 		}
 	}
-	p.logger.Debug("Polled workflow runs", "repository", repo, "listed", len(seen), "sent", len(changed))
-	return nil
+	return len(changed), nil
 }
 
 func runChanged(known map[int64]runState, r *workflowRun) bool {

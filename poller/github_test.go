@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -536,5 +537,71 @@ func TestGitHubInvalidRepository(t *testing.T) {
 	}
 	if got := gt.sink.sentRunIDs(); !slices.Equal(got, []int64{30433642}) {
 		t.Errorf("runs sent %v: the valid repository must still be polled", got)
+	}
+}
+
+// logRecorder keeps the message and level of every log record.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []string // "LEVEL message"
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Level.String()+" "+r.Message)
+	return nil
+}
+
+func (l *logRecorder) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.records
+	l.records = nil
+	return out
+}
+
+// TestGitHubPollLogs checks the lines a person reads to see that polling
+// works: the first success at info with what changed and the rate limit
+// left, later ones at debug, the first success after a failure at info
+// again, and a 401 named as GitHub rejecting the token.
+func TestGitHubPollLogs(t *testing.T) {
+	token := testToken
+	gt := newGitHubTest(t, func(o *GitHubOptions) { o.Token = func() string { return token } })
+	logs := &logRecorder{}
+	gt.poller.logger = slog.New(logs)
+	ctx := context.Background()
+
+	steps := []struct {
+		name    string
+		before  func()
+		wantErr string
+		want    []string
+	}{
+		{"first success", nil, "", []string{"INFO Polled GitHub octo-org/octo-repo: 1 runs changed, rate limit 4998 left"}},
+		{"unchanged", nil, "", []string{"DEBUG Polled GitHub octo-org/octo-repo: 0 runs changed, rate limit 4998 left"}},
+		{"server error", func() {
+			gt.fake.addFault(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+		}, "502", nil},
+		{"recovered", nil, "", []string{"INFO Polled GitHub octo-org/octo-repo: 0 runs changed, rate limit 4998 left"}},
+		{"revoked token", func() { token = "revoked" }, "GitHub rejected the token", nil},
+	}
+	for _, s := range steps {
+		if s.before != nil {
+			s.before()
+		}
+		err := gt.poller.PollOnce(ctx)
+		if s.wantErr == "" && err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if s.wantErr != "" && (err == nil || !strings.Contains(err.Error(), s.wantErr)) {
+			t.Fatalf("%s: error %v, want one containing %q", s.name, err, s.wantErr)
+		}
+		if got := logs.take(); !slices.Equal(got, s.want) {
+			t.Errorf("%s: logged %q, want %q", s.name, got, s.want)
+		}
 	}
 }

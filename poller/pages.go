@@ -73,6 +73,8 @@ type PagesPoller struct {
 	bucket tokenBucket
 	// sent is the last event sent per project and deployment id.
 	sent map[string]map[string]pipeline.PagesDeploymentEvent
+	// polled picks the level of each project's "Polled Cloudflare Pages" line.
+	polled pollLog
 }
 
 // NewPages returns a Cloudflare Pages poller. Its metrics are registered on
@@ -167,7 +169,15 @@ func (p *PagesPoller) Status() Status {
 func (p *PagesPoller) pass(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return pollEach(ctx, p.projects, p.pollProject)
+	return pollEach(ctx, p.projects, func(ctx context.Context, project string) error {
+		changed, err := p.pollProject(ctx, project)
+		if err != nil {
+			p.polled.failed(project)
+			return err
+		}
+		p.logger.Log(ctx, p.polled.succeeded(project), fmt.Sprintf("Polled Cloudflare Pages %s: %d deployments changed", project, changed))
+		return nil
+	})
 }
 
 // cfEnvelope is Cloudflare's response envelope.
@@ -194,21 +204,21 @@ type cfDeployment struct {
 	Stages      []pipeline.PagesStage `json:"stages"`
 }
 
-func (p *PagesPoller) pollProject(ctx context.Context, project string) error {
+func (p *PagesPoller) pollProject(ctx context.Context, project string) (int, error) {
 	if d := p.bucket.reserve(p.now()); d > 0 {
 		if err := p.sleep(ctx, d); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	u := fmt.Sprintf("%s/accounts/%s/pages/projects/%s/deployments", p.apiURL, url.PathEscape(p.account), url.PathEscape(project))
 	req, err := http.NewRequestWithContext(withRequestInfo(ctx, endpointDeployments, true), http.MethodGet, u, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("list deployments of %s: %w", project, err)
+		return 0, fmt.Errorf("list deployments of %s: %w", project, err)
 	}
 	defer resp.Body.Close()
 
@@ -219,15 +229,15 @@ func (p *PagesPoller) pollProject(ctx context.Context, project string) error {
 		if decErr == nil && len(env.Errors) > 0 {
 			msg += ": " + env.Errors[0].Message
 		}
-		return fmt.Errorf("list deployments of %s: %s", project, msg)
+		return 0, fmt.Errorf("list deployments of %s: %s", project, msg)
 	}
 	if decErr != nil || !env.Success {
 		// Do not replay an unusable body on the next 304.
 		p.cache.forget(req.URL.String())
 		if decErr != nil {
-			return fmt.Errorf("list deployments of %s: %w", project, decErr)
+			return 0, fmt.Errorf("list deployments of %s: %w", project, decErr)
 		}
-		return fmt.Errorf("list deployments of %s: Cloudflare answered success=false", project)
+		return 0, fmt.Errorf("list deployments of %s: Cloudflare answered success=false", project)
 	}
 
 	deployments := env.Result
@@ -245,14 +255,13 @@ func (p *PagesPoller) pollProject(ctx context.Context, project string) error {
 	}
 	if len(events) > 0 {
 		if err := p.sink.Apply(ctx, events); err != nil {
-			return fmt.Errorf("apply deployments of %s: %w", project, err)
+			return 0, fmt.Errorf("apply deployments of %s: %w", project, err)
 		}
 	}
 	// Only the listed deployments are kept: one that dropped off the first
 	// page is old and will not be listed again.
 	p.sent[project] = current
-	p.logger.Debug("Polled Pages deployments", "project", project, "listed", len(deployments), "sent", len(events))
-	return nil
+	return len(events), nil
 }
 
 func pagesEvent(project string, d cfDeployment) pipeline.PagesDeploymentEvent {

@@ -156,3 +156,28 @@ func (s *schedule) status() Status {
 	}
 	return st
 }
+
+// pollLog decides how loudly a poll of one repository or project is logged:
+// the first success, and the first after a failure, at info (so a person can
+// see polling work, or work again), the others at debug. Its owner's mutex
+// guards it.
+type pollLog struct {
+	ok map[string]bool
+}
+
+// succeeded notes a successful poll of item and returns its log level.
+func (l *pollLog) succeeded(item string) slog.Level {
+	if l.ok[item] {
+		return slog.LevelDebug
+	}
+	if l.ok == nil {
+		l.ok = make(map[string]bool)
+	}
+	l.ok[item] = true
+	return slog.LevelInfo
+}
+
+// failed notes a failed poll of item: its next success is logged at info.
+func (l *pollLog) failed(item string) {
+	delete(l.ok, item)
+}

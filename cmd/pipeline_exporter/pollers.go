@@ -50,7 +50,12 @@ func (p *pollers) apply(cfg *config.Config) {
 	p.cancel = cancel
 	p.github, p.pages = nil, nil
 
-	if gh := cfg.GitHub; gh != nil && gh.PollInterval > 0 {
+	switch gh := cfg.GitHub; {
+	case gh == nil:
+		p.logger.Info("GitHub polling disabled: the config has no github section, runs come from webhooks only")
+	case gh.PollInterval <= 0:
+		p.logger.Info("GitHub polling disabled: github.poll_interval is 0, runs come from webhooks only")
+	default:
 		token := gh.Token
 		p.github = poller.NewGitHub(poller.GitHubOptions{
 			APIURL:         gh.APIURL,
@@ -114,11 +119,12 @@ func (p *pollers) triggerPages() {
 	}
 }
 
-// statuses reports every running poller's health for /api/status.
+// statuses reports every running poller's health for /api/status: an empty
+// list, not null, when none runs.
 func (p *pollers) statuses() []poller.Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []poller.Status
+	out := []poller.Status{}
 	if p.github != nil {
 		out = append(out, p.github.Status())
 	}

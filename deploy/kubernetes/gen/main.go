@@ -1,9 +1,11 @@
 // Command gen writes the Kubernetes manifests that repeat files kept
 // elsewhere in the repository, so that they cannot drift apart:
 //
-//   - deploy/kubernetes/prometheusrule.yaml, a prometheus-operator
+//   - deploy/kubernetes/common/prometheusrule.yaml, a prometheus-operator
 //     PrometheusRule holding every group of alerting-rules/*.rules.yml;
-//   - deploy/kubernetes/configmap.yaml, holding deploy/pipeline_exporter.yml.
+//   - deploy/kubernetes/common/configmap.yaml, holding deploy/pipeline_exporter.yml;
+//   - deploy/helm/pipeline-exporter/rules/*.rules.yml, the rule files as the
+//     Helm chart's PrometheusRule reads them (a chart sees only its own files).
 //
 // Run it from the repository root (make k8s-rules):
 //
@@ -37,6 +39,9 @@ func main() {
 	ms, err := generate(*root)
 	if err == nil {
 		for _, m := range ms {
+			if err = os.MkdirAll(filepath.Join(*root, filepath.Dir(m.path)), 0o755); err != nil {
+				break
+			}
 			if err = os.WriteFile(filepath.Join(*root, m.path), m.content, 0o644); err != nil {
 				break
 			}
@@ -58,10 +63,36 @@ func generate(root string) ([]manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []manifest{
-		{path: "deploy/kubernetes/prometheusrule.yaml", content: rule},
-		{path: "deploy/kubernetes/configmap.yaml", content: cm},
-	}, nil
+	ms := []manifest{
+		{path: "deploy/kubernetes/common/prometheusrule.yaml", content: rule},
+		{path: "deploy/kubernetes/common/configmap.yaml", content: cm},
+	}
+	chartRules, err := chartRules(root)
+	if err != nil {
+		return nil, err
+	}
+	return append(ms, chartRules...), nil
+}
+
+// chartRules copies each rule file byte for byte under a generated-file
+// header, so that the chart's PrometheusRule holds exactly the rules that
+// promtool tests.
+func chartRules(root string) ([]manifest, error) {
+	files, err := filepath.Glob(filepath.Join(root, "alerting-rules", "*.rules.yml"))
+	if err != nil {
+		return nil, err
+	}
+	var ms []manifest
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		name := filepath.Base(f)
+		content := append([]byte(fmt.Sprintf(header, "alerting-rules/"+name)), b...)
+		ms = append(ms, manifest{path: "deploy/helm/pipeline-exporter/rules/" + name, content: content})
+	}
+	return ms, nil
 }
 
 // prometheusRule copies the rule groups as YAML nodes rather than decoded
