@@ -23,6 +23,9 @@ HELM_VERSION       := v3.22.0
 GORELEASER_VERSION := v2.14.0
 HELM               ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
 GORELEASER         ?= $(TOOLS_DIR)/goreleaser-$(GORELEASER_VERSION)/goreleaser
+# Jaeger all-in-one for the tracing test, pinned in tools/jaeger/go.mod; the
+# test looks for it here (e2e/tracing_test.go).
+JAEGER             ?= $(HOME)/.cache/pipeline_exporter/jaeger/jaeger-v1.76.0
 # What helm's own Makefile sets: its version, and the Kubernetes version of
 # its client-go (v0.37 = 1.37) for capabilities and deprecation checks.
 HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
@@ -89,8 +92,11 @@ checkrules:
 	promtool check rules alerting-rules/*.yml
 	promtool test rules alerting-rules/tests/*.yml
 
-## tools: build helm and goreleaser into TOOLS_DIR (skipped when already there).
-tools: $(HELM) $(GORELEASER)
+## tools: build helm, goreleaser and Jaeger once per machine (skipped when already there).
+tools: $(HELM) $(GORELEASER) $(JAEGER)
+
+$(JAEGER):
+	cd tools/jaeger && CGO_ENABLED=0 $(GO) build -trimpath -o $@ github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(HELM):
 	GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
