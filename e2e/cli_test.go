@@ -22,7 +22,7 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"valid", []string{"--config.file=" + writeConfig(t, coreConfig)}, 0, "configuration is valid"},
 		{"example config", []string{"--config.file=../examples/pipeline_exporter.yml"}, 0, "configuration is valid"},
-		{"unknown key names file, line and key", []string{"--config.file=" + bad}, 1, bad + ":6: pipelines[0]: field verfy not found"},
+		{"unknown key names file, line and key", []string{"--config.file=" + bad}, 1, bad + ":6: pipelines[0].verfy: unknown key (did you mean verify?)"},
 		{"missing file", []string{"--config.file=" + filepath.Join(t.TempDir(), "nope.yml")}, 1, "nope.yml"},
 	}
 	for _, tt := range tests {

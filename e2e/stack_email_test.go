@@ -196,6 +196,8 @@ func stackCheckFailureEmails(t *testing.T, sink *stackSMTPSink, exporterURL, sta
 	if want := "[FIRING:1] pipeline site: PipelineFailure"; firing.Subject != want {
 		t.Errorf("subject = %q, want %q", firing.Subject, want)
 	}
+	// SMTP ends lines with CRLF.
+	firing.Text = strings.ReplaceAll(firing.Text, "\r\n", "\n")
 	for _, want := range []string{
 		"Pipeline site: last run failed at stage " + stage + "\n",
 		"Runs:    " + exporterURL + "/api/pipeline-runs?pipeline=site&status=failed,timed_out\n",
@@ -209,6 +211,7 @@ func stackCheckFailureEmails(t *testing.T, sink *stackSMTPSink, exporterURL, sta
 	resolved, _ := sink.wait(t, next, 30*time.Second, "PipelineFailure resolved to "+oncall, func(e stackEmail) bool {
 		return toOncall(e) && strings.HasPrefix(e.Subject, "[RESOLVED]") && strings.Contains(e.Subject, "PipelineFailure")
 	})
+	resolved.Text = strings.ReplaceAll(resolved.Text, "\r\n", "\n")
 	if !strings.Contains(resolved.Text, "RESOLVED\n\nPipeline site: last run failed") {
 		t.Errorf("resolved email does not name the pipeline's failure:\n%s", resolved.Text)
 	}
