@@ -35,7 +35,7 @@ func TestBrowserFollowsAPublish(t *testing.T) {
 	}
 	// Wait for the live connection before the next delivery, and mark the
 	// document: a reload would lose the mark.
-	landing.waitJS(`performance.getEntriesByType("resource").some(r => r.name.includes("/api/events"))`, "the event stream opened")
+	landing.waitJS(`document.querySelector("table[data-live=open]") !== null`, "the event stream opened")
 	landing.eval(`window.notReloaded = true`, new(bool))
 
 	page := chrome.newTab()
