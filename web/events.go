@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipeline-exporter/pipeline_exporter/api"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -427,7 +428,7 @@ func (s *stream) flush() error {
 // eventData encodes r as one `run` event: its change sequence as the id and
 // the run as the API shows it, on one line.
 func (w *Web) eventData(r *pipeline.Run) ([]byte, error) {
-	data, err := json.Marshal(NewRunView(r, w.external))
+	data, err := json.Marshal(api.NewRun(r, w.external))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pipeline-exporter/pipeline_exporter/api"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -133,7 +134,7 @@ func (c *sseClient) ended(t *testing.T) {
 	}
 }
 
-func (e sseEvent) run(t *testing.T) RunView {
+func (e sseEvent) run(t *testing.T) api.Run {
 	t.Helper()
 	if e.event != "run" {
 		t.Fatalf("event = %+v, want a run event", e)
@@ -145,7 +146,7 @@ func (e sseEvent) run(t *testing.T) RunView {
 	if err := json.Unmarshal([]byte(e.data), &v); err != nil {
 		t.Fatalf("data %q: %v", e.data, err)
 	}
-	return RunView{Run: &v.Run, PageURL: v.PageURL}
+	return api.Run{Run: &v.Run, PageURL: v.PageURL}
 }
 
 func newTestWeb(t *testing.T, h pipeline.History, o Options) (*Web, *httptest.Server) {
@@ -267,7 +268,7 @@ func TestEventData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := json.Marshal(RunView{Run: r, PageURL: "/runs/7"})
+	want, err := json.Marshal(api.Run{Run: r, PageURL: "/runs/7"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,30 +286,6 @@ func TestEventData(t *testing.T) {
 	}
 	if _, ok := m["ChangeSeq"]; ok {
 		t.Errorf("run JSON shows the change sequence: %s", want)
-	}
-}
-
-func TestPageURL(t *testing.T) {
-	for _, tc := range []struct {
-		external string
-		want     string
-	}{
-		{"", "/runs/12"},
-		{"https://ops.example.com", "https://ops.example.com/runs/12"},
-		{"https://ops.example.com/", "https://ops.example.com/runs/12"},
-		{"https://ops.example.com/pipelines", "https://ops.example.com/pipelines/runs/12"},
-		{"http://127.0.0.1:8080/a/b/", "http://127.0.0.1:8080/a/b/runs/12"},
-	} {
-		var u *url.URL
-		if tc.external != "" {
-			var err error
-			if u, err = url.Parse(tc.external); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got := PageURL(u, 12); got != tc.want {
-			t.Errorf("PageURL(%q) = %q, want %q", tc.external, got, tc.want)
-		}
 	}
 }
 

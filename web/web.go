@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -121,33 +120,6 @@ func (w *Web) Notify() {
 // once.
 func (w *Web) Close() {
 	w.hub.close()
-}
-
-// RunView is a run as GET /api/pipeline-runs/{id} answers it and as the
-// live events carry it: the stored run and the address of its page.
-type RunView struct {
-	*pipeline.Run
-	PageURL string `json:"page_url"`
-}
-
-// NewRunView returns r with its page address, absolute when external is
-// set.
-func NewRunView(r *pipeline.Run, external *url.URL) RunView {
-	return RunView{Run: r, PageURL: PageURL(external, r.ID)}
-}
-
-// PageURL returns the address of run id's page: under external when it is
-// set, else relative to the exporter's root.
-func PageURL(external *url.URL, id int64) string {
-	p := "runs/" + strconv.FormatInt(id, 10)
-	if external == nil {
-		return "/" + p
-	}
-	base := *external
-	if base.Path == "" || base.Path[len(base.Path)-1] != '/' {
-		base.Path += "/"
-	}
-	return base.JoinPath(p).String()
 }
 
 // queryContext bounds a page's history reads by queryTimeout and by the
