@@ -316,12 +316,12 @@ func valueError(n *yaml.Node, t reflect.Type) *nodeError {
 	for _, p := range pairs(n) {
 		k, v := p[0], p[1]
 		f, _ := field(t, k.Value)
-		switch {
-		case f == durationType:
+		switch f {
+		case durationType:
 			if _, err := model.ParseDuration(v.Value); err != nil {
 				return &nodeError{at: positionOf(n), key: k.Value, line: v.Line, msg: "must be a duration such as 90s, 15m, 6h or 2d"}
 			}
-		case f == regexpType:
+		case regexpType:
 			if _, err := regexp.Compile(v.Value); err != nil {
 				msg := "is not a regular expression"
 				if se, ok := errors.AsType[*syntax.Error](err); ok {
@@ -372,10 +372,10 @@ func field(t reflect.Type, key string) (reflect.Type, bool) {
 
 // describe names what a value of type t is written as.
 func describe(t reflect.Type) string {
-	switch {
-	case t == durationType:
+	switch t {
+	case durationType:
 		return "a duration"
-	case t == regexpType:
+	case regexpType:
 		return "a regular expression"
 	}
 	switch t.Kind() {

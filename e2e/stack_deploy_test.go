@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"path/filepath"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"

@@ -14,10 +14,6 @@ import (
 // it wait for the next commit.
 const maxBatch = 256
 
-// sharedLogPoll is how often an Applier over a shared log looks for
-// entries that other instances appended.
-const sharedLogPoll = time.Second
-
 // ApplierOptions are the Applier's collaborators.
 type ApplierOptions struct {
 	// Now is the clock of the Tracker and of timeouts; time.Now when nil.

@@ -401,23 +401,6 @@ func (t *Tracker) sortedActive() []*tracked {
 	return trs
 }
 
-// runByID returns a copy of a run the Tracker still holds, or nil. The
-// Engine uses it to write the current state of runs whose write failed.
-func (t *Tracker) runByID(id int64) *Run {
-	if tr := t.active[id]; tr != nil {
-		return tr.run.Clone()
-	}
-	if tr := t.finished.byID[id]; tr != nil {
-		return tr.run.Clone()
-	}
-	for _, r := range t.lastFinished {
-		if r.ID == id {
-			return r.Clone()
-		}
-	}
-	return nil
-}
-
 // open starts a run for the pipeline with its first trigger.
 func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
 	t.lastID++

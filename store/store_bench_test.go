@@ -23,49 +23,6 @@ func openBench(b *testing.B) *Store {
 	return s
 }
 
-// realisticRun is a finished run shaped like the ones the Tracker stores
-// (trigger, dispatch, three jobs, verify; one in ten failed), about 1 KB of
-// JSON, as bench/seed.go seeds them.
-func realisticRun(id int64, created time.Time) *pipeline.Run {
-	status := pipeline.StatusSuccess
-	if id%10 == 0 {
-		status = pipeline.StatusFailed
-	}
-	at := func(s int) *time.Time { t := created.Add(time.Duration(s) * time.Second); return &t }
-	stage := func(name string, from, to int, st pipeline.Status) pipeline.Stage {
-		return pipeline.Stage{Name: name, Status: st, StartedAt: at(from), FinishedAt: at(to), DurationSeconds: float64(to - from)}
-	}
-	trigger := pipeline.Trigger{Source: pipeline.SourceSupabase, Event: "INSERT", DeliveryID: fmt.Sprintf("seed-%d", id), ReceivedAt: created}
-	r := &pipeline.Run{
-		ID:        id,
-		Pipeline:  fmt.Sprintf("site-%d", id%10),
-		Status:    status,
-		Trigger:   trigger,
-		Triggers:  []pipeline.Trigger{trigger},
-		CreatedAt: created, StartedAt: at(20), FinishedAt: at(300), DurationSeconds: 300,
-		GitHub: &pipeline.GitHubRun{
-			Repository: "octo-org/octo-repo", RunID: 1_000_000_000 + id, RunAttempt: 1, WorkflowID: 2823525,
-			Workflow: "deploy.yml", HTMLURL: fmt.Sprintf("https://github.com/octo-org/octo-repo/actions/runs/%d", 1_000_000_000+id),
-			HeadSHA: "3484a3fb816e0859fd6e1cea078d76385ff50625", HeadBranch: "main", Event: "repository_dispatch",
-			Status: "completed", Conclusion: string(status), CreatedAt: created.Add(15 * time.Second), UpdatedAt: *at(280),
-		},
-		Stages: []pipeline.Stage{
-			stage(pipeline.StageTrigger, 0, 0, pipeline.StatusSuccess),
-			stage(pipeline.StageDispatch, 0, 15, pipeline.StatusSuccess),
-			stage("build", 20, 200, pipeline.StatusSuccess),
-			stage("test", 20, 150, pipeline.StatusSuccess),
-			stage("deploy", 200, 280, status),
-		},
-		SeenAt: created,
-	}
-	if status == pipeline.StatusSuccess {
-		r.Stages = append(r.Stages, stage(pipeline.StageVerify, 280, 300, pipeline.StatusSuccess))
-	} else {
-		r.Error = "stage deploy failed"
-	}
-	return r
-}
-
 // webhookBody is the body GitHub sends for a workflow_run event: the
 // published payload, compact as GitHub delivers it.
 func webhookBody(b *testing.B) []byte {

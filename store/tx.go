@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -70,7 +71,7 @@ func (t *storeTx) append(entries []*pipeline.Entry) error {
 		}
 		e.Seq = 0
 		err = st.QueryRow(string(e.Source), id, e.Kind, nanos(e.ReceivedAt), e.Body, events).Scan(&e.Seq)
-		if err != nil && err != sql.ErrNoRows {
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 	}
@@ -184,7 +185,7 @@ func (t *storeTx) Commit() error {
 
 func (t *storeTx) Rollback() error {
 	err := t.tx.Rollback()
-	if err == sql.ErrTxDone {
+	if errors.Is(err, sql.ErrTxDone) {
 		return nil
 	}
 	return err
@@ -244,7 +245,7 @@ func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	var held []byte
 	err = s.rdb.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, stateHeld).Scan(&held)
 	switch {
-	case err == sql.ErrNoRows:
+	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return nil, fmt.Errorf("store: %w", err)
 	default:

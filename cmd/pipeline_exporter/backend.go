@@ -102,7 +102,7 @@ func (b *postgresBackend) Ready(ctx context.Context) error   { return b.Ping(ctx
 func (b *postgresBackend) Errors() float64                   { return 0 }
 func (b *postgresBackend) Runs() int64                       { st, _ := b.Sizes(context.Background()); return st.Runs }
 func (b *postgresBackend) Sizes(ctx context.Context) (store.Stats, error) {
-	st, err := b.Store.Stats(ctx)
+	st, err := b.Stats(ctx)
 	return store.Stats{Runs: st.Runs, Deliveries: st.LogEntries}, err
 }
 

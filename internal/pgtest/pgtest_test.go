@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 
@@ -48,7 +49,7 @@ func TestWrongPasswordRefused(t *testing.T) {
 func TestStopByPID(t *testing.T) {
 	s, err := Start()
 	if err != nil {
-		if err == errNotInstalled && os.Getenv("CI") != "true" {
+		if errors.Is(err, errNotInstalled) && os.Getenv("CI") != "true" {
 			t.Skip(err)
 		}
 		t.Fatal(err)

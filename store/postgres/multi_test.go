@@ -297,7 +297,7 @@ func TestFollowerWaitsForTheLeader(t *testing.T) {
 	commit(t, leader, func(tx pipeline.StorageTx) error {
 		entries, err := leader.Unapplied(ctx, 10)
 		if err != nil || len(entries) != 1 {
-			return fmt.Errorf("Unapplied: %d entries, %v", len(entries), err)
+			return fmt.Errorf("Unapplied: %d entries, %w", len(entries), err)
 		}
 		return tx.MarkApplied([]pipeline.AppliedEntry{{Seq: entries[0].Seq, Result: want}})
 	})
