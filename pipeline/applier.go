@@ -55,6 +55,9 @@ type Applier struct {
 	// stale is set when a commit failed: the Tracker holds changes that
 	// are not durable, so it is restored before the next batch.
 	stale bool
+	// moreLog is set when the last read of unapplied entries was cut at
+	// maxBatch: the next step reads on.
+	moreLog bool
 }
 
 // submission is one entry (or new specs) handed to the Applier.
@@ -156,6 +159,9 @@ func (a *Applier) Run(ctx context.Context) error {
 	// Entries appended but not applied (a crash between the two, or other
 	// instances' appends) are applied before anything new.
 	a.step(ctx, nil, true)
+	for a.moreLog && !a.stale && ctx.Err() == nil {
+		a.step(ctx, nil, true)
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -179,7 +185,7 @@ func (a *Applier) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-a.opts.Wake:
 		}
-		a.step(ctx, batch, a.opts.SharedLog)
+		a.step(ctx, batch, a.opts.SharedLog || a.moreLog)
 	}
 }
 
@@ -187,6 +193,9 @@ func (a *Applier) Run(ctx context.Context) error {
 // second (the shared log's poll, and retries after a failed commit).
 func (a *Applier) wait() time.Duration {
 	wait := time.Second
+	if a.moreLog {
+		return 0
+	}
 	if a.stale {
 		return wait
 	}
@@ -293,6 +302,7 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 		if backlog, err = a.st.Unapplied(ctx, maxBatch); err != nil {
 			return nil, nil, fmt.Errorf("reading unapplied log entries: %w", err)
 		}
+		a.moreLog = len(backlog) == maxBatch
 	}
 	if len(subs) == 0 && len(backlog) == 0 && !a.due() {
 		return nil, nil, nil

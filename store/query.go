@@ -146,6 +146,12 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		where = append(where, "id < ?")
 		args = append(args, q.BeforeID)
 	}
+	// Slow runs are few: the newest-first walk of the other filters' index
+	// stops at the limit soon enough without an index of its own.
+	if q.MinDuration > 0 {
+		where = append(where, "duration >= ?")
+		args = append(args, q.MinDuration.Seconds())
+	}
 
 	// With only a time range to go by, SQLite would walk the whole table
 	// backwards by id, reading every run newer than the range. The

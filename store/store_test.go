@@ -282,6 +282,9 @@ func seedRuns(n int) []*pipeline.Run {
 		// Every combination of status, pipeline and source recurs every 72 runs.
 		runs[i] = testRun(int64(i+1), pipes[(i/6)%len(pipes)], pipeline.RunStatuses[i%len(pipeline.RunStatuses)],
 			sources[(i/18)%len(sources)], t0.Add(time.Duration(i)*time.Hour))
+		if i%7 == 0 && runs[i].Status.Terminal() {
+			runs[i].DurationSeconds = 600
+		}
 	}
 	return runs
 }
@@ -297,7 +300,8 @@ func reference(runs []*pipeline.Run, q pipeline.RunQuery) []int64 {
 			q.Trigger != "" && r.Trigger.Source != q.Trigger,
 			!q.Since.IsZero() && r.CreatedAt.Before(q.Since),
 			!q.Until.IsZero() && r.CreatedAt.After(q.Until),
-			q.BeforeID != 0 && r.ID >= q.BeforeID:
+			q.BeforeID != 0 && r.ID >= q.BeforeID,
+			q.MinDuration > 0 && r.DurationSeconds < q.MinDuration.Seconds():
 			continue
 		}
 		ids = append(ids, r.ID)
@@ -321,8 +325,14 @@ func TestListRuns(t *testing.T) {
 			}
 		}
 	}
+	// Slow runs: every seventh run of the seed lasts ten minutes.
+	for _, pipe := range []string{"", "docs"} {
+		for _, statuses := range [][]pipeline.Status{nil, {pipeline.StatusSuccess}} {
+			queries = append(queries, pipeline.RunQuery{Statuses: statuses, Pipeline: pipe, MinDuration: 5 * time.Minute})
+		}
+	}
 	for _, q := range queries {
-		name := fmt.Sprintf("status=%v,pipeline=%s,trigger=%s,since=%v,until=%v", q.Statuses, q.Pipeline, q.Trigger, !q.Since.IsZero(), !q.Until.IsZero())
+		name := fmt.Sprintf("status=%v,pipeline=%s,trigger=%s,since=%v,until=%v,min_duration=%v", q.Statuses, q.Pipeline, q.Trigger, !q.Since.IsZero(), !q.Until.IsZero(), q.MinDuration)
 		t.Run(name, func(t *testing.T) {
 			want := reference(runs, q)
 			if len(want) == 0 {

@@ -86,7 +86,9 @@ func (t *storeTx) markApplied(applied []pipeline.AppliedEntry) error {
 	if len(applied) == 0 {
 		return nil
 	}
-	st, err := t.tx.Prepare(`UPDATE log SET applied = 1, result = ? WHERE seq = ?`)
+	// An entry is applied once: marking one that is applied already (or
+	// missing) means two appliers, and fails the transaction.
+	st, err := t.tx.Prepare(`UPDATE log SET applied = 1, result = ? WHERE seq = ? AND applied = 0`)
 	if err != nil {
 		return err
 	}
@@ -96,8 +98,12 @@ func (t *storeTx) markApplied(applied []pipeline.AppliedEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, err := st.Exec(result, a.Seq); err != nil {
+		res, err := st.Exec(result, a.Seq)
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("log entry %d is not waiting to be applied", a.Seq)
 		}
 	}
 	return nil

@@ -131,6 +131,9 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 	if q.BeforeID != 0 {
 		where = append(where, "id < "+arg(q.BeforeID))
 	}
+	if q.MinDuration > 0 {
+		where = append(where, "duration_seconds >= "+arg(q.MinDuration.Seconds()))
+	}
 	limit := arg(q.Limit)
 	branch := func(status string) string {
 		conds := where
