@@ -26,21 +26,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // pod keeps its Service), and waits until /-/ready answers 200.
 func startReplica(t *testing.T, configPath, dbURL, addr string) *exporter {
 	t.Helper()
-	e := launchReplica(t, configPath, dbURL, addr)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-e.exited:
-			t.Fatalf("replica exited at start: %v\n%s", e.cmd.ProcessState, e.logs.String())
-		default:
-		}
-		if readyCode(e) == http.StatusOK {
-			return e
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("replica not ready after 20s:\n%s", e.logs.String())
-	return nil
+	return waitReady(t, launchReplica(t, configPath, dbURL, addr))
 }
 
 // launchReplica starts the binary on PostgreSQL without waiting for it.
@@ -48,15 +34,22 @@ func startReplica(t *testing.T, configPath, dbURL, addr string) *exporter {
 // it, so that it is not in the process list.
 func launchReplica(t *testing.T, configPath, dbURL, addr string) *exporter {
 	t.Helper()
+	return launch(t, configPath, addr, []string{"PIPELINE_EXPORTER_STORAGE_URL=" + dbURL})
+}
+
+// launch starts the binary at info level (the replica tests send
+// thousands of deliveries) with the given environment and flags.
+func launch(t *testing.T, configPath, addr string, env []string, args ...string) *exporter {
+	t.Helper()
 	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	e.cmd = exec.Command(exporterBinary(t),
-		"--config.file="+configPath,
-		"--web.listen-address="+addr,
+	e.cmd = exec.Command(exporterBinary(t), append([]string{
+		"--config.file=" + configPath,
+		"--web.listen-address=" + addr,
 		"--web.shutdown-timeout=10s",
 		"--storage.retention=0",
 		"--log.level=info",
-	)
-	e.cmd.Env = append(os.Environ(), "PIPELINE_EXPORTER_STORAGE_URL="+dbURL)
+	}, args...)...)
+	e.cmd.Env = append(os.Environ(), env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -66,10 +59,29 @@ func launchReplica(t *testing.T, configPath, dbURL, addr string) *exporter {
 		_ = e.cmd.Process.Kill()
 		<-e.exited
 		if t.Failed() {
-			t.Logf("replica %s logs:\n%s", addr, e.logs.String())
+			t.Logf("exporter %s logs:\n%s", addr, e.logs.String())
 		}
 	})
 	return e
+}
+
+// waitReady waits until /-/ready answers 200.
+func waitReady(t *testing.T, e *exporter) *exporter {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-e.exited:
+			t.Fatalf("exporter exited at start: %v\n%s", e.cmd.ProcessState, e.logs.String())
+		default:
+		}
+		if readyCode(e) == http.StatusOK {
+			return e
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("exporter not ready after 20s:\n%s", e.logs.String())
+	return nil
 }
 
 // readyCode is the status of GET /-/ready, or 0 when nothing answers.

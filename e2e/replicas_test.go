@@ -120,8 +120,9 @@ type load struct {
 	bad     []string // answers that are neither 2xx nor a refusal
 }
 
-// startLoad sends rate deliveries a second through b until stopped or max
-// were sent; run ids start after firstRunID.
+// startLoad sends rate deliveries a second (as fast as 16 clients can
+// when rate is 0) through b until stopped or max were sent; run ids start
+// after firstRunID.
 func startLoad(b *balancer, prefix string, firstRunID int64, rate, max int) *load {
 	l := &load{stop: make(chan struct{}), done: make(chan struct{}), acked: map[string]int64{}}
 	work := make(chan int64)
@@ -152,13 +153,19 @@ func startLoad(b *balancer, prefix string, firstRunID int64, rate, max int) *loa
 		defer close(l.done)
 		defer wg.Wait()
 		defer close(work)
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
+		var pace <-chan time.Time
+		if rate > 0 {
+			tick := time.NewTicker(time.Second / time.Duration(rate))
+			defer tick.Stop()
+			pace = tick.C
+		}
 		for i := int64(1); i <= int64(max); i++ {
-			select {
-			case <-l.stop:
-				return
-			case <-tick.C:
+			if pace != nil {
+				select {
+				case <-l.stop:
+					return
+				case <-pace:
+				}
 			}
 			select {
 			case <-l.stop:
@@ -530,4 +537,112 @@ func TestReplicaLeaderCutOffFromPostgres(t *testing.T) {
 	}
 	t.Logf("leader's lock connection terminated: it stopped applying after %v, one leader (the %s replica) after %v; %d acknowledged, all applied once, %d refused by both",
 		stopped.Round(time.Millisecond), map[bool]string{true: "same", false: "other"}[next == leader], recovered.Round(time.Millisecond), n, len(l.refused))
+}
+
+func TestReplicaPostgresGoneMidLoad(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	proxy := newTCPProxy(t, hostOf(t, dbURL))
+	proxy.up()
+	viaProxy := withHost(t, dbURL, proxy.addr)
+	cfg := writeConfig(t, coreConfig)
+	a := startReplica(t, cfg, viaProxy, freeAddr(t))
+	b := startReplica(t, cfg, viaProxy, freeAddr(t))
+	waitOneLeader(t, 5*time.Second, a, b)
+
+	l := startLoad(newBalancer(a, b), "gone", 50_000_000, 200, 3000)
+	time.Sleep(1500 * time.Millisecond)
+	proxy.down()
+	wentDown := time.Now()
+	// While the database is away the replicas say so: not ready, and
+	// webhooks 503 so that a sender may retry.
+	for _, r := range []*exporter{a, b} {
+		for readyCode(r) != http.StatusServiceUnavailable {
+			if time.Since(wentDown) > 5*time.Second {
+				t.Fatalf("%s: /-/ready not 503 with the database gone", r.url)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	proxy.up()
+	back := time.Now()
+	for _, r := range []*exporter{a, b} {
+		for readyCode(r) != http.StatusOK {
+			if time.Since(back) > 10*time.Second {
+				t.Fatalf("%s: not ready 10s after the database came back", r.url)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	readyAgain := time.Since(back)
+	leader := waitOneLeader(t, 5*time.Second, a, b)
+	leadAgain := time.Since(back)
+	time.Sleep(2 * time.Second)
+	l.finish()
+
+	for _, r := range []*exporter{a, b} {
+		select {
+		case <-r.exited:
+			t.Fatalf("%s exited: %v", r.url, r.cmd.ProcessState)
+		default:
+		}
+	}
+	if len(l.bad) > 0 {
+		t.Errorf("%d answers neither 2xx nor 503, first: %s", len(l.bad), l.bad[0])
+	}
+	if len(l.refused) == 0 {
+		t.Errorf("no delivery was refused while the database was gone")
+	}
+	for _, s := range l.results {
+		if (s.err != nil || s.code >= 500) && s.code != http.StatusServiceUnavailable {
+			t.Errorf("refused with %d %v, want 503 from a replica that is up", s.code, s.err)
+			break
+		}
+	}
+	ackedAfter := 0
+	for _, s := range l.results {
+		if s.start.After(back.Add(leadAgain)) && s.err == nil && s.code < 300 {
+			ackedAfter++
+		}
+	}
+	if ackedAfter == 0 {
+		t.Errorf("no delivery acknowledged after the database came back")
+	}
+	checkStaysOneLeader(t, time.Second, a, b)
+	n := checkExactlyOnce(t, leader, dbURL, l.acked)
+	t.Logf("PostgreSQL gone for %v under 200/s: %d sent, %d refused (503) by both while it was gone, %d acknowledged, all applied once; ready again %v and one leader %v after it came back, without a restart",
+		back.Sub(wentDown).Round(time.Millisecond), len(l.results), len(l.refused), n, readyAgain.Round(time.Millisecond), leadAgain.Round(time.Millisecond))
+}
+
+// TestReplicaIngestThroughput measures, in one run, what 16 clients get
+// through two replicas on PostgreSQL and through one replica on SQLite.
+// Each answer waits for the delivery to be durable (and, on PostgreSQL,
+// briefly for the leader's outcome).
+func TestReplicaIngestThroughput(t *testing.T) {
+	const window = 4 * time.Second
+	measure := func(name string, b *balancer, firstRunID int64) (*load, float64) {
+		l := startLoad(b, name, firstRunID, 0, 1_000_000)
+		start := time.Now()
+		time.Sleep(window)
+		l.finish()
+		elapsed := time.Since(start)
+		l.checkRefusedNone(t)
+		return l, float64(len(l.acked)) / elapsed.Seconds()
+	}
+
+	a, b, dbURL, _ := twoReplicas(t)
+	waitOneLeader(t, 5*time.Second, a, b)
+	pg, pgRate := measure("bench-pg", newBalancer(a, b), 60_000_000)
+	checkExactlyOnce(t, a, dbURL, pg.acked)
+	a.stop(syscall.SIGTERM)
+	b.stop(syscall.SIGTERM)
+
+	single := waitReady(t, launch(t, writeConfig(t, coreConfig), freeAddr(t), nil, "--storage.path="+t.TempDir()))
+	_, sqliteRate := measure("bench-sqlite", newBalancer(single), 70_000_000)
+
+	if pgRate == 0 || sqliteRate == 0 {
+		t.Fatalf("nothing acknowledged: %.0f/s on PostgreSQL, %.0f/s on SQLite", pgRate, sqliteRate)
+	}
+	t.Logf("ingest at 16 clients for %v each: two replicas on PostgreSQL %.0f deliveries/s, one replica on SQLite %.0f deliveries/s: ratio %.2f",
+		window, pgRate, sqliteRate, pgRate/sqliteRate)
 }
