@@ -646,3 +646,59 @@ func TestReplicaIngestThroughput(t *testing.T) {
 	t.Logf("ingest at 16 clients for %v each: two replicas on PostgreSQL %.0f deliveries/s, one replica on SQLite %.0f deliveries/s: ratio %.2f",
 		window, pgRate, sqliteRate, pgRate/sqliteRate)
 }
+
+func TestReplicaPostgresDownAtStart(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	proxy := newTCPProxy(t, hostOf(t, dbURL))
+	viaProxy := withHost(t, dbURL, proxy.addr)
+	e := launchReplica(t, writeConfig(t, coreConfig), viaProxy, freeAddr(t))
+	password := pgtest.Shared(t).Password()
+	masked := strings.Replace(viaProxy, ":"+password+"@", ":xxxxx@", 1)
+
+	// The listeners are up while the store is retried: the replica is
+	// healthy but not ready, and webhooks are 503 so that a sender may
+	// retry.
+	deadline := time.Now().Add(10 * time.Second)
+	for readyCode(e) != http.StatusServiceUnavailable || strings.Count(e.logs.String(), "PostgreSQL unavailable, retrying") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s with PostgreSQL down: /-/ready %d, want 503 and three retries logged", readyCode(e))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d := runDelivery("down", 80_000_001)
+	if a, err := e.post(d); err != nil || a.code != http.StatusServiceUnavailable {
+		t.Errorf("webhook with PostgreSQL down: %d %s %v, want 503", a.code, a.body, err)
+	}
+	if a := e.get("/-/healthy"); a.code != http.StatusOK {
+		t.Errorf("/-/healthy = %d, want 200: the process is fine, its store is not", a.code)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, masked) {
+		t.Errorf("logs do not name the URL %s", masked)
+	}
+	if strings.Contains(logs, password) {
+		t.Errorf("logs contain the password")
+	}
+	var waits []string
+	for _, line := range strings.Split(logs, "\n") {
+		if _, w, ok := strings.Cut(line, "retry_in="); ok && strings.Contains(line, "PostgreSQL unavailable") {
+			waits = append(waits, w)
+		}
+	}
+	if len(waits) < 3 || waits[0] == waits[2] {
+		t.Errorf("retry waits %v, want a growing backoff", waits)
+	}
+	select {
+	case <-e.exited:
+		t.Fatalf("exited with PostgreSQL down: %v", e.cmd.ProcessState)
+	default:
+	}
+
+	proxy.up()
+	up := time.Now()
+	waitReady(t, e)
+	if a, err := e.post(d); err != nil || a.code != http.StatusAccepted {
+		t.Errorf("webhook once PostgreSQL is up: %d %s %v, want 202", a.code, a.body, err)
+	}
+	t.Logf("PostgreSQL down at start: 503 while retrying (waits %v), ready %v after it came up", waits, time.Since(up).Round(time.Millisecond))
+}
