@@ -39,6 +39,7 @@ type backend interface {
 // PostgreSQL has it.
 type shared interface {
 	Lead(ctx context.Context) (lost <-chan struct{}, err error)
+	Resign()
 	Appended() <-chan struct{}
 	AppendShared(ctx context.Context, e *pipeline.Entry) error
 	WaitResult(ctx context.Context, source pipeline.Source, deliveryID string) (pipeline.Result, bool, error)

@@ -109,14 +109,20 @@ func (l *leadership) campaign(ctx context.Context) {
 		go func() { done <- l.term(termCtx, l.shared.Appended(), nil) }()
 		select {
 		case <-lost:
+			cancel()
+			<-done
 			l.logger.Warn("Lost the leader lock: stopped applying")
 		case err := <-done:
-			if err != nil {
-				l.logger.Error("The applier stopped", "err", err)
+			cancel()
+			// The term ended by itself (shutdown, or an Applier that could
+			// not restore): the lock must not outlive it, or this replica
+			// would lead without applying and no other could take over.
+			l.shared.Resign()
+			if err != nil && ctx.Err() == nil {
+				l.logger.Error("The applier stopped; gave up the leader lock", "err", err)
+				sleep(ctx, time.Second)
 			}
 		}
-		cancel()
-		<-done
 	}
 }
 

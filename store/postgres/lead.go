@@ -150,8 +150,10 @@ func (s *Store) watch(ctx context.Context, conn *pgx.Conn, lost chan struct{}) {
 	}
 }
 
-// resign gives up the leadership, if held, and waits until it has ended.
-func (s *Store) resign() {
+// Resign gives up the leadership, if held, and waits until it has ended:
+// for a leader whose applier stopped, so that the lock does not outlive
+// it. Lead may be called again afterwards.
+func (s *Store) Resign() {
 	s.lead.mu.Lock()
 	stop, done := s.lead.stop, s.lead.done
 	s.lead.mu.Unlock()

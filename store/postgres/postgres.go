@@ -177,7 +177,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close gives up the leadership, stops the listener and closes the
 // connections.
 func (s *Store) Close() error {
-	s.resign()
+	s.Resign()
 	if s.stopListener != nil {
 		s.stopListener()
 		<-s.listenerDone
