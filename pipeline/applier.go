@@ -261,7 +261,9 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	}
 	if a.stale {
 		if err := a.restore(ctx); err != nil {
-			a.opts.Logger.Error("Restoring the committed runs failed", "err", err)
+			if ctx.Err() == nil {
+				a.opts.Logger.Error("Restoring the committed runs failed", "err", err)
+			}
 			a.fail(subs, err)
 			return
 		}
@@ -270,7 +272,9 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	results, updates, err := a.commit(ctx, subs, readLog)
 	if err != nil {
 		a.stale = true
-		a.opts.Logger.Error("Committing applied entries failed", "err", err)
+		if ctx.Err() == nil {
+			a.opts.Logger.Error("Committing applied entries failed", "err", err)
+		}
 		a.fail(subs, err)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,8 +86,65 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 		return err
 	}
 
-	be, err := openBackend(ctx, f, logger)
-	if err != nil {
+	// The listeners answer from the start, before the store is open: a
+	// PostgreSQL that is down is retried with backoff, and meanwhile
+	// /-/healthy is 200 and every other path 503, so that readiness probes
+	// and webhook senders see "not yet" rather than a refused connection.
+	mainHandler, webhookHandler := &switchHandler{}, &switchHandler{}
+	mainHandler.set(opening(f.storageURL != ""))
+	webhookHandler.set(opening(f.storageURL != ""))
+	servers := []*http.Server{newServer(mainHandler, logger)}
+	errs := make(chan error, 2)
+	go listen(servers[0], f.web, logger, errs)
+	if f.webhookAddress != "" {
+		noSystemd := false
+		wfc := &web.FlagConfig{
+			WebListenAddresses: &[]string{f.webhookAddress},
+			WebSystemdSocket:   &noSystemd,
+			WebConfigFile:      &f.webhookConfig,
+		}
+		servers = append(servers, newServer(webhookHandler, logger))
+		go listen(servers[1], wfc, logger.With("listener", "webhooks"), errs)
+	}
+	shutdown := func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+		defer cancel()
+		for _, srv := range servers {
+			if err := srv.Shutdown(shutdownCtx); err != nil {
+				logger.Error("Shutting down a listener", "err", err)
+			}
+		}
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			shutdown()
+		}
+	}()
+
+	openCtx, cancelOpen := context.WithCancel(ctx)
+	defer cancelOpen()
+	opened := make(chan error, 1)
+	var be backend
+	go func() {
+		var err error
+		be, err = openBackend(openCtx, f, logger)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		if err != nil && ctx.Err() != nil {
+			logger.Info("Shutting down before the store opened")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	case err := <-errs:
+		cancelOpen()
+		if oerr := <-opened; oerr == nil {
+			be.Close()
+		}
 		return err
 	}
 	defer func() {
@@ -230,20 +288,10 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	}
 	handle(webhookMux, "/webhooks/", "webhooks", hooks)
 
-	servers := []*http.Server{newServer(mainMux, logger)}
 	servers[0].RegisterOnShutdown(pages.Close)
-	errs := make(chan error, 2)
-	go listen(servers[0], f.web, logger, errs)
-	if f.webhookAddress != "" {
-		noSystemd := false
-		wfc := &web.FlagConfig{
-			WebListenAddresses: &[]string{f.webhookAddress},
-			WebSystemdSocket:   &noSystemd,
-			WebConfigFile:      &f.webhookConfig,
-		}
-		servers = append(servers, newServer(webhookMux, logger))
-		go listen(servers[1], wfc, logger.With("listener", "webhooks"), errs)
-	}
+	mainHandler.set(mainMux)
+	webhookHandler.set(webhookMux)
+	serving = true
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -265,14 +313,39 @@ loop:
 			break loop
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	for _, srv := range servers {
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			logger.Error("Shutting down a listener", "err", err)
-		}
-	}
+	shutdown()
 	return serveErr
+}
+
+// switchHandler serves whichever handler was set last: the start-up
+// answers until the store is open, then the exporter's routes.
+type switchHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *switchHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// opening answers while the store opens: healthy, not ready, and 503 for
+// everything else (a webhook sender may retry).
+func opening(shared bool) http.Handler {
+	msg := "the store is opening"
+	if shared {
+		msg = "connecting to PostgreSQL"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/-/healthy":
+			fmt.Fprintln(w, "Healthy.")
+		case "/-/ready":
+			http.Error(w, "Not ready: "+msg, http.StatusServiceUnavailable)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			writeJSON(w, map[string]string{"status": "error", "errorType": "unavailable", "error": "not ready: " + msg})
+		}
+	})
 }
 
 // parseExternalURL parses --web.external-url; empty means none.
