@@ -36,3 +36,4 @@ rule {
   }
   disable = ["promql/series"]
 }
+

@@ -488,12 +488,15 @@ type stackPanelQuery struct {
 	needsData bool
 }
 
-// labelValues is the form of Grafana's Prometheus variable queries.
-var labelValues = regexp.MustCompile(`^label_values\((\w+),\s*(\w+)\)$`)
+// labelValues is the form of Grafana's Prometheus variable queries:
+// label_values(selector, label).
+var labelValues = regexp.MustCompile(`^label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)$`)
 
-// stackDashboardQueries reads every target of every dashboard, substituting
-// template variables the way Grafana does for this stack: the pipeline under
-// test, any instance, and intervals fitting a 1 s scrape interval.
+// stackDashboardQueries reads every PromQL target and query variable of
+// every dashboard, substituting template variables the way Grafana does for
+// this stack: its scrape job, the pipeline under test, any instance, and
+// intervals fitting a 1 s scrape interval. The Infinity table reads the
+// exporter's API, not Prometheus: e2e/dashboards_test.go checks it.
 func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 	t.Helper()
 	files, err := filepath.Glob("../dashboards/*.json")
@@ -501,7 +504,7 @@ func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 		t.Fatalf("no dashboards: %v", err)
 	}
 	vars := strings.NewReplacer(
-		`"$pipeline"`, `"site"`, `"$instance"`, `".+"`,
+		`"$job"`, `"pipeline_exporter"`, `"$pipeline"`, `"site"`, `"$instance"`, `".+"`,
 		"$__rate_interval", "4s", "$__interval", "1s", "$__range_s", "60", "$__range", "1m",
 	)
 	var out []stackPanelQuery
@@ -517,8 +520,11 @@ func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 			Panels []struct {
 				Title   string `json:"title"`
 				Targets []struct {
-					Expr  string `json:"expr"`
-					RefID string `json:"refId"`
+					Expr       string `json:"expr"`
+					RefID      string `json:"refId"`
+					Datasource struct {
+						Type string `json:"type"`
+					} `json:"datasource"`
 				} `json:"targets"`
 			} `json:"panels"`
 		}
@@ -540,10 +546,13 @@ func stackDashboardQueries(t *testing.T) []stackPanelQuery {
 			}
 			// What Grafana asks Prometheus for, as a PromQL query.
 			expr := fmt.Sprintf("group by (%s) (%s)", m[2], m[1])
-			out = append(out, stackPanelQuery{name: fmt.Sprintf("%s variable %s", filepath.Base(f), v.Name), expr: expr, query: expr, needsData: true})
+			out = append(out, stackPanelQuery{name: fmt.Sprintf("%s variable %s", filepath.Base(f), v.Name), expr: expr, query: vars.Replace(expr), needsData: true})
 		}
 		for _, p := range d.Panels {
 			for _, tg := range p.Targets {
+				if tg.Datasource.Type != "prometheus" {
+					continue
+				}
 				q := vars.Replace(tg.Expr)
 				if strings.Contains(q, "$") {
 					t.Errorf("%s panel %q: unsubstituted variable in %s", filepath.Base(f), p.Title, q)
