@@ -6,10 +6,13 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +22,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,9 +34,11 @@ func main() {
 	work := flag.String("work", "", "Scratch directory for data (seeded histories are kept there between runs).")
 	sizes := flag.String("sizes", "1000,100000,1000000", "Stored-run counts for the API, scrape and memory rows.")
 	requests := flag.Int("requests", 20000, "Requests per throughput run.")
+	rounds := flag.Int("rounds", 3, "Rounds of the side-by-side ingest runs (the table shows medians).")
+	peer := flag.String("peer", "", "Binary of cpanato/github_actions_exporter, measured side by side; empty prints its columns as not measured.")
 	retentionSeconds := flag.Int("retention-seconds", 75, "Length of the fixed-rate run while the pruner works (it runs every minute).")
 	flag.Parse()
-	b := &bench{bin: *bin, work: *work, requests: *requests}
+	b := &bench{bin: *bin, work: *work, requests: *requests, rounds: *rounds, peer: *peer, nextID: 1}
 	if err := b.run(*sizes, *retentionSeconds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -39,12 +46,22 @@ func main() {
 }
 
 type bench struct {
-	bin, work string
-	requests  int
-	rows      [][]string
+	bin, work, peer  string
+	requests, rounds int
+	// nextID is the first run id of the next load, so that every load's
+	// runs are new to the receivers.
+	nextID int64
+	rows   [][]string
 }
 
+// row adds a row of the side-by-side table: measurement, exporter, peer,
+// null receiver, exporter ÷ peer, exporter ÷ null, target, holds.
 func (b *bench) row(cells ...string) { b.rows = append(b.rows, cells) }
+
+// single adds a row that measures the exporter alone.
+func (b *bench) single(name, value, target, holds string) {
+	b.row(name, value, "", "", "", "", target, holds)
+}
 
 func (b *bench) run(sizes string, retentionSeconds int) error {
 	fmt.Fprintf(os.Stderr, "machine: %d cores, %s\n", runtime.NumCPU(), runtime.GOARCH)
@@ -57,16 +74,34 @@ func (b *bench) run(sizes string, retentionSeconds int) error {
 	if err := b.retention(retentionSeconds); err != nil {
 		return err
 	}
-	fmt.Printf("\n| measurement | value | target | holds |\n|---|---|---|---|\n")
+	fmt.Printf("\n| measurement | exporter (durable, SQLite) | peer (in memory) | null receiver | exporter ÷ peer | exporter ÷ null | target | holds |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range b.rows {
 		fmt.Printf("| %s |\n", strings.Join(r, " | "))
 	}
 	return nil
 }
 
-// ingest compares the exporter's durable ingest with the null receiver,
-// both driven by the same load generator in the same run.
+// receiver is one webhook receiver driven by the same load: this
+// exporter, the peer exporter or the null receiver.
+type receiver struct {
+	name string
+	url  string // the webhook URL
+	p    *process
+
+	// Samples, one per round.
+	perSec16, perSec64, p99, hwmMiB, cpuMicros []float64
+}
+
+// ingest measures, side by side in one run, durable ingest throughput at 16
+// and 64 clients, p99 at a fixed 500 req/s and peak RSS over that run, for
+// the exporter, the peer (when --peer names its binary) and the null
+// receiver; then the cost of open /api/events streams on the exporter's
+// p99. Rounds alternate the receivers so a busy moment on the shared
+// machine falls on all of them; the table shows medians (peak RSS: the
+// highest).
 func (b *bench) ingest() error {
+	var recv []*receiver
+
 	nullAddr := freeAddr()
 	null, err := b.start("null-receiver", "--listen-address="+nullAddr)
 	if err != nil {
@@ -76,17 +111,24 @@ func (b *bench) ingest() error {
 	if err := waitTCP(nullAddr); err != nil {
 		return err
 	}
-	nullURL := "http://" + nullAddr + "/webhooks/github"
-	if _, err := b.load(nullURL, 16, 2000, 0, 1); err != nil { // warm up
-		return err
-	}
-	nullMax, err := b.load(nullURL, 16, b.requests, 0, 1e6)
-	if err != nil {
-		return err
-	}
-	null500, err := b.load(nullURL, 16, 5000, 500, 2e6)
-	if err != nil {
-		return err
+	nullR := &receiver{name: "null receiver", url: "http://" + nullAddr + "/webhooks/github", p: null}
+
+	var peerR *receiver
+	if b.peer != "" {
+		ingressAddr, metricsAddr := freeAddr(), freeAddr()
+		// The peer exporter as its README runs it: webhooks on the ingress
+		// address at /gh_event, authenticated with the secret (SHA-1
+		// X-Hub-Signature, which webhook-load sends as GitHub does).
+		peer, err := b.startPath(b.peer, "peer", "--gh.github-webhook-token="+secret,
+			"--web.listen-address="+metricsAddr, "--web.listen-address-ingress="+ingressAddr)
+		if err != nil {
+			return err
+		}
+		defer peer.stop()
+		if err := waitTCP(ingressAddr); err != nil {
+			return err
+		}
+		peerR = &receiver{name: "peer", url: "http://" + ingressAddr + "/gh_event", p: peer}
 	}
 
 	exp, err := b.exporter(filepath.Join(b.work, "ingest"), true)
@@ -94,30 +136,235 @@ func (b *bench) ingest() error {
 		return err
 	}
 	defer exp.stop()
-	expURL := exp.url + "/webhooks/github"
-	if _, err := b.load(expURL, 16, 2000, 0, 3e6); err != nil {
-		return err
+	expR := &receiver{name: "exporter", url: exp.url + "/webhooks/github", p: exp}
+
+	recv = append(recv, expR)
+	if peerR != nil {
+		recv = append(recv, peerR)
 	}
-	cpu0 := exp.cpuSeconds()
-	expMax, err := b.load(expURL, 16, b.requests, 0, 4e6)
+	recv = append(recv, nullR)
+
+	for _, r := range recv {
+		if _, err := b.load(r.url, 16, 2000, 0); err != nil { // warm up
+			return err
+		}
+	}
+	// The fixed-rate runs come first, before any burst has grown a heap,
+	// so the peak RSS is that of a steady 500/s.
+	for round := 0; round < b.rounds; round++ {
+		for _, r := range recv {
+			settle()
+			r.p.resetHWM()
+			res, err := b.load(r.url, 16, 5000, 500)
+			if err != nil {
+				return err
+			}
+			r.p99 = append(r.p99, res.P99)
+			r.hwmMiB = append(r.hwmMiB, r.p.hwmMiB())
+		}
+	}
+	streams, err := b.streamsCost(expR)
 	if err != nil {
 		return err
 	}
-	cpuPer := (exp.cpuSeconds() - cpu0) / float64(b.requests) * 1e6
-	exp500, err := b.load(expURL, 16, 5000, 500, 5e6)
+	for round := 0; round < b.rounds; round++ {
+		for _, r := range recv {
+			settle()
+			cpu0 := r.p.cpuSeconds()
+			res, err := b.load(r.url, 16, b.requests, 0)
+			if err != nil {
+				return err
+			}
+			r.cpuMicros = append(r.cpuMicros, (r.p.cpuSeconds()-cpu0)/float64(b.requests)*1e6)
+			r.perSec16 = append(r.perSec16, res.PerSecond)
+			settle()
+			if res, err = b.load(r.url, 64, b.requests, 0); err != nil {
+				return err
+			}
+			r.perSec64 = append(r.perSec64, res.PerSecond)
+		}
+	}
+
+	side := func(name string, value func(*receiver) float64, format string, target string, holds func(vsPeer float64) bool) {
+		e, n := value(expR), value(nullR)
+		cells := []string{name, fmt.Sprintf(format, e), notMeasured, fmt.Sprintf(format, n), notMeasured, ratio(e, n), target, notMeasured}
+		if peerR != nil {
+			p := value(peerR)
+			cells[2], cells[4] = fmt.Sprintf(format, p), ratio(e, p)
+			if holds != nil {
+				cells[7] = yes(holds(e / p))
+			}
+		}
+		if holds == nil {
+			cells[7] = ""
+		}
+		b.row(cells...)
+	}
+	side("durable ingest, 16 clients (req/s)", func(r *receiver) float64 { return median(r.perSec16) }, "%.0f", "≥ 1.0× peer", func(x float64) bool { return x >= 1 })
+	side("durable ingest, 64 clients (req/s)", func(r *receiver) float64 { return median(r.perSec64) }, "%.0f", "≥ 1.0× peer", func(x float64) bool { return x >= 1 })
+	side("p99 at a fixed 500 req/s (ms)", func(r *receiver) float64 { return median(r.p99) }, "%.2f", "≤ 2× peer", func(x float64) bool { return x <= 2 })
+	side("peak RSS over the 500 req/s run (MiB, VmHWM)", func(r *receiver) float64 { return slices.Max(r.hwmMiB) }, "%.1f", "≤ 1.5× peer", func(x float64) bool { return x <= 1.5 })
+	side("CPU per webhook at 16 clients (µs)", func(r *receiver) float64 { return median(r.cpuMicros) }, "%.0f", "", nil)
+	b.row(streams...)
+	for _, r := range []*receiver{expR, peerR} {
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "%s samples: 16 clients %v/s, 64 clients %v/s, p99 %v ms, peak RSS %v MiB\n",
+			r.name, rounded(r.perSec16), rounded(r.perSec64), rounded(r.p99), rounded(r.hwmMiB))
+	}
+	outcomes, err := counters(exp.url+"/metrics", "pipeline_exporter_webhook_requests_total{", `source="github"`)
 	if err != nil {
 		return err
 	}
-	if bad := non2xx(expMax.Codes) + non2xx(exp500.Codes); bad > 0 {
-		return fmt.Errorf("exporter answered %d requests with non-2xx: %v %v", bad, expMax.Codes, exp500.Codes)
-	}
-	ratio := expMax.PerSecond / nullMax.PerSecond
-	b.row("ingest, 16 clients: null receiver", fmt.Sprintf("%.0f/s", nullMax.PerSecond), "baseline", "")
-	b.row("ingest, 16 clients: exporter (durable)", fmt.Sprintf("%.0f/s = %.2f× null", expMax.PerSecond, ratio), "≥ 0.5×", yes(ratio >= 0.5))
-	p99 := exp500.P99 / null500.P99
-	b.row("p99 at 500/s: null → exporter", fmt.Sprintf("%.2f ms → %.2f ms = %.2f×", null500.P99, exp500.P99, p99), "≤ 2×", yes(p99 <= 2))
-	b.row("exporter CPU per webhook", fmt.Sprintf("%.0f µs", cpuPer), "report", "")
+	fmt.Fprintf(os.Stderr, "exporter webhook outcomes over the ingest runs: %v\n", outcomes)
 	return nil
+}
+
+// streamsCost measures the exporter's ingest p99 at 500 req/s without and
+// with 100 open /api/events streams, alternating, and returns the row.
+func (b *bench) streamsCost(exp *receiver) ([]string, error) {
+	const clients = 100
+	var without, with []float64
+	var events int64
+	for round := 0; round < b.rounds; round++ {
+		settle()
+		res, err := b.load(exp.url, 16, 5000, 500)
+		if err != nil {
+			return nil, err
+		}
+		without = append(without, res.P99)
+
+		settle()
+		s, err := openStreams(strings.TrimSuffix(exp.url, "/webhooks/github")+"/api/events", clients)
+		if err != nil {
+			return nil, err
+		}
+		res, err = b.load(exp.url, 16, 5000, 500)
+		got := s.close()
+		if err != nil {
+			return nil, err
+		}
+		with = append(with, res.P99)
+		events += got
+	}
+	w, wo := median(with), median(without)
+	return []string{fmt.Sprintf("exporter p99 at 500 req/s, 0 → %d open /api/events streams (ms)", clients),
+		fmt.Sprintf("%.2f → %.2f", wo, w), "", "", "", fmt.Sprintf("%.2f× (each stream received %d run events)", w/wo, events/clients/int64(b.rounds)),
+		"report", ""}, nil
+}
+
+// streams are open /api/events clients that read and count run events.
+type streams struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	events atomic.Int64
+}
+
+// openStreams opens n streams and returns once the server has answered
+// every one with 200.
+func openStreams(url string, n int) (*streams, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &streams{cancel: cancel}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	ready := make(chan error, n)
+	for i := 0; i < n; i++ {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				ready <- err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				ready <- fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+				return
+			}
+			ready <- nil
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 4<<20)
+			for sc.Scan() {
+				if string(sc.Bytes()) == "event: run" {
+					s.events.Add(1)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-ready; err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// close ends the streams and returns how many run events they received.
+func (s *streams) close() int64 {
+	s.cancel()
+	s.wg.Wait()
+	return s.events.Load()
+}
+
+// settle lets what the previous run left (a checkpoint, a peer's
+// goroutines) finish before the next run is measured.
+func settle() { time.Sleep(time.Second) }
+
+const notMeasured = "not measured"
+
+// ratio is a over b, as the table prints it.
+func ratio(a, b float64) string {
+	if b == 0 {
+		return notMeasured
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func rounded(v []float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = math.Round(x*100) / 100
+	}
+	return out
+}
+
+// counters reads the samples of a metric family whose labels contain
+// match, keyed by their labels.
+func counters(url, prefix, match string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok || !strings.Contains(rest, match) {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return nil, err
+		}
+		if v != 0 {
+			out[labels] = v
+		}
+	}
+	return out, nil
 }
 
 // history measures the API, /metrics, memory and startup at each size.
@@ -175,19 +422,19 @@ func (b *bench) history(sizes string) error {
 	}
 	first, last := points[0], points[len(points)-1]
 	for _, p := range points {
-		b.row(fmt.Sprintf("%d runs: API status=failed p99 / pipeline=X p99", p.n), fmt.Sprintf("%.2f ms / %.2f ms", p.failedP99, p.pipeP99), "", "")
+		b.single(fmt.Sprintf("%d runs: API status=failed p99 / pipeline=X p99", p.n), fmt.Sprintf("%.2f ms / %.2f ms", p.failedP99, p.pipeP99), "", "")
 	}
 	r1 := last.failedP99 / first.failedP99
 	r2 := last.pipeP99 / first.pipeP99
-	b.row(fmt.Sprintf("API p99 %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f× / %.2f×", r1, r2), "≤ 2×", yes(r1 <= 2 && r2 <= 2))
+	b.single(fmt.Sprintf("API p99 %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f× / %.2f×", r1, r2), "≤ 2×", yes(r1 <= 2 && r2 <= 2))
 	for _, p := range points {
-		b.row(fmt.Sprintf("%d runs: /metrics mean, RSS, startup", p.n), fmt.Sprintf("%.2f ms, %.1f MiB, %.2f s", p.scrapeMean, p.rssMiB, p.startup), "", "")
+		b.single(fmt.Sprintf("%d runs: /metrics mean, RSS, startup", p.n), fmt.Sprintf("%.2f ms, %.1f MiB, %.2f s", p.scrapeMean, p.rssMiB, p.startup), "", "")
 	}
 	sr := last.scrapeMean / first.scrapeMean
-	b.row(fmt.Sprintf("/metrics time %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f×", sr), "≤ 1.2×", yes(sr <= 1.2))
+	b.single(fmt.Sprintf("/metrics time %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f×", sr), "≤ 1.2×", yes(sr <= 1.2))
 	mr := last.rssMiB / first.rssMiB
-	b.row(fmt.Sprintf("RSS %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f×", mr), "≤ 1.5×", yes(mr <= 1.5))
-	b.row(fmt.Sprintf("startup with %d runs", last.n), fmt.Sprintf("%.2f s", last.startup), "< 2 s", yes(last.startup < 2))
+	b.single(fmt.Sprintf("RSS %d vs %d runs", last.n, first.n), fmt.Sprintf("%.2f×", mr), "≤ 1.5×", yes(mr <= 1.5))
+	b.single(fmt.Sprintf("startup with %d runs", last.n), fmt.Sprintf("%.2f s", last.startup), "< 2 s", yes(last.startup < 2))
 	return nil
 }
 
@@ -208,7 +455,7 @@ func (b *bench) retention(seconds int) error {
 			return nil, 0, err
 		}
 		defer exp.stop()
-		res, err := b.load(exp.url+"/webhooks/github", 16, requests, 500, float64(time.Now().UnixNano()/1e3))
+		res, err := b.load(exp.url+"/webhooks/github", 16, requests, 500)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -224,7 +471,7 @@ func (b *bench) retention(seconds int) error {
 		return err
 	}
 	r := pruned.P99 / base.P99
-	b.row(fmt.Sprintf("p99 at 500/s for %ds, 100k seeded runs: no pruning → max-records 20000", seconds),
+	b.single(fmt.Sprintf("p99 at 500/s for %ds, 100k seeded runs: no pruning → max-records 20000", seconds),
 		fmt.Sprintf("%.2f ms → %.2f ms = %.2f× (runs stored after: %.0f → %.0f)", base.P99, pruned.P99, r, baseRuns, prunedRuns),
 		"≤ 1.5×", yes(r <= 1.5))
 	return nil
@@ -256,15 +503,25 @@ type loadResult struct {
 	Codes     map[string]int `json:"codes"`
 }
 
-func (b *bench) load(url string, clients, requests int, rate, firstID float64) (*loadResult, error) {
-	out, err := exec.Command(filepath.Join(b.bin, "webhook-load"), "--json", "--url="+url, "--secret="+secret,
+// load drives url with webhook-load's realistic mix (each run's whole
+// life, its jobs included) and fails on any answer but 2xx.
+func (b *bench) load(url string, clients, requests int, rate float64) (*loadResult, error) {
+	first := b.nextID
+	b.nextID += int64(requests)
+	out, err := exec.Command(filepath.Join(b.bin, "webhook-load"), "--json", "--ids=cycle", "--url="+url, "--secret="+secret,
 		"--concurrency="+strconv.Itoa(clients), "--requests="+strconv.Itoa(requests),
-		"--rate="+strconv.FormatFloat(rate, 'f', -1, 64), "--first-id="+strconv.FormatFloat(firstID, 'f', 0, 64)).Output()
+		"--rate="+strconv.FormatFloat(rate, 'f', -1, 64), "--first-id="+strconv.FormatInt(first, 10)).Output()
 	if err != nil {
 		return nil, fmt.Errorf("webhook-load: %w", err)
 	}
 	var r loadResult
-	return &r, json.Unmarshal(out, &r)
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, err
+	}
+	if bad := non2xx(r.Codes); bad > 0 {
+		return nil, fmt.Errorf("%s answered %d of %d requests with non-2xx: %v", url, bad, requests, r.Codes)
+	}
+	return &r, nil
 }
 
 func non2xx(codes map[string]int) int {
@@ -315,7 +572,13 @@ type process struct {
 }
 
 func (b *bench) start(name string, args ...string) (*process, error) {
-	cmd := exec.Command(filepath.Join(b.bin, name), args...)
+	return b.startPath(filepath.Join(b.bin, name), name, args...)
+}
+
+// startPath starts the binary at path, logging to name.log in the work
+// directory.
+func (b *bench) startPath(path, name string, args ...string) (*process, error) {
+	cmd := exec.Command(path, args...)
 	logs, err := os.Create(filepath.Join(b.work, name+".log"))
 	if err != nil {
 		return nil, err
@@ -414,13 +677,26 @@ func (p *process) cpuSeconds() float64 {
 }
 
 // rssMiB is the process's resident set size from /proc.
-func (p *process) rssMiB() float64 {
+func (p *process) rssMiB() float64 { return p.status("VmRSS:") }
+
+// hwmMiB is the process's peak resident set size since it started or
+// since resetHWM.
+func (p *process) hwmMiB() float64 { return p.status("VmHWM:") }
+
+// resetHWM sets the peak resident set size to the current one (Linux's
+// clear_refs "5"), so that the next hwmMiB is the peak of what follows.
+func (p *process) resetHWM() {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0)
+}
+
+// status reads a size in kB from /proc/PID/status, in MiB.
+func (p *process) status(field string) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb / 1024
 		}

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # make bench: Go benchmarks of the tracker, store, webhook path, API and
-# collector, then the load, API, scrape, memory and retention measurements
-# of ./bench against the real binary. Prints one table (markdown).
+# collector, then the measurements of ./bench against the real binary:
+# ingest side by side with cpanato/github_actions_exporter and the null
+# receiver, the cost of /api/events streams, API, scrape, memory and
+# retention. Prints one table (markdown).
+# PEER_BINARY is the peer's binary, built outside this repository, e.g.
+#   git clone https://github.com/cpanato/github_actions_exporter /tmp/peer-src
+#   (cd /tmp/peer-src && go build -o /tmp/peer/github_actions_exporter .)
+# unset, the peer's columns read "not measured".
 # BENCH_WORK keeps seeded histories between runs (default: a temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,16 +16,18 @@ work=${BENCH_WORK:-$(mktemp -d)}
 mkdir -p "$work"
 trap 'rm -rf "$bin"' EXIT
 
-echo "machine: $(nproc) cores, $(go version | cut -d' ' -f3-)" >&2
+echo "machine: $(nproc) cores, $(go version | cut -d' ' -f3-), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "peer: ${PEER_BINARY:-not measured (PEER_BINARY unset)}" >&2
 for cmd in pipeline_exporter webhook-load null-receiver; do
   CGO_ENABLED=0 go build -o "$bin/$cmd" "./cmd/$cmd"
 done
 
 gobench=$(go test -run '^$' -bench . -benchmem -benchtime="${BENCHTIME:-1s}" \
-  ./pipeline ./store ./webhook ./collector ./api ./poller 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)' || true)
+  ./pipeline ./store ./webhook ./collector ./api ./poller ./web 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)' || true)
 echo "$gobench" >&2
 
-go run ./bench --bin="$bin" --work="$work" ${BENCH_ARGS:-}
+go run ./bench --bin="$bin" --work="$work" --peer="${PEER_BINARY:-}" ${BENCH_ARGS:-}
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 echo
 echo "| Go benchmark | ns/op | B/op | allocs/op | extra |"
