@@ -250,8 +250,8 @@ func (b *bench) streamsCost(exp *receiver) ([]string, error) {
 	}
 	w, wo := median(with), median(without)
 	return []string{fmt.Sprintf("exporter p99 at 500 req/s, 0 → %d open /api/events streams (ms)", clients),
-		fmt.Sprintf("%.2f → %.2f", wo, w), "", "", "", fmt.Sprintf("%.2f× (each stream received %d run events)", w/wo, events/clients/int64(b.rounds)),
-		"report", ""}, nil
+		fmt.Sprintf("%.2f → %.2f = %.2f× (each stream received %d run events per run)", wo, w, w/wo, events/clients/int64(b.rounds)),
+		"", "", "", "", "report", ""}, nil
 }
 
 // streams are open /api/events clients that read and count run events.
