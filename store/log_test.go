@@ -237,3 +237,25 @@ func TestBackupErrors(t *testing.T) {
 		t.Errorf("backup of an empty directory = %v, want not exist", err)
 	}
 }
+
+// TestCheckpointer: what commits put in the WAL is copied into the main
+// file in the background (the writer's own automatic checkpoint is off).
+func TestCheckpointer(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	size := func() int64 {
+		fi, err := os.Stat(s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	bulkLoad(t, s, seedRuns(2000))
+	deadline := time.Now().Add(5 * checkpointEvery)
+	for size() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("main file still %d bytes after %v: nothing checkpointed", before, 5*checkpointEvery)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

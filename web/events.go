@@ -29,6 +29,14 @@ const (
 	// streamBuffer is how many events a stream may have waiting before its
 	// client counts as too slow and is dropped.
 	streamBuffer = 256
+	// coalesce is how long a stream gathers events before it writes and
+	// flushes them together. Each write and flush wakes the stream's
+	// goroutine and costs a system call; with 100 streams and a change per
+	// delivery that CPU starved ingest: `make bench`'s row "exporter p99 at
+	// 500 req/s, 0 → 100 open /api/events streams" was 74.8 → 11,142 ms
+	// with a flush per wake-up. A tenth of a second is still live to a
+	// person watching.
+	coalesce = 100 * time.Millisecond
 	// writeTimeout bounds one write to a client; a client that takes longer
 	// to accept an event or a heartbeat is dropped.
 	writeTimeout = 10 * time.Second
@@ -305,21 +313,36 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case ev := <-sub.ch:
-			// Write what is waiting, then flush once.
-			for more := true; more; {
-				if ev.seq > sent {
-					if st.write(ev.frame) != nil {
-						return
-					}
-					sent = ev.seq
-				}
+			// Gather what arrives within coalesce, then write it all and
+			// flush once, under one write deadline.
+			batch := []event{ev}
+			gather := time.NewTimer(coalesce)
+		gathering:
+			for len(batch) < streamBuffer {
 				select {
 				case ev = <-sub.ch:
-				default:
-					more = false
+					batch = append(batch, ev)
+				case <-gather.C:
+					break gathering
+				case <-ctx.Done():
+					gather.Stop()
+					return
 				}
 			}
-			if st.flush() != nil {
+			gather.Stop()
+			if !st.deadline() {
+				return
+			}
+			for _, ev := range batch {
+				if ev.seq <= sent {
+					continue
+				}
+				if _, err := st.w.Write(ev.frame); err != nil {
+					return
+				}
+				sent = ev.seq
+			}
+			if st.rc.Flush() != nil {
 				return
 			}
 		}
