@@ -29,13 +29,16 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/webhook"
 )
 
-// Server timeouts. Webhook senders give us 3 s (MailerLite) to 10 s
-// (GitHub); slow or idle clients must not hold connections for long.
+// Server timeouts and sizes. Webhook senders give us 3 s (MailerLite) to
+// 10 s (GitHub); slow or idle clients must not hold connections for long,
+// and no request needs more than a few KiB of headers (Go's default allows
+// 1 MiB per request).
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
 	writeTimeout      = 60 * time.Second
-	idleTimeout       = 120 * time.Second
+	idleTimeout       = 30 * time.Second
+	maxHeaderBytes    = 64 << 10
 )
 
 // checkWebConfig refuses the one combination that would lock webhook senders
@@ -360,6 +363,8 @@ func parseExternalURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// newServer returns a server of h whose connections count against the
+// process's connection limit (listener.go).
 func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -367,6 +372,8 @@ func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         sharedConnLimiter(logger).connState,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }
