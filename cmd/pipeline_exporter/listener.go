@@ -58,7 +58,7 @@ func sharedConnLimiter(logger *slog.Logger) *connLimiter {
 	processConns.once.Do(func() {
 		nofile := fileLimit()
 		processConns.l = newConnLimiter(connBudget(nofile), logger)
-		logger.Debug("Limiting open connections", "limit", processConns.l.max, "file_limit", nofile)
+		logger.Info("Limiting open connections", "limit", processConns.l.max, "file_limit", nofile)
 	})
 	return processConns.l
 }
