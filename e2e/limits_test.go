@@ -241,8 +241,11 @@ func TestReadFloodDoesNotStallIntake(t *testing.T) {
 	if c.NoRetryAfter > 0 {
 		t.Errorf("%d of the 503 answers carry no Retry-After", c.NoRetryAfter)
 	}
-	if p99Flood > 2*p99Base {
-		t.Errorf("webhook p99 with %d readers %s, more than twice its %s without", readers, p99Flood, p99Base)
+	// Twice the p99 without the flood, with 5 ms of slack: at a p99 of
+	// 3 ms a read that shares the CPUs at the wrong moment adds as much,
+	// while the stall this guards against took p99 from 63 ms to 1.45 s.
+	if bound := max(2*p99Base, p99Base+5*time.Millisecond); p99Flood > bound {
+		t.Errorf("webhook p99 with %d readers %s, more than %s (twice its %s without, at least 5 ms more)", readers, p99Flood, bound, p99Base)
 	}
 }
 
