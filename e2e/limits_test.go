@@ -551,12 +551,31 @@ func TestRetentionCountsFromWhenTheExporterSawTheRun(t *testing.T) {
 		t.Fatalf("exit code after SIGTERM = %d", code)
 	}
 	e = startExporter(t, cfg, data, "--storage.retention=90d")
-	// The pruner runs at start; a second read makes sure it has finished.
+	// The pruner's first pass runs in the background at start and takes
+	// milliseconds.
+	time.Sleep(time.Second)
 	if runs := e.allRuns(""); len(runs) != 1 || runs[0].GitHub == nil || runs[0].GitHub.RunID != 8701 {
 		t.Fatalf("runs after a restart with --storage.retention=90d = %+v, want run 8701", runs)
 	}
 	// A redelivery is still a duplicate: the log entry survived too.
 	e.mustPost(exampleRun(t, 8701, "success")[2], http.StatusOK)
+	if code := e.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d", code)
+	}
+
+	// The same pass with a retention shorter than the run has been known
+	// deletes it: the pass above did run.
+	e = startExporter(t, cfg, data, "--storage.retention=1s")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(e.logs.String(), "Pruned the store") {
+		if time.Now().After(deadline) {
+			t.Fatal("no pruning at start with --storage.retention=1s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if runs := e.allRuns(""); len(runs) != 0 {
+		t.Fatalf("runs after a restart with --storage.retention=1s = %+v, want none", runs)
+	}
 }
 
 func TestQueryParametersAndConfigErrorsAreBounded(t *testing.T) {
