@@ -36,8 +36,8 @@ func loadUntilStopped(t *testing.T, e *exporter, firstID int64, max int, stopAft
 					return
 				}
 				runID := firstID + i
-				// Fresh timestamps: the published example is from 2020 and
-				// the default retention would prune it at the restart.
+				// Fresh timestamps and ids, as live runs have: the
+				// published example is from 2020.
 				now := time.Now().UTC().Format(time.RFC3339)
 				body := fixtures.MustEdit(template, map[string]any{"workflow_run.id": runID, "workflow_run.created_at": now, "workflow_run.updated_at": now})
 				a, err := e.post(githubDelivery(githubSecret, "workflow_run", fmt.Sprintf("crash-%d", runID), body))

@@ -55,6 +55,9 @@ type Applier struct {
 	// stale is set when a commit failed: the Tracker holds changes that
 	// are not durable, so it is restored before the next batch.
 	stale bool
+	// failing is set from a failed step to the next successful commit:
+	// a store that cannot write is logged once, not per delivery.
+	failing bool
 	// moreLog is set when the last read of unapplied entries was cut at
 	// maxBatch: the next step reads on.
 	moreLog bool
@@ -262,7 +265,7 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	if a.stale {
 		if err := a.restore(ctx); err != nil {
 			if ctx.Err() == nil {
-				a.opts.Logger.Error("Restoring the committed runs failed", "err", err)
+				a.logFailure("Restoring the committed runs failed", err)
 			}
 			a.fail(subs, err)
 			return
@@ -273,10 +276,14 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	if err != nil {
 		a.stale = true
 		if ctx.Err() == nil {
-			a.opts.Logger.Error("Committing applied entries failed", "err", err)
+			a.logFailure("Committing applied entries failed", err)
 		}
 		a.fail(subs, err)
 		return
+	}
+	if a.failing {
+		a.failing = false
+		a.opts.Logger.Info("Committing applied entries again")
 	}
 	for _, u := range updates {
 		for _, o := range a.opts.Observers {
@@ -289,6 +296,17 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	for i, s := range subs {
 		s.done <- answer{result: results[i]}
 	}
+}
+
+// logFailure logs the first failure of a series as an error, the rest at
+// debug level.
+func (a *Applier) logFailure(msg string, err error) {
+	if a.failing {
+		a.opts.Logger.Debug(msg, "err", err)
+		return
+	}
+	a.failing = true
+	a.opts.Logger.Error(msg, "err", err)
 }
 
 func (a *Applier) fail(subs []*submission, err error) {

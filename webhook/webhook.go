@@ -275,10 +275,14 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Any failure to ingest is 503, never 500: the delivery was valid
 		// and the sender should retry it.
-		h.logger.Error("Webhook delivery not ingested", "source", name, "delivery", p.id, "err", err)
 		msg := "delivery could not be processed"
 		if errors.Is(err, pipeline.ErrUnavailable) {
+			// The store and the Applier log when it stops and starts
+			// working, once each; not once per delivery.
+			h.logger.Debug("Webhook delivery not ingested", "source", name, "delivery", p.id, "err", err)
 			msg = "delivery could not be stored"
+		} else {
+			h.logger.Error("Webhook delivery not ingested", "source", name, "delivery", p.id, "err", err)
 		}
 		h.reject(w, name, http.StatusServiceUnavailable, "unavailable", outcomeError, msg)
 		return
