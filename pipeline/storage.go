@@ -121,6 +121,9 @@ type History interface {
 	// ChangedAfter returns, in change order, at most limit runs whose
 	// latest change has a ChangeSeq greater than seq.
 	ChangedAfter(ctx context.Context, seq int64, limit int) ([]*Run, error)
+	// LastChange returns the newest committed change sequence, 0 when no
+	// run was ever stored.
+	LastChange(ctx context.Context) (int64, error)
 	// Summaries returns the summary of every pipeline that has runs.
 	Summaries(ctx context.Context) ([]PipelineSummary, error)
 }

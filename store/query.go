@@ -56,6 +56,16 @@ func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipe
 	return s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`, seq, limit)
 }
 
+// LastChange returns the newest committed change sequence.
+func (s *Store) LastChange(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM state WHERE key = ?), 0)`,
+		stateChangeSeq).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return seq, nil
+}
+
 // Summaries returns, for every pipeline with runs, its runs in progress and
 // its last finished and last successful run: a few index seeks per
 // pipeline, whatever the size of the history.

@@ -69,6 +69,19 @@ func (h *memHistory) ListRuns(_ context.Context, q pipeline.RunQuery) ([]*pipeli
 	return out, nil
 }
 
+func (h *memHistory) LastChange(context.Context) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return 0, h.err
+	}
+	var last int64
+	for _, r := range h.runs {
+		last = max(last, r.ChangeSeq)
+	}
+	return last, nil
+}
+
 func (h *memHistory) ChangedAfter(_ context.Context, seq int64, limit int) ([]*pipeline.Run, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -232,6 +232,15 @@ func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	return r, nil
 }
 
+// LastChange returns the newest committed change sequence.
+func (s *Store) LastChange(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.pool.QueryRow(ctx, `SELECT max_change_seq FROM state WHERE id = 1`).Scan(&seq); err != nil {
+		return 0, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	return seq, nil
+}
+
 func (s *Store) restore(ctx context.Context, q querier) (*pipeline.Restored, error) {
 	var r pipeline.Restored
 	var held []byte

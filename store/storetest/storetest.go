@@ -401,11 +401,17 @@ func testSaveRuns(t *testing.T, h *harness) {
 
 func testChangedAfter(t *testing.T, h *harness) {
 	ctx := context.Background()
+	if last, err := h.s.LastChange(ctx); err != nil || last != 0 {
+		t.Fatalf("LastChange of an empty store = %d, %v; want 0", last, err)
+	}
 	h.save(t, run(1, "site", pipeline.StatusRunning, pipeline.SourceGitHub, 1, 1),
 		run(2, "site", pipeline.StatusRunning, pipeline.SourceGitHub, 2, 2),
 		run(3, "docs", pipeline.StatusPending, pipeline.SourceSupabase, 3, 3))
 	// Run 1 changes again: it moves to the end of the change order.
 	h.save(t, run(1, "site", pipeline.StatusFailed, pipeline.SourceGitHub, 1, 4))
+	if last, err := h.s.LastChange(ctx); err != nil || last != 4 {
+		t.Fatalf("LastChange = %d, %v; want 4", last, err)
+	}
 	for _, tc := range []struct {
 		after int64
 		limit int
