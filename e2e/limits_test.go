@@ -173,10 +173,10 @@ func TestReadFloodReaders(t *testing.T) {
 					code, retry = resp.StatusCode, resp.Header.Get("Retry-After")
 				}
 				mu.Lock()
-				switch {
-				case code == http.StatusOK:
+				switch code {
+				case http.StatusOK:
 					c.OK++
-				case code == http.StatusServiceUnavailable:
+				case http.StatusServiceUnavailable:
 					c.Refused++
 					if retry == "" {
 						c.NoRetryAfter++
