@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -96,49 +96,27 @@ func (f *fakeRuns) ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeli
 // payload's values, as the tracker would.
 func fixtureRun(t *testing.T, id int64) *pipeline.Run {
 	t.Helper()
-	b, err := os.ReadFile("testdata/workflow_run.completed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p struct {
-		Repository struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
-		WorkflowRun struct {
-			ID           int64     `json:"id"`
-			RunAttempt   int       `json:"run_attempt"`
-			WorkflowID   int64     `json:"workflow_id"`
-			Path         string    `json:"path"`
-			HTMLURL      string    `json:"html_url"`
-			HeadSHA      string    `json:"head_sha"`
-			HeadBranch   string    `json:"head_branch"`
-			Event        string    `json:"event"`
-			Status       string    `json:"status"`
-			Conclusion   string    `json:"conclusion"`
-			CreatedAt    time.Time `json:"created_at"`
-			UpdatedAt    time.Time `json:"updated_at"`
-			RunStartedAt time.Time `json:"run_started_at"`
-		} `json:"workflow_run"`
-	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		t.Fatal(err)
-	}
-	wr := p.WorkflowRun
+	p := fixtures.MustDecode(fixtures.MustLoad("github/workflow_run/completed.json"))
+	created, updated, started := p.Time("workflow_run.created_at"), p.Time("workflow_run.updated_at"), p.Time("workflow_run.run_started_at")
+	event, sha := p.String("workflow_run.event"), p.String("workflow_run.head_sha")
 	return &pipeline.Run{
 		ID:        id,
 		Pipeline:  "site",
 		Status:    pipeline.StatusSuccess,
-		Trigger:   pipeline.Trigger{Source: pipeline.SourceGitHub, Event: wr.Event, ReceivedAt: wr.CreatedAt, SHA: wr.HeadSHA},
-		Triggers:  []pipeline.Trigger{{Source: pipeline.SourceGitHub, Event: wr.Event, ReceivedAt: wr.CreatedAt, SHA: wr.HeadSHA}},
-		CreatedAt: wr.CreatedAt, StartedAt: &wr.RunStartedAt, FinishedAt: &wr.UpdatedAt,
-		DurationSeconds: wr.UpdatedAt.Sub(wr.CreatedAt).Seconds(),
+		Trigger:   pipeline.Trigger{Source: pipeline.SourceGitHub, Event: event, ReceivedAt: created, SHA: sha},
+		Triggers:  []pipeline.Trigger{{Source: pipeline.SourceGitHub, Event: event, ReceivedAt: created, SHA: sha}},
+		CreatedAt: created, StartedAt: &started, FinishedAt: &updated,
+		DurationSeconds: updated.Sub(created).Seconds(),
 		GitHub: &pipeline.GitHubRun{
-			Repository: p.Repository.FullName, RunID: wr.ID, RunAttempt: wr.RunAttempt, WorkflowID: wr.WorkflowID,
-			Workflow: "test.yml", HTMLURL: wr.HTMLURL, HeadSHA: wr.HeadSHA, HeadBranch: wr.HeadBranch,
-			Event: wr.Event, Status: wr.Status, Conclusion: wr.Conclusion, CreatedAt: wr.CreatedAt, UpdatedAt: wr.UpdatedAt,
+			Repository: p.String("repository.full_name"), RunID: p.Int("workflow_run.id"),
+			RunAttempt: int(p.Int("workflow_run.run_attempt")), WorkflowID: p.Int("workflow_run.workflow_id"),
+			Workflow: "test.yml", HTMLURL: p.String("workflow_run.html_url"),
+			HeadSHA: sha, HeadBranch: p.String("workflow_run.head_branch"), Event: event,
+			Status: p.String("workflow_run.status"), Conclusion: p.String("workflow_run.conclusion"),
+			CreatedAt: created, UpdatedAt: updated,
 		},
-		Stages: []pipeline.Stage{{Name: pipeline.StageTrigger, Status: pipeline.StatusSuccess, StartedAt: &wr.CreatedAt, FinishedAt: &wr.CreatedAt}},
-		SeenAt: wr.CreatedAt,
+		Stages: []pipeline.Stage{{Name: pipeline.StageTrigger, Status: pipeline.StatusSuccess, StartedAt: &created, FinishedAt: &created}},
+		SeenAt: created,
 	}
 }
 

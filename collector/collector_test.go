@@ -3,7 +3,6 @@ package collector
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -96,30 +95,18 @@ func newCollector(t testing.TB, cfg *fakeConfig, hist *fakeHistory, stats fakeSt
 // tracker makes of it, shifted by shift.
 func jobStage(t testing.TB, file string, shift time.Duration) pipeline.Stage {
 	t.Helper()
-	var p struct {
-		WorkflowJob struct {
-			ID          int64     `json:"id"`
-			Name        string    `json:"name"`
-			Conclusion  string    `json:"conclusion"`
-			HTMLURL     string    `json:"html_url"`
-			CreatedAt   time.Time `json:"created_at"`
-			StartedAt   time.Time `json:"started_at"`
-			CompletedAt time.Time `json:"completed_at"`
-		} `json:"workflow_job"`
-	}
-	if err := json.Unmarshal(fixtures.MustLoad(file), &p); err != nil {
-		t.Fatal(err)
-	}
-	j := p.WorkflowJob
-	status := map[string]pipeline.Status{"success": pipeline.StatusSuccess, "failure": pipeline.StatusFailed}[j.Conclusion]
+	p := fixtures.MustDecode(fixtures.MustLoad(file))
+	conclusion := p.String("workflow_job.conclusion")
+	status := map[string]pipeline.Status{"success": pipeline.StatusSuccess, "failure": pipeline.StatusFailed}[conclusion]
 	if status == "" {
-		t.Fatalf("%s: unexpected conclusion %q", file, j.Conclusion)
+		t.Fatalf("%s: unexpected conclusion %q", file, conclusion)
 	}
-	started, finished := j.StartedAt.Add(shift), j.CompletedAt.Add(shift)
+	created, startedAt, completedAt := p.Time("workflow_job.created_at"), p.Time("workflow_job.started_at"), p.Time("workflow_job.completed_at")
+	started, finished := startedAt.Add(shift), completedAt.Add(shift)
 	return pipeline.Stage{
-		Name: j.Name, Status: status, StartedAt: &started, FinishedAt: &finished,
-		DurationSeconds: finished.Sub(started).Seconds(), URL: j.HTMLURL, JobID: j.ID,
-		QueuedSeconds: j.StartedAt.Sub(j.CreatedAt).Seconds(),
+		Name: p.String("workflow_job.name"), Status: status, StartedAt: &started, FinishedAt: &finished,
+		DurationSeconds: finished.Sub(started).Seconds(), URL: p.String("workflow_job.html_url"), JobID: p.Int("workflow_job.id"),
+		QueuedSeconds: startedAt.Sub(created).Seconds(),
 	}
 }
 

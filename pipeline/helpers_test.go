@@ -1,14 +1,14 @@
 package pipeline
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 )
 
-// The values of the fixtures in testdata/, used by the assertions.
+// Values of the published payloads in the fixtures package, used by the
+// assertions.
 const (
 	fixtureRunID = 289782451
 	fixtureRepo  = "octo-org/octo-repo"
@@ -40,114 +40,74 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) Now() time.Time          { return c.t }
 func (c *fakeClock) Advance(d time.Duration) { c.t = c.t.Add(d) }
 
-func readFixture(t testing.TB, name string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-}
-
-// runEvent decodes a workflow_run webhook fixture the way the webhook
-// package does, keeping only what the Tracker reads.
+// runEvent decodes a published workflow_run webhook payload the way the
+// webhook package does, keeping only what the Tracker reads.
 func runEvent(t testing.TB, name string) WorkflowRunEvent {
-	var p struct {
-		WorkflowRun struct {
-			ID           int64     `json:"id"`
-			RunAttempt   int       `json:"run_attempt"`
-			WorkflowID   int64     `json:"workflow_id"`
-			Path         string    `json:"path"`
-			Name         string    `json:"name"`
-			HeadBranch   string    `json:"head_branch"`
-			HeadSHA      string    `json:"head_sha"`
-			Event        string    `json:"event"`
-			Status       string    `json:"status"`
-			Conclusion   string    `json:"conclusion"`
-			HTMLURL      string    `json:"html_url"`
-			CreatedAt    time.Time `json:"created_at"`
-			UpdatedAt    time.Time `json:"updated_at"`
-			RunStartedAt time.Time `json:"run_started_at"`
-		} `json:"workflow_run"`
-		Repository struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
-	}
-	readFixture(t, filepath.Join("github", "workflow_run", name+".json"), &p)
-	w := p.WorkflowRun
+	t.Helper()
+	p := fixtures.MustDecode(fixtures.MustLoad("github/workflow_run/" + name + ".json"))
 	return WorkflowRunEvent{
-		Repository: p.Repository.FullName, RunID: w.ID, RunAttempt: w.RunAttempt,
-		WorkflowID: w.WorkflowID, WorkflowPath: w.Path, Name: w.Name,
-		HeadBranch: w.HeadBranch, HeadSHA: w.HeadSHA, Event: w.Event,
-		Status: w.Status, Conclusion: w.Conclusion, HTMLURL: w.HTMLURL,
-		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, RunStartedAt: w.RunStartedAt,
+		Repository:   p.String("repository.full_name"),
+		RunID:        p.Int("workflow_run.id"),
+		RunAttempt:   int(p.Int("workflow_run.run_attempt")),
+		WorkflowID:   p.Int("workflow_run.workflow_id"),
+		WorkflowPath: p.String("workflow_run.path"),
+		Name:         p.String("workflow_run.name"),
+		HeadBranch:   p.String("workflow_run.head_branch"),
+		HeadSHA:      p.String("workflow_run.head_sha"),
+		Event:        p.String("workflow_run.event"),
+		Status:       p.String("workflow_run.status"),
+		Conclusion:   p.String("workflow_run.conclusion"),
+		HTMLURL:      p.String("workflow_run.html_url"),
+		CreatedAt:    p.Time("workflow_run.created_at"),
+		UpdatedAt:    p.Time("workflow_run.updated_at"),
+		RunStartedAt: p.Time("workflow_run.run_started_at"),
 	}
 }
 
-// jobEvent decodes a workflow_job webhook fixture. The job fixtures belong
-// to run 2202229078 of Codertocat/Hello-World, which has no workflow_run
-// fixture; they are moved to the workflow_run fixtures' run and repository
-// so that they can be its stages.
+// jobEvent decodes a published workflow_job webhook payload. The job
+// payloads belong to run 2202229078 of Codertocat/Hello-World, which has no
+// workflow_run payload; they are moved to the workflow_run payloads' run
+// and repository so that they can be its stages.
 func jobEvent(t testing.TB, name string) WorkflowJobEvent {
-	var p struct {
-		WorkflowJob struct {
-			ID           int64     `json:"id"`
-			RunID        int64     `json:"run_id"`
-			RunAttempt   int       `json:"run_attempt"`
-			Name         string    `json:"name"`
-			WorkflowName string    `json:"workflow_name"`
-			HeadBranch   string    `json:"head_branch"`
-			HeadSHA      string    `json:"head_sha"`
-			Status       string    `json:"status"`
-			Conclusion   string    `json:"conclusion"`
-			HTMLURL      string    `json:"html_url"`
-			CreatedAt    time.Time `json:"created_at"`
-			StartedAt    time.Time `json:"started_at"`
-			CompletedAt  time.Time `json:"completed_at"`
-		} `json:"workflow_job"`
-	}
-	readFixture(t, filepath.Join("github", "workflow_job", name+".json"), &p)
-	j := p.WorkflowJob
+	t.Helper()
+	p := fixtures.MustDecode(fixtures.MustLoad("github/workflow_job/" + name + ".json"))
 	return WorkflowJobEvent{
-		Repository: fixtureRepo, RunID: fixtureRunID, RunAttempt: j.RunAttempt,
-		JobID: j.ID, Name: j.Name, WorkflowName: j.WorkflowName, HeadBranch: j.HeadBranch,
-		HeadSHA: j.HeadSHA, Status: j.Status, Conclusion: j.Conclusion, HTMLURL: j.HTMLURL,
-		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, CompletedAt: j.CompletedAt,
+		Repository:   fixtureRepo,
+		RunID:        fixtureRunID,
+		RunAttempt:   int(p.Int("workflow_job.run_attempt")),
+		JobID:        p.Int("workflow_job.id"),
+		Name:         p.String("workflow_job.name"),
+		WorkflowName: p.String("workflow_job.workflow_name"),
+		HeadBranch:   p.String("workflow_job.head_branch"),
+		HeadSHA:      p.String("workflow_job.head_sha"),
+		Status:       p.String("workflow_job.status"),
+		Conclusion:   p.String("workflow_job.conclusion"),
+		HTMLURL:      p.String("workflow_job.html_url"),
+		CreatedAt:    p.Time("workflow_job.created_at"),
+		StartedAt:    p.Time("workflow_job.started_at"),
+		CompletedAt:  p.Time("workflow_job.completed_at"),
 	}
 }
 
 // pagesEvent decodes the Cloudflare "get deployment" example the way the
-// poller does. Its commit is set to the workflow_run fixtures' head SHA so
+// poller does. Its commit is set to the workflow_run payloads' head SHA so
 // that the deployment belongs to their run.
 func pagesEvent(t testing.TB) PagesDeploymentEvent {
-	var p struct {
-		Result struct {
-			ID          string       `json:"id"`
-			URL         string       `json:"url"`
-			Environment string       `json:"environment"`
-			ProjectName string       `json:"project_name"`
-			CreatedOn   time.Time    `json:"created_on"`
-			LatestStage PagesStage   `json:"latest_stage"`
-			Stages      []PagesStage `json:"stages"`
-			Trigger     struct {
-				Metadata struct {
-					CommitHash string `json:"commit_hash"`
-				} `json:"metadata"`
-			} `json:"deployment_trigger"`
-		} `json:"result"`
-	}
-	readFixture(t, filepath.Join("cloudflare", "get-deployment.api-reference-example.json"), &p)
-	r := p.Result
+	t.Helper()
+	p := fixtures.MustDecode(fixtures.MustLoad("cloudflare/pages/get-deployment.api-reference-example.json"))
+	var latest PagesStage
+	var stages []PagesStage
+	p.Unmarshal("result.latest_stage", &latest)
+	p.Unmarshal("result.stages", &stages)
+	project := p.String("result.project_name")
 	return PagesDeploymentEvent{
-		Project: r.ProjectName,
+		Project: project,
 		Deployment: PagesDeployment{
-			Project: r.ProjectName, DeploymentID: r.ID, URL: r.URL, Environment: r.Environment,
-			CommitHash: fixtureSHA, Stages: r.Stages,
+			Project: project, DeploymentID: p.String("result.id"), URL: p.String("result.url"),
+			Environment: p.String("result.environment"), CommitHash: fixtureSHA, Stages: stages,
 		},
-		LatestStage: r.LatestStage,
-		CreatedOn:   r.CreatedOn,
+		LatestStage: latest,
+		CreatedOn:   p.Time("result.created_on"),
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"regexp"
 	"strconv"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -26,7 +26,13 @@ const (
 	testToken = "ghp_test-token"
 )
 
-// fixtureRunCreated is created_at of the run in list-workflow-runs-for-repo.json.
+// The published answers of the two REST operations the poller uses.
+const (
+	runsFixture = "github/rest/actions/list-workflow-runs-for-repo.json"
+	jobsFixture = "github/rest/actions/list-jobs-for-workflow-run.json"
+)
+
+// fixtureRunCreated is created_at of the run in runsFixture.
 var fixtureRunCreated = time.Date(2020, 1, 22, 19, 33, 8, 0, time.UTC)
 
 // fakeClock is the poller's clock in tests; it moves only when told.
@@ -115,19 +121,6 @@ func (s *recordingSink) sentRunIDs() []int64 {
 	return ids
 }
 
-func readFixture(t testing.TB, name string) map[string]any {
-	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v map[string]any
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // clone deep-copies decoded JSON.
 func clone(t testing.TB, v map[string]any) map[string]any {
 	t.Helper()
@@ -173,11 +166,11 @@ func newFakeGitHub(t testing.TB, clock *fakeClock) *fakeGitHub {
 	f := &fakeGitHub{
 		t:       t,
 		clock:   clock,
-		jobs:    readFixture(t, "list-jobs-for-workflow-run.json"),
+		jobs:    fixtures.MustDecode(fixtures.MustLoad(jobsFixture)),
 		limit:   5000,
 		resetAt: clock.Now().Add(time.Hour).Truncate(time.Second),
 	}
-	for _, r := range readFixture(t, "list-workflow-runs-for-repo.json")["workflow_runs"].([]any) {
+	for _, r := range fixtures.MustDecode(fixtures.MustLoad(runsFixture))["workflow_runs"].([]any) {
 		f.runs = append(f.runs, r.(map[string]any))
 	}
 	f.server = httptest.NewServer(http.HandlerFunc(f.serve))
@@ -303,7 +296,7 @@ func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
 // so each is a copy of it with its own id and times.
 func makeRuns(t testing.TB, firstID int64, n int, newest time.Time, step time.Duration) []map[string]any {
 	t.Helper()
-	template := readFixture(t, "list-workflow-runs-for-repo.json")["workflow_runs"].([]any)[0].(map[string]any)
+	template := fixtures.MustDecode(fixtures.MustLoad(runsFixture))["workflow_runs"].([]any)[0].(map[string]any)
 	runs := make([]map[string]any, n)
 	for i := range runs {
 		r := clone(t, template)

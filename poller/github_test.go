@@ -34,8 +34,8 @@ func TestGitHubPolledRunBecomesWebhookEvents(t *testing.T) {
 		}
 		return v
 	}
-	// Values from testdata/list-workflow-runs-for-repo.json and
-	// list-jobs-for-workflow-run.json (run_id pointed at the run).
+	// Values from fixtures/github/rest/actions/list-workflow-runs-for-repo.json
+	// and list-jobs-for-workflow-run.json (run_id pointed at the run).
 	want := []pipeline.Event{
 		pipeline.WorkflowRunEvent{
 			Repository:   testRepo,

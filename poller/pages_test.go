@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -39,7 +40,7 @@ type fakePages struct {
 }
 
 func newFakePages(t *testing.T) *fakePages {
-	f := &fakePages{t: t, body: readFixture(t, "list-deployments.api-reference-example.json"), requested: make(chan struct{}, 100)}
+	f := &fakePages{t: t, body: fixtures.MustDecode(fixtures.MustLoad("cloudflare/pages/list-deployments.api-reference-example.json")), requested: make(chan struct{}, 100)}
 	f.server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.server.Close)
 	return f
@@ -114,7 +115,7 @@ func TestPagesDeploymentBecomesEvent(t *testing.T) {
 		}
 		return &v
 	}
-	// Values from testdata/list-deployments.api-reference-example.json.
+	// Values from fixtures/cloudflare/pages/list-deployments.api-reference-example.json.
 	want := []pipeline.Event{pipeline.PagesDeploymentEvent{
 		Project: testProject,
 		Deployment: pipeline.PagesDeployment{

@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -27,12 +27,8 @@ func openBench(b *testing.B) *Store {
 // published payload, compact as GitHub delivers it.
 func webhookBody(b *testing.B) []byte {
 	b.Helper()
-	raw, err := os.ReadFile("testdata/workflow_run.requested.json")
-	if err != nil {
-		b.Fatal(err)
-	}
 	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
+	if err := json.Compact(&buf, fixtures.MustLoad("github/workflow_run/requested.json")); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -141,50 +142,30 @@ func runIDs(runs []*pipeline.Run) []int64 {
 // and returns the delivery that carried it.
 func fixtureRun(t *testing.T) (*pipeline.Run, *pipeline.Delivery) {
 	t.Helper()
-	body, err := os.ReadFile("testdata/workflow_run.completed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p struct {
-		WorkflowRun struct {
-			ID         int64     `json:"id"`
-			RunAttempt int       `json:"run_attempt"`
-			WorkflowID int64     `json:"workflow_id"`
-			Path       string    `json:"path"`
-			HTMLURL    string    `json:"html_url"`
-			HeadSHA    string    `json:"head_sha"`
-			HeadBranch string    `json:"head_branch"`
-			Event      string    `json:"event"`
-			Status     string    `json:"status"`
-			Conclusion string    `json:"conclusion"`
-			CreatedAt  time.Time `json:"created_at"`
-			UpdatedAt  time.Time `json:"updated_at"`
-		} `json:"workflow_run"`
-		Repository struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatal(err)
-	}
-	w := p.WorkflowRun
-	r := testRun(7, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, w.CreatedAt)
-	r.Trigger.Event = w.Event
-	r.Trigger.SHA = w.HeadSHA
+	body := fixtures.MustLoad("github/workflow_run/completed.json")
+	p := fixtures.MustDecode(body)
+	created, updated := p.Time("workflow_run.created_at"), p.Time("workflow_run.updated_at")
+	htmlURL := p.String("workflow_run.html_url")
+	r := testRun(7, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, created)
+	r.Trigger.Event = p.String("workflow_run.event")
+	r.Trigger.SHA = p.String("workflow_run.head_sha")
 	r.Trigger.DeliveryID = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 	r.Triggers = []pipeline.Trigger{r.Trigger}
-	r.StartedAt = &w.CreatedAt
-	r.FinishedAt = &w.UpdatedAt
-	r.DurationSeconds = w.UpdatedAt.Sub(w.CreatedAt).Seconds()
+	r.StartedAt = &created
+	r.FinishedAt = &updated
+	r.DurationSeconds = updated.Sub(created).Seconds()
 	r.GitHub = &pipeline.GitHubRun{
-		Repository: p.Repository.FullName, RunID: w.ID, RunAttempt: w.RunAttempt, WorkflowID: w.WorkflowID,
-		Workflow: filepath.Base(w.Path), HTMLURL: w.HTMLURL, HeadSHA: w.HeadSHA, HeadBranch: w.HeadBranch,
-		Event: w.Event, Status: w.Status, Conclusion: w.Conclusion, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+		Repository: p.String("repository.full_name"), RunID: p.Int("workflow_run.id"),
+		RunAttempt: int(p.Int("workflow_run.run_attempt")), WorkflowID: p.Int("workflow_run.workflow_id"),
+		Workflow: filepath.Base(p.String("workflow_run.path")), HTMLURL: htmlURL,
+		HeadSHA: r.Trigger.SHA, HeadBranch: p.String("workflow_run.head_branch"), Event: r.Trigger.Event,
+		Status: p.String("workflow_run.status"), Conclusion: p.String("workflow_run.conclusion"),
+		CreatedAt: created, UpdatedAt: updated,
 	}
-	r.Stages = append(r.Stages, pipeline.Stage{Name: "build", Status: pipeline.StatusSuccess, StartedAt: &w.CreatedAt,
-		FinishedAt: &w.UpdatedAt, DurationSeconds: r.DurationSeconds, URL: w.HTMLURL, JobID: 399444496, QueuedSeconds: 2})
+	r.Stages = append(r.Stages, pipeline.Stage{Name: "build", Status: pipeline.StatusSuccess, StartedAt: &created,
+		FinishedAt: &updated, DurationSeconds: r.DurationSeconds, URL: htmlURL, JobID: 399444496, QueuedSeconds: 2})
 	r.Pages = &pipeline.PagesDeployment{Project: "site", DeploymentID: "d1", Stages: []pipeline.PagesStage{{Name: "queued", Status: "success"}}}
-	d := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: r.Trigger.DeliveryID, Event: "workflow_run", ReceivedAt: w.UpdatedAt, Body: body}
+	d := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: r.Trigger.DeliveryID, Event: "workflow_run", ReceivedAt: updated, Body: body}
 	return r, d
 }
 
@@ -249,10 +230,7 @@ func randomBytes(n int) []byte {
 }
 
 func TestBodyRoundTrip(t *testing.T) {
-	fixture, err := os.ReadFile("testdata/workflow_run.completed.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fixture := fixtures.MustLoad("github/workflow_run/completed.json")
 	for _, tc := range []struct {
 		name string
 		body []byte
