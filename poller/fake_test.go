@@ -346,3 +346,10 @@ func newGitHubTest(t testing.TB, adjust func(*GitHubOptions)) *githubTest {
 		poller: NewGitHub(opts, sink, reg, slog.New(slog.DiscardHandler)),
 	}
 }
+
+// poll makes one pass the way each turn of Run does, recording its outcome
+// in Status and the metrics, and returns the pass's error.
+func (gt *githubTest) poll(ctx context.Context) error {
+	_, err := gt.poller.sched.poll(ctx, gt.poller.pass)
+	return err
+}

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-github/v60/github"
@@ -74,9 +73,9 @@ type GitHubPoller struct {
 	window  time.Duration
 	now     func() time.Time
 
-	// mu serialises passes: the poller never sends GitHub two requests at
-	// once, even when PollOnce is called while Run is polling.
-	mu sync.Mutex
+	// The fields below belong to the one goroutine of Run, so the poller
+	// never sends GitHub two requests at once.
+
 	// runs is what was last sent per repository and run id.
 	runs map[string]map[int64]runState
 	// polled picks the level of each repository's "Polled GitHub" line.
@@ -165,22 +164,12 @@ func NewGitHub(opts GitHubOptions, sink Sink, reg prometheus.Registerer, logger 
 }
 
 // Run polls immediately, then every Interval (longer while backing off or
-// rate limited), until ctx is done.
+// rate limited), until ctx is done. Call it once per poller.
 func (p *GitHubPoller) Run(ctx context.Context) {
 	if p.sched.interval <= 0 {
 		return
 	}
 	p.sched.run(ctx, p.pass, nil)
-}
-
-// PollOnce makes one pass over all repositories and records its outcome in
-// Status and the metrics.
-func (p *GitHubPoller) PollOnce(ctx context.Context) error {
-	err := p.pass(ctx)
-	if ctx.Err() == nil {
-		p.sched.record(err)
-	}
-	return err
 }
 
 // Status reports the poller's health and the last GitHub rate limit read.
@@ -195,8 +184,6 @@ func (p *GitHubPoller) pass(ctx context.Context) error {
 	if p.initErr != nil {
 		return p.initErr
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return pollEach(ctx, p.repos, func(ctx context.Context, repo string) error {
 		changed, err := p.pollRepo(ctx, repo)
 		if err != nil {

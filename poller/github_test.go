@@ -20,7 +20,7 @@ import (
 
 func TestGitHubPolledRunBecomesWebhookEvents(t *testing.T) {
 	gt := newGitHubTest(t, nil)
-	if err := gt.poller.PollOnce(context.Background()); err != nil {
+	if err := gt.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	calls := gt.sink.Calls()
@@ -87,7 +87,7 @@ func TestGitHubPolledRunBecomesWebhookEvents(t *testing.T) {
 func TestGitHubUnchangedPollsCostNothing(t *testing.T) {
 	gt := newGitHubTest(t, nil)
 	ctx := context.Background()
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	reqs0, nm0 := gt.fake.counts()
@@ -97,7 +97,7 @@ func TestGitHubUnchangedPollsCostNothing(t *testing.T) {
 	const polls = 10
 	for range polls {
 		gt.clock.Advance(time.Minute)
-		if err := gt.poller.PollOnce(ctx); err != nil {
+		if err := gt.poll(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestGitHubUnchangedPollsCostNothing(t *testing.T) {
 	gt.fake.setRuns(append(runs, gt.fake.runs...))
 	before := len(gt.fake.requestPaths())
 	points0 = gt.fake.points()
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	paths := gt.fake.requestPaths()[before:]
@@ -173,14 +173,14 @@ func TestGitHubChangedRunIsSentAgain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			gt := newGitHubTest(t, nil)
 			ctx := context.Background()
-			if err := gt.poller.PollOnce(ctx); err != nil {
+			if err := gt.poll(ctx); err != nil {
 				t.Fatal(err)
 			}
 			run := clone(t, gt.fake.runs[0])
 			tc.change(run)
 			gt.fake.setRuns([]map[string]any{run})
 			before := len(gt.fake.requestPaths())
-			if err := gt.poller.PollOnce(ctx); err != nil {
+			if err := gt.poll(ctx); err != nil {
 				t.Fatal(err)
 			}
 			paths := gt.fake.requestPaths()[before:]
@@ -220,7 +220,7 @@ func TestGitHubBackfill(t *testing.T) {
 	// first) lie inside the 25h window, so a first poll needs pages 1 and 2
 	// but not 3.
 	gt.fake.setRuns(makeRuns(t, 1000, 250, newest, 10*time.Minute))
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ids := gt.sink.sentRunIDs()
@@ -231,7 +231,7 @@ func TestGitHubBackfill(t *testing.T) {
 
 	// Unchanged: page 1 only, answered 304.
 	before := len(gt.fake.requestPaths())
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if paths := gt.fake.requestPaths()[before:]; len(paths) != 1 {
@@ -245,7 +245,7 @@ func TestGitHubBackfill(t *testing.T) {
 	gt.fake.setRuns(runs)
 	before = len(gt.fake.requestPaths())
 	sentBefore := len(gt.sink.sentRunIDs())
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ids = gt.sink.sentRunIDs()[sentBefore:]
@@ -279,12 +279,12 @@ func TestGitHubApplyFailureIsRetried(t *testing.T) {
 	gt := newGitHubTest(t, nil)
 	ctx := context.Background()
 	gt.sink.err = pipeline.ErrUnavailable
-	if err := gt.poller.PollOnce(ctx); !errors.Is(err, pipeline.ErrUnavailable) {
-		t.Fatalf("PollOnce = %v, want the sink's error", err)
+	if err := gt.poll(ctx); !errors.Is(err, pipeline.ErrUnavailable) {
+		t.Fatalf("poll = %v, want the sink's error", err)
 	}
 	gt.sink.err = nil
 	points := gt.fake.points()
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := gt.sink.sentRunIDs(); !slices.Equal(got, []int64{30433642}) {
@@ -449,10 +449,14 @@ func TestGitHubRateLimitSendsNothingUntilReset(t *testing.T) {
 		w.Write([]byte(rateLimitBody))
 	})
 	var rl *rateLimitedError
-	if err := gt.poller.PollOnce(ctx); !errors.As(err, &rl) || !rl.until.Equal(reset) {
-		t.Fatalf("PollOnce = %v, want rate limited until %v", err, reset)
+	wait, err := gt.poller.sched.poll(ctx, gt.poller.pass)
+	if !errors.As(err, &rl) || !rl.until.Equal(reset) {
+		t.Fatalf("poll = %v, want rate limited until %v", err, reset)
 	}
 	st := gt.poller.Status()
+	if wait != 10*time.Minute || st.NextPoll == nil || !st.NextPoll.Equal(reset) {
+		t.Errorf("next poll in %v at %v, want at the reset %v", wait, st.NextPoll, reset)
+	}
 	if st.RateLimit == nil || st.RateLimit.Remaining != 0 || st.RateLimit.Limit != 5000 || st.RateLimit.Used != 5000 || !st.RateLimit.Reset.Equal(reset) {
 		t.Errorf("status rate limit %+v, want 0 of 5000 remaining until %v", st.RateLimit, reset)
 	}
@@ -462,16 +466,16 @@ func TestGitHubRateLimitSendsNothingUntilReset(t *testing.T) {
 
 	gt.clock.Advance(9 * time.Minute)
 	requests, _ := gt.fake.counts()
-	if err := gt.poller.PollOnce(ctx); !errors.As(err, &rl) {
-		t.Fatalf("PollOnce before the reset = %v, want rate limited", err)
+	if wait, err := gt.poller.sched.poll(ctx, gt.poller.pass); !errors.As(err, &rl) || wait != time.Minute {
+		t.Fatalf("poll before the reset = %v, next in %v; want rate limited for the minute left", err, wait)
 	}
 	if after, _ := gt.fake.counts(); after != requests {
 		t.Errorf("%d requests sent before the reset, want none", after-requests)
 	}
 
 	gt.clock.Advance(time.Minute)
-	if err := gt.poller.PollOnce(ctx); err != nil {
-		t.Fatalf("PollOnce at the reset = %v, want success", err)
+	if err := gt.poll(ctx); err != nil {
+		t.Fatalf("poll at the reset = %v, want success", err)
 	}
 	if got := gt.sink.sentRunIDs(); !slices.Equal(got, []int64{30433642}) {
 		t.Errorf("runs sent %v after the reset", got)
@@ -482,13 +486,13 @@ func TestGitHubLastPointSpentWaitsForReset(t *testing.T) {
 	gt := newGitHubTest(t, nil)
 	ctx := context.Background()
 	gt.fake.limit = 2 // the first poll's two requests spend it all
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	requests, _ := gt.fake.counts()
 	var rl *rateLimitedError
-	if err := gt.poller.PollOnce(ctx); !errors.As(err, &rl) || !rl.until.Equal(gt.fake.resetAt) {
-		t.Fatalf("PollOnce with 0 remaining = %v, want rate limited until %v", err, gt.fake.resetAt)
+	if err := gt.poll(ctx); !errors.As(err, &rl) || !rl.until.Equal(gt.fake.resetAt) {
+		t.Fatalf("poll with 0 remaining = %v, want rate limited until %v", err, gt.fake.resetAt)
 	}
 	if after, _ := gt.fake.counts(); after != requests {
 		t.Errorf("%d requests sent with 0 remaining before the reset, want none", after-requests)
@@ -504,7 +508,7 @@ func TestGitHubRateLimitAbsentUntilAnswered(t *testing.T) {
 	if gt.poller.Status().RateLimit != nil {
 		t.Error("status shows a rate limit before GitHub answered")
 	}
-	if err := gt.poller.PollOnce(context.Background()); err != nil {
+	if err := gt.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := testutil.GatherAndCount(gt.reg, names...); err != nil || n != 2 {
@@ -521,7 +525,7 @@ func TestMetricsRegistrationIsIdempotent(t *testing.T) {
 	// A reload builds new pollers on the same registry.
 	again := NewGitHub(GitHubOptions{APIURL: gt.fake.server.URL, Token: func() string { return testToken }, Repositories: []string{testRepo}, Now: gt.clock.Now}, gt.sink, gt.reg, slog.New(slog.DiscardHandler))
 	NewPages(PagesOptions{}, gt.sink, gt.reg, slog.New(slog.DiscardHandler))
-	if err := again.PollOnce(context.Background()); err != nil {
+	if _, err := again.sched.poll(context.Background(), again.pass); err != nil {
 		t.Fatal(err)
 	}
 	if got := testutil.ToFloat64(gt.poller.api.metrics.requests.WithLabelValues("github", "runs", "200")); got != 1 {
@@ -531,9 +535,9 @@ func TestMetricsRegistrationIsIdempotent(t *testing.T) {
 
 func TestGitHubInvalidRepository(t *testing.T) {
 	gt := newGitHubTest(t, func(o *GitHubOptions) { o.Repositories = []string{"no-slash", testRepo} })
-	err := gt.poller.PollOnce(context.Background())
+	err := gt.poll(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `"no-slash"`) {
-		t.Errorf("PollOnce = %v, want an error naming the bad repository", err)
+		t.Errorf("poll = %v, want an error naming the bad repository", err)
 	}
 	if got := gt.sink.sentRunIDs(); !slices.Equal(got, []int64{30433642}) {
 		t.Errorf("runs sent %v: the valid repository must still be polled", got)
@@ -593,7 +597,7 @@ func TestGitHubPollLogs(t *testing.T) {
 		if s.before != nil {
 			s.before()
 		}
-		err := gt.poller.PollOnce(ctx)
+		err := gt.poll(ctx)
 		if s.wantErr == "" && err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,8 +67,7 @@ type PagesPoller struct {
 	sleep    func(context.Context, time.Duration) error
 	trigger  chan struct{}
 
-	// mu serialises passes and guards what follows.
-	mu     sync.Mutex
+	// The fields below belong to the one goroutine of Run.
 	bucket tokenBucket
 	// sent is the last event sent per project and deployment id.
 	sent map[string]map[string]pipeline.PagesDeploymentEvent
@@ -133,7 +131,7 @@ func NewPages(opts PagesOptions, sink Sink, reg prometheus.Registerer, logger *s
 }
 
 // Run polls immediately, then every Interval or when triggered, until ctx
-// is done.
+// is done. Call it once per poller.
 func (p *PagesPoller) Run(ctx context.Context) {
 	if p.sched.interval <= 0 {
 		return
@@ -151,24 +149,12 @@ func (p *PagesPoller) Trigger() {
 	}
 }
 
-// PollOnce makes one pass over all projects and records its outcome in
-// Status and the metrics.
-func (p *PagesPoller) PollOnce(ctx context.Context) error {
-	err := p.pass(ctx)
-	if ctx.Err() == nil {
-		p.sched.record(err)
-	}
-	return err
-}
-
 // Status reports the poller's health.
 func (p *PagesPoller) Status() Status {
 	return p.sched.status()
 }
 
 func (p *PagesPoller) pass(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return pollEach(ctx, p.projects, func(ctx context.Context, project string) error {
 		changed, err := p.pollProject(ctx, project)
 		if err != nil {

@@ -103,9 +103,16 @@ func newPagesTest(t *testing.T, adjust func(*PagesOptions)) *pagesTest {
 	return &pagesTest{clock: clock, fake: fake, sink: sink, reg: reg, poller: NewPages(opts, sink, reg, slog.New(slog.DiscardHandler))}
 }
 
+// poll makes one pass the way each turn of Run does, recording its outcome
+// in Status and the metrics, and returns the pass's error.
+func (pt *pagesTest) poll(ctx context.Context) error {
+	_, err := pt.poller.sched.poll(ctx, pt.poller.pass)
+	return err
+}
+
 func TestPagesDeploymentBecomesEvent(t *testing.T) {
 	pt := newPagesTest(t, nil)
-	if err := pt.poller.PollOnce(context.Background()); err != nil {
+	if err := pt.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	at := func(s string) *time.Time {
@@ -150,7 +157,7 @@ func TestPagesOnlyNewOrChangedDeploymentsAreSent(t *testing.T) {
 	pt := newPagesTest(t, nil)
 	ctx := context.Background()
 	for range 3 {
-		if err := pt.poller.PollOnce(ctx); err != nil {
+		if err := pt.poll(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -163,7 +170,7 @@ func TestPagesOnlyNewOrChangedDeploymentsAreSent(t *testing.T) {
 	stage := pt.fake.deployment()["stages"].([]any)[1].(map[string]any)
 	stage["status"], stage["started_on"] = "active", "2021-06-03T15:39:03.134378Z"
 	pt.fake.mu.Unlock()
-	if err := pt.poller.PollOnce(ctx); err != nil {
+	if err := pt.poll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	calls := pt.sink.Calls()
@@ -249,14 +256,14 @@ func TestPagesErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pt := newPagesTest(t, nil)
 			pt.fake.faults = append(pt.fake.faults, tc.fault)
-			if err := pt.poller.PollOnce(context.Background()); err == nil {
-				t.Fatal("PollOnce succeeded on a bad answer")
+			if err := pt.poll(context.Background()); err == nil {
+				t.Fatal("a poll succeeded on a bad answer")
 			}
 			if st := pt.poller.Status(); st.LastError == "" || st.LastSuccess != nil {
 				t.Errorf("status %+v, want the error recorded", st)
 			}
-			if err := pt.poller.PollOnce(context.Background()); err != nil {
-				t.Fatalf("PollOnce after the fault: %v", err)
+			if err := pt.poll(context.Background()); err != nil {
+				t.Fatalf("poll after the fault: %v", err)
 			}
 			if got := len(pt.sink.Calls()); got != 1 {
 				t.Errorf("%d Apply calls, want 1", got)
@@ -312,7 +319,7 @@ func TestPagesWaitsForTheTokenBucket(t *testing.T) {
 	})
 	pt.poller.bucket.tokens = 0 // as after a burst of 1200 requests
 	pt.poller.bucket.last = pt.clock.Now()
-	if err := pt.poller.PollOnce(context.Background()); err != nil {
+	if err := pt.poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if len(waits) != 1 || waits[0] != 250*time.Millisecond {

@@ -23,7 +23,7 @@ import (
 // maxBackoff caps the wait after consecutive failures.
 const maxBackoff = 5 * time.Minute
 
-// Sink receives polled events (implemented by pipeline.Engine.Apply).
+// Sink receives polled events (implemented by pipeline.Applier.Apply).
 type Sink interface {
 	Apply(ctx context.Context, events []pipeline.Event) error
 }
@@ -108,18 +108,30 @@ func backoff(interval time.Duration, failures int) time.Duration {
 	return b/2 + rand.N(b/2+1)
 }
 
+// poll makes one pass and, unless ctx ended it, records its outcome for
+// Status and the metrics. It returns the pass's error and the wait before
+// the next pass; run calls it once per turn.
+func (s *schedule) poll(ctx context.Context, pass func(context.Context) error) (time.Duration, error) {
+	err := pass(ctx)
+	if ctx.Err() != nil {
+		return 0, err
+	}
+	d := s.record(err)
+	s.mu.Lock()
+	s.nextPoll = s.now().Add(d)
+	s.mu.Unlock()
+	return d, err
+}
+
 // run polls immediately, then after each wait, until ctx is done. A value on
-// trigger cuts the current wait short.
-func (s *schedule) run(ctx context.Context, poll func(context.Context) error, trigger <-chan struct{}) {
+// trigger cuts the current wait short. Passes run one after another on the
+// caller's goroutine, so a poller's state needs no lock.
+func (s *schedule) run(ctx context.Context, pass func(context.Context) error, trigger <-chan struct{}) {
 	for {
-		err := poll(ctx)
+		d, _ := s.poll(ctx, pass)
 		if ctx.Err() != nil {
 			return
 		}
-		d := s.record(err)
-		s.mu.Lock()
-		s.nextPoll = s.now().Add(d)
-		s.mu.Unlock()
 
 		waitCtx, cancel := context.WithCancel(ctx)
 		go func() {

@@ -11,13 +11,13 @@ import (
 func BenchmarkUnchangedPoll(b *testing.B) {
 	gt := newGitHubTest(b, nil)
 	ctx := context.Background()
-	if err := gt.poller.PollOnce(ctx); err != nil {
+	if err := gt.poll(ctx); err != nil {
 		b.Fatal(err)
 	}
 	_, nm0 := gt.fake.counts()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := gt.poller.PollOnce(ctx); err != nil {
+		if err := gt.poll(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
