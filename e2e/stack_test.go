@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"gopkg.in/yaml.v3"
 )
 
@@ -308,14 +309,8 @@ func stackPrometheus(t *testing.T, exporterAddr, amURL string) string {
 // listed run is of another workflow (build.yml): no pipeline tracks it.
 func stackGitHubAPI(t *testing.T) string {
 	t.Helper()
-	body := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join("testdata", "stack", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	runs, jobs := body("list-workflow-runs-for-repo.json"), body("list-jobs-for-workflow-run.json")
+	runs := fixtures.MustLoad("github/rest/actions/list-workflow-runs-for-repo.json")
+	jobs := fixtures.MustLoad("github/rest/actions/list-jobs-for-workflow-run.json")
 	reset := time.Now().Add(time.Hour).Unix()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
