@@ -131,7 +131,14 @@ func (b *bench) ingest() error {
 		peerR = &receiver{name: "peer", url: "http://" + ingressAddr + "/gh_event", p: peer}
 	}
 
-	exp, err := b.exporter(filepath.Join(b.work, "ingest"), true)
+	// A fresh history: run ids start at 1 in every bench run, and a
+	// history kept from an earlier one would answer them all as
+	// duplicates.
+	ingest := filepath.Join(b.work, "ingest")
+	if err := os.RemoveAll(ingest); err != nil {
+		return err
+	}
+	exp, err := b.exporter(ingest, true)
 	if err != nil {
 		return err
 	}
