@@ -75,11 +75,6 @@ type Store struct {
 	// wdb has a single connection, the only one that ever writes.
 	wdb *sql.DB
 	rdb *sql.DB
-	// cdb is the checkpointer's connection.
-	cdb *sql.DB
-
-	stopCheckpointer context.CancelFunc
-	checkpointDone   chan struct{}
 
 	stopPruner context.CancelFunc
 	prunerDone chan struct{}
@@ -155,10 +150,6 @@ func open(dir string, opts Options, migs []string, fullCheckMax int64) (*Store, 
 		s.checkDone = make(chan struct{})
 		go s.backgroundCheck(ctx)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopCheckpointer = cancel
-	s.checkpointDone = make(chan struct{})
-	go s.checkpointer(ctx, s.cdb)
 	if opts.MaxRecords > 0 || opts.Retention > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopPruner = cancel
@@ -175,12 +166,15 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	// strips the query. synchronous=FULL makes every commit fsync the WAL, so
 	// an acknowledged write survives power loss. journal_size_limit lets the
 	// WAL shrink back after a big transaction instead of counting against
-	// SizeBytes forever. The checkpointer, not the commit, copies the WAL
-	// into the main file.
+	// SizeBytes forever. SQLite's own automatic checkpoint copies the WAL
+	// into the main file after the commit that passes 1,000 pages. A
+	// passive checkpoint every second on a connection of its own was
+	// tried: under steady load it never caught up with the writer, so the
+	// WAL never restarted and grew by gigabytes.
 	var err error
 	s.wdb, err = sql.Open("sqlite", s.path+"?_txlock=immediate"+
 		"&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"+
-		"&_pragma=journal_size_limit(67108864)&_pragma=wal_autocheckpoint(0)")
+		"&_pragma=journal_size_limit(67108864)")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -213,14 +207,6 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	}
 	s.rdb.SetMaxOpenConns(readConns)
 	s.rdb.SetMaxIdleConns(readConns)
-
-	// synchronous=FULL: the main file must be on disk before the WAL
-	// frames it was copied from are overwritten.
-	s.cdb, err = sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	s.cdb.SetMaxOpenConns(1)
 	return nil
 }
 
@@ -316,8 +302,6 @@ func (s *Store) Close() error {
 		s.stopCheck()
 		<-s.checkDone
 	}
-	s.stopCheckpointer()
-	<-s.checkpointDone
 	err := s.closeDBs(true)
 	s.lock.release()
 	return err
@@ -327,14 +311,12 @@ func (s *Store) Close() error {
 // file that may not even be a database.
 func (s *Store) closeDBs(checkpoint bool) error {
 	var errs []error
-	for _, db := range []*sql.DB{s.rdb, s.cdb} {
-		if db != nil {
-			errs = append(errs, db.Close())
-		}
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
 	}
 	if s.wdb != nil {
-		// The other pools are closed first so the checkpoint can empty
-		// the WAL.
+		// The read pool is closed first so the checkpoint can empty the
+		// WAL.
 		if checkpoint {
 			if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 				s.logger.Warn("Checkpoint at close failed", "path", s.path, "err", err)
