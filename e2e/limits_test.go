@@ -203,49 +203,61 @@ func TestReadFloodDoesNotStallIntake(t *testing.T) {
 		perStep = 2000 // 10 s at 200/s, as long as the flood
 		readers = 100
 	)
-	// Also the history of a few thousand runs the readers then page through.
-	base := pacedWebhooks(t, e, 10_000_000, perStep, rate)
+	// The p99 is measured alone and under the flood, each attempt anew:
+	// `make test` runs other packages' tests on the same two cores, and a
+	// moment of theirs can land in either window. Three attempts keep that
+	// noise out while a real stall (p99 from 63 ms to 1.45 s before the
+	// API's cap) fails every one of them.
+	for attempt := 1; ; attempt++ {
+		firstID := int64(attempt) * 100_000_000
+		// Also the history of a few thousand runs the readers then page through.
+		base := pacedWebhooks(t, e, firstID, perStep, rate)
 
-	flooder := exec.Command("nice", "-n", "19", os.Args[0], "-test.run=^TestReadFloodReaders$", "-test.v")
-	flooder.Env = append(os.Environ(), "E2E_READ_FLOOD_URL="+e.url+"/api/pipeline-runs?limit=50",
-		fmt.Sprintf("E2E_READ_FLOOD_READERS=%d", readers))
-	var out syncBuffer
-	flooder.Stdout, flooder.Stderr = &out, &out
-	if err := flooder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	flood := pacedWebhooks(t, e, 20_000_000, perStep, rate)
-	if err := flooder.Wait(); err != nil {
-		t.Fatalf("the flood of readers: %v\n%s", err, out.String())
-	}
-	var c floodCounts
-	_, report, found := strings.Cut(out.String(), "FLOOD ")
-	if !found {
-		t.Fatalf("the flood of readers reported nothing:\n%s", out.String())
-	}
-	report, _, _ = strings.Cut(report, "\n")
-	if err := json.Unmarshal([]byte(report), &c); err != nil {
-		t.Fatalf("%v: %s", err, report)
-	}
+		flooder := exec.Command("nice", "-n", "19", os.Args[0], "-test.run=^TestReadFloodReaders$", "-test.v")
+		flooder.Env = append(os.Environ(), "E2E_READ_FLOOD_URL="+e.url+"/api/pipeline-runs?limit=50",
+			fmt.Sprintf("E2E_READ_FLOOD_READERS=%d", readers))
+		var out syncBuffer
+		flooder.Stdout, flooder.Stderr = &out, &out
+		if err := flooder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		flood := pacedWebhooks(t, e, firstID+10_000_000, perStep, rate)
+		if err := flooder.Wait(); err != nil {
+			t.Fatalf("the flood of readers: %v\n%s", err, out.String())
+		}
+		var c floodCounts
+		_, report, found := strings.Cut(out.String(), "FLOOD ")
+		if !found {
+			t.Fatalf("the flood of readers reported nothing:\n%s", out.String())
+		}
+		report, _, _ = strings.Cut(report, "\n")
+		if err := json.Unmarshal([]byte(report), &c); err != nil {
+			t.Fatalf("%v: %s", err, report)
+		}
 
-	p99Base, p99Flood := percentile(base, .99), percentile(flood, .99)
-	t.Logf("webhooks at %d/s: p50 %s p99 %s max %s alone; p50 %s p99 %s max %s with %d readers (%d reads served, %d refused 503)",
-		rate, percentile(base, .5), p99Base, percentile(base, 1), percentile(flood, .5), p99Flood, percentile(flood, 1),
-		readers, c.OK, c.Refused)
-	if c.Other > 0 {
-		t.Errorf("%d reads answered neither 200 nor 503, first: %s", c.Other, c.FirstOther)
-	}
-	if c.OK == 0 || c.Refused == 0 {
-		t.Errorf("reads served %d, refused %d: want both (the cap is below %d)", c.OK, c.Refused, readers)
-	}
-	if c.NoRetryAfter > 0 {
-		t.Errorf("%d of the 503 answers carry no Retry-After", c.NoRetryAfter)
-	}
-	// Twice the p99 without the flood, with 5 ms of slack: at a p99 of
-	// 3 ms a read that shares the CPUs at the wrong moment adds as much,
-	// while the stall this guards against took p99 from 63 ms to 1.45 s.
-	if bound := max(2*p99Base, p99Base+5*time.Millisecond); p99Flood > bound {
-		t.Errorf("webhook p99 with %d readers %s, more than %s (twice its %s without, at least 5 ms more)", readers, p99Flood, bound, p99Base)
+		p99Base, p99Flood := percentile(base, .99), percentile(flood, .99)
+		t.Logf("attempt %d: webhooks at %d/s: p50 %s p99 %s max %s alone; p50 %s p99 %s max %s with %d readers (%d reads served, %d refused 503)",
+			attempt, rate, percentile(base, .5), p99Base, percentile(base, 1), percentile(flood, .5), p99Flood, percentile(flood, 1),
+			readers, c.OK, c.Refused)
+		if c.Other > 0 {
+			t.Errorf("%d reads answered neither 200 nor 503, first: %s", c.Other, c.FirstOther)
+		}
+		if c.OK == 0 || c.Refused == 0 {
+			t.Errorf("reads served %d, refused %d: want both (the cap is below %d)", c.OK, c.Refused, readers)
+		}
+		if c.NoRetryAfter > 0 {
+			t.Errorf("%d of the 503 answers carry no Retry-After", c.NoRetryAfter)
+		}
+		// Twice the p99 without the flood, with 5 ms of slack: at a p99 of
+		// 3 ms a read that shares the CPUs at the wrong moment adds as much.
+		bound := max(2*p99Base, p99Base+5*time.Millisecond)
+		if p99Flood <= bound {
+			return
+		}
+		if attempt == 3 {
+			t.Errorf("webhook p99 with %d readers %s, more than %s (twice its %s without, at least 5 ms more), in all %d attempts", readers, p99Flood, bound, p99Base, attempt)
+			return
+		}
 	}
 }
 
