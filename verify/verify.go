@@ -60,10 +60,6 @@ type Checker struct {
 	Now func() time.Time
 	// Sleep waits between attempts; it returns early with ctx's error.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Observe, when set, receives the response time in seconds of every
-	// attempt that got an HTTP response, whatever its status: attempts
-	// that got none (refused, timed out) have no response time to report.
-	Observe func(seconds float64)
 	// Version, when set, makes the User-Agent "pipeline_exporter/<Version>"
 	// so site owners can tell the checks from visitors in their logs.
 	Version string
@@ -155,9 +151,6 @@ func (c *Checker) attempt(ctx context.Context, client *http.Client, now func() t
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	seconds := now().Sub(start).Seconds()
-	if c.Observe != nil {
-		c.Observe(seconds)
-	}
 	if err != nil {
 		return seconds, attemptError(ctx, actx, timeout, t.URL, err)
 	}
