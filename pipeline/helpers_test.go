@@ -141,7 +141,7 @@ func newTestTracker(clock *fakeClock, specs ...Spec) *Tracker {
 	return NewTracker(specs, clock.Now)
 }
 
-// apply applies the event and fails the test on a Finder error.
+// apply applies the event and returns the updates it made.
 func apply(t testing.TB, tr *Tracker, ev Event) []Update {
 	t.Helper()
 	ups, _ := tr.Apply(ev)

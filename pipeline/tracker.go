@@ -48,7 +48,7 @@ func (tr *tracked) key() (runKey, bool) {
 
 // Tracker correlates Events into Runs. It is a deterministic state machine:
 // time comes only from the injected clock and from the events. It is not safe
-// for concurrent use; the Engine serialises access to it.
+// for concurrent use: the Applier owns it, on one goroutine.
 //
 // The Tracker holds only the non-terminal runs, the last finished and last
 // successful run of each pipeline, and bounded buffers (recently finished
