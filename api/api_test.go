@@ -406,7 +406,7 @@ func TestGetRun(t *testing.T) {
 	}
 }
 
-// TestRunJSON pins the run fields DESIGN.md names, from a run built out of
+// TestRunJSON pins the run fields the HTTP API documentation names, from a run built out of
 // a published workflow_run payload.
 func TestRunJSON(t *testing.T) {
 	_, body := get(t, newHandler(&fakeRuns{runs: []*pipeline.Run{fixtureRun(t, 1)}}), "/api/pipeline-runs/1")

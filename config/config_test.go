@@ -209,7 +209,7 @@ func TestSpecs(t *testing.T) {
 }
 
 // TestSpecRepository checks which repository a pipeline follows when it
-// names none (DESIGN.md, "Which repository").
+// names none (docs/configuration.md).
 func TestSpecRepository(t *testing.T) {
 	tests := []struct {
 		name, github, repository, want string

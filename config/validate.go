@@ -216,7 +216,7 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
 
 // validateRepository checks the pipeline's repository, which it must name
 // when the github section watches several: its runs could come from any of
-// them (DESIGN.md, "Which repository").
+// them (docs/configuration.md).
 func (d *decoder) validateRepository(c *Config, p *Pipeline, path string) error {
 	if p.Repository != "" {
 		if !repository.MatchString(p.Repository) {

@@ -23,8 +23,9 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 )
 
-// The tests in this file hold the exporter to DESIGN.md "Limits: bad input
-// and operator mistakes", each through the real binary.
+// The tests in this file hold the exporter to its limits under bad input
+// and operator mistakes (docs/http-api.md, docs/operations.md), each
+// through the real binary.
 
 func TestSecondExporterOnOneDirExitsAndBackupStillWorks(t *testing.T) {
 	cfg := writeConfig(t, coreConfig)

@@ -19,7 +19,7 @@ import (
 )
 
 // The replica tests run two instances of the real binary on one real
-// PostgreSQL 15 database (DESIGN.md, "Several instances") and send them
+// PostgreSQL 15 database (docs/operations.md, "Several instances on PostgreSQL") and send them
 // signed GitHub deliveries through a client that behaves like a load
 // balancer: a request a replica refuses (connection refused or reset, or a
 // 5xx) is sent again to the other replica. A delivery is lost when it got

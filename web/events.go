@@ -17,8 +17,8 @@ import (
 )
 
 const (
-	// heartbeatInterval keeps proxies from closing an idle stream; DESIGN.md
-	// promises at most 15 s.
+	// heartbeatInterval keeps proxies from closing an idle stream; the HTTP
+	// API documentation promises at most 15 s.
 	heartbeatInterval = 15 * time.Second
 	// pollInterval is how often the streams look at the store without being
 	// notified: a replica that does not apply follows the shared store at

@@ -233,7 +233,7 @@ func value(t *time.Time) time.Time {
 
 // Payload times must lie between minTime and maxAhead past the handler's
 // clock: a year 1 or 9999 time would make negative timestamp gauges and
-// durations of centuries downstream (DESIGN.md, "Limits").
+// durations of centuries downstream (docs/http-api.md).
 var minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 const maxAhead = 365 * 24 * time.Hour

@@ -1,6 +1,6 @@
 // Package postgres keeps pipeline_exporter's delivery log and run history in
-// PostgreSQL, so that several replicas can share them (DESIGN.md, "Several
-// instances"). It implements pipeline.Storage and pipeline.History with the
+// PostgreSQL, so that several replicas can share them (docs/operations.md,
+// "Several instances on PostgreSQL"). It implements pipeline.Storage and pipeline.History with the
 // same meaning as the SQLite store, and adds what replicas need: a leader
 // chosen by an advisory lock (Lead), a fencing check in every commit of the
 // applier, appends from followers (AppendShared) and a short wait for the
