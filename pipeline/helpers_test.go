@@ -172,3 +172,46 @@ func finishedNames(u Update) []string {
 	}
 	return names
 }
+
+// pipelineState is one pipeline's state as the tests read it from the
+// Tracker: runs in progress, the last finished and last successful run.
+type pipelineState struct {
+	Spec         Spec
+	InProgress   int
+	LastFinished *Run
+	LastSuccess  *Run
+}
+
+// snapshotOf reads, for every configured pipeline, its state, with copies of
+// the runs.
+type snapshotOf struct {
+	Pipelines []pipelineState
+}
+
+func snapshot(t *Tracker) snapshotOf {
+	inProgress := make(map[string]int, len(t.specs))
+	for _, tr := range t.active {
+		inProgress[tr.run.Pipeline]++
+	}
+	var s snapshotOf
+	for _, spec := range t.specs {
+		ps := pipelineState{Spec: spec, InProgress: inProgress[spec.Name]}
+		if r := t.lastFinished[spec.Name]; r != nil {
+			ps.LastFinished = r.Clone()
+		}
+		if r := t.lastSuccess[spec.Name]; r != nil {
+			ps.LastSuccess = r.Clone()
+		}
+		s.Pipelines = append(s.Pipelines, ps)
+	}
+	return s
+}
+
+// active returns copies of the Tracker's non-terminal runs, oldest first.
+func active(t *Tracker) []*Run {
+	var runs []*Run
+	for _, tr := range t.sortedActive() {
+		runs = append(runs, tr.run.Clone())
+	}
+	return runs
+}

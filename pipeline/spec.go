@@ -49,33 +49,6 @@ type Update struct {
 	StartVerify bool
 }
 
-// PipelineState is what the metrics project for one pipeline.
-type PipelineState struct {
-	Spec       Spec
-	InProgress int
-	// LastFinished is the pipeline's most recent terminal run, or nil.
-	LastFinished *Run
-	// LastSuccess is the pipeline's most recent successful run, or nil.
-	LastSuccess *Run
-}
-
-// Snapshot is a consistent copy of the Tracker's per-pipeline state.
-type Snapshot struct {
-	Pipelines []PipelineState
-}
-
-// Delivery is a raw webhook delivery, kept exactly as received so that it can
-// be replayed or audited.
-type Delivery struct {
-	Source Source
-	// ID is the sender's delivery id, or a hash of the body when the sender
-	// gives none. Together with Source it is the dedup key.
-	ID         string
-	Event      string
-	ReceivedAt time.Time
-	Body       []byte
-}
-
 // Outcome is what ingestion did with a delivery.
 type Outcome string
 

@@ -144,11 +144,6 @@ func (t *Tracker) SetSpecs(specs []Spec) {
 	}
 }
 
-// Specs returns the pipelines the Tracker follows.
-func (t *Tracker) Specs() []Spec {
-	return slices.Clone(t.specs)
-}
-
 func (t *Tracker) spec(name string) *Spec {
 	for i := range t.specs {
 		if t.specs[i].Name == name {
@@ -359,37 +354,6 @@ func deadline(tr *tracked) (time.Time, bool) {
 		}
 	}
 	return d, found
-}
-
-// Snapshot returns, for every configured pipeline, its number of runs in
-// progress and copies of its last finished and last successful run.
-func (t *Tracker) Snapshot() Snapshot {
-	inProgress := make(map[string]int, len(t.specs))
-	for _, tr := range t.active {
-		inProgress[tr.run.Pipeline]++
-	}
-	s := Snapshot{Pipelines: make([]PipelineState, 0, len(t.specs))}
-	for _, spec := range t.specs {
-		ps := PipelineState{Spec: spec, InProgress: inProgress[spec.Name]}
-		if r := t.lastFinished[spec.Name]; r != nil {
-			ps.LastFinished = r.Clone()
-		}
-		if r := t.lastSuccess[spec.Name]; r != nil {
-			ps.LastSuccess = r.Clone()
-		}
-		s.Pipelines = append(s.Pipelines, ps)
-	}
-	return s
-}
-
-// Active returns copies of the non-terminal runs, oldest first.
-func (t *Tracker) Active() []*Run {
-	trs := t.sortedActive()
-	runs := make([]*Run, len(trs))
-	for i, tr := range trs {
-		runs[i] = tr.run.Clone()
-	}
-	return runs
 }
 
 func (t *Tracker) sortedActive() []*tracked {

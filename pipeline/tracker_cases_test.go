@@ -227,13 +227,13 @@ func TestApprovals(t *testing.T) {
 				apply(t, tr, ev(t))
 			}
 			var r *Run
-			if active := tr.Active(); len(active) == 1 {
+			if active := active(tr); len(active) == 1 {
 				r = active[0]
-				if n := tr.Snapshot().Pipelines[0].InProgress; n != 1 {
+				if n := snapshot(tr).Pipelines[0].InProgress; n != 1 {
 					t.Errorf("in progress %d, want 1", n)
 				}
 			} else {
-				r = tr.Snapshot().Pipelines[0].LastFinished
+				r = snapshot(tr).Pipelines[0].LastFinished
 			}
 			if r.Status != tc.status || r.GitHub.Status != tc.ghStatus || r.GitHub.Conclusion != tc.conclusion {
 				t.Fatalf("run %s github %s/%s, want %s %s/%s", r.Status, r.GitHub.Status, r.GitHub.Conclusion, tc.status, tc.ghStatus, tc.conclusion)

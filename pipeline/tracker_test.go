@@ -101,7 +101,7 @@ func TestRunConclusion(t *testing.T) {
 			if r.FinishedAt == nil || !r.FinishedAt.Equal(fixtureCompleted) || r.DurationSeconds != 25 {
 				t.Errorf("finished at %v after %vs, want %v after 25s", r.FinishedAt, r.DurationSeconds, fixtureCompleted)
 			}
-			if len(tr.Active()) != 0 {
+			if len(active(tr)) != 0 {
 				t.Error("a finished run is still active")
 			}
 		})
@@ -180,7 +180,7 @@ func TestOutOfOrder(t *testing.T) {
 		if ups := apply(t, tr, late); len(ups) != 0 {
 			t.Fatalf("late in_progress changed %d runs", len(ups))
 		}
-		if r := tr.Snapshot().Pipelines[0].LastFinished; r == nil || r.Status != StatusSuccess {
+		if r := snapshot(tr).Pipelines[0].LastFinished; r == nil || r.Status != StatusSuccess {
 			t.Fatalf("last finished %+v, want success", r)
 		}
 	})
@@ -235,7 +235,7 @@ func TestOutOfOrder(t *testing.T) {
 		if u.Finished || u.Run.Status != StatusSuccess || u.Run.Stages[1].Status != StatusSuccess {
 			t.Fatalf("finished %v status %s stage %+v", u.Finished, u.Run.Status, u.Run.Stages[1])
 		}
-		if last := tr.Snapshot().Pipelines[0].LastFinished; last.Stages[1].Status != StatusSuccess {
+		if last := snapshot(tr).Pipelines[0].LastFinished; last.Stages[1].Status != StatusSuccess {
 			t.Errorf("last finished run not updated: %v", stageNames(last))
 		}
 	})
@@ -271,7 +271,7 @@ func TestJobStageOrder(t *testing.T) {
 		e.JobID, e.Name, e.CreatedAt, e.StartedAt = j.id, j.name, base.CreatedAt.Add(j.created), base.CreatedAt.Add(j.created)
 		apply(t, tr, e)
 	}
-	r := tr.Active()[0]
+	r := active(tr)[0]
 	want := []string{"trigger:success", "setup:running", "build:running", "lint:running", "deploy:running"}
 	if got := stageNames(r); !slices.Equal(got, want) {
 		t.Fatalf("stages %v, want %v", got, want)
@@ -438,7 +438,7 @@ func TestClaimSkewWindow(t *testing.T) {
 				t.Fatalf("run %d (trigger %s): claimed %v, want %v", r.ID, r.Trigger.Source, claimed, tc.claims)
 			}
 			if !tc.claims {
-				active := tr.Active()
+				active := active(tr)
 				if len(active) != 2 || active[0].Status != StatusPending || active[1].Trigger.Source != SourceGitHub {
 					t.Fatalf("active %d runs, want the pending one and the GitHub one", len(active))
 				}
@@ -515,15 +515,15 @@ func TestRestore(t *testing.T) {
 	done.RunID = 2
 	done.CreatedAt = other.CreatedAt
 	apply(t, before, done)
-	snap := before.Snapshot().Pipelines[0]
+	snap := snapshot(before).Pipelines[0]
 
 	clock.Advance(5 * time.Minute)
 	after := newTestTracker(clock, siteSpec())
-	after.Restore(before.Active(), []*Run{snap.LastFinished}, []*Run{snap.LastSuccess}, 41, nil)
+	after.Restore(active(before), []*Run{snap.LastFinished}, []*Run{snap.LastSuccess}, 41, nil)
 	if d, ok := after.NextDeadline(); !ok || !d.Equal(fixtureCreated.Add(10*time.Minute)) {
 		t.Fatalf("restored deadline %v %v", d, ok)
 	}
-	if got := after.Snapshot().Pipelines[0]; got.InProgress != 2 || got.LastFinished.ID != 3 || got.LastSuccess.ID != 3 {
+	if got := snapshot(after).Pipelines[0]; got.InProgress != 2 || got.LastFinished.ID != 3 || got.LastSuccess.ID != 3 {
 		t.Fatalf("restored snapshot in progress %d last %d", got.InProgress, got.LastFinished.ID)
 	}
 	if ups := apply(t, after, done); len(ups) != 0 {
@@ -532,7 +532,7 @@ func TestRestore(t *testing.T) {
 	late := jobEvent(t, "completed.success.with-organization")
 	late.RunID = done.RunID
 	one(t, apply(t, after, late))
-	if got := after.Snapshot().Pipelines[0]; len(got.LastFinished.Stages) != 2 || len(got.LastSuccess.Stages) != 2 {
+	if got := snapshot(after).Pipelines[0]; len(got.LastFinished.Stages) != 2 || len(got.LastSuccess.Stages) != 2 {
 		t.Errorf("late job of the restored last run: %v and %v", stageNames(got.LastFinished), stageNames(got.LastSuccess))
 	}
 	if r := one(t, apply(t, after, supabaseTrigger("d2", clock.Now()))).Run; r.ID != 1 || len(r.Triggers) != 2 {
@@ -802,7 +802,7 @@ func TestSnapshot(t *testing.T) {
 	bad.RunID, bad.Conclusion, bad.UpdatedAt = 11, "failure", bad.UpdatedAt.Add(time.Minute)
 	apply(t, tr, bad)
 
-	s := tr.Snapshot()
+	s := snapshot(tr)
 	if len(s.Pipelines) != 2 || s.Pipelines[1].Spec.Name != "docs" || s.Pipelines[1].LastFinished != nil {
 		t.Fatalf("pipelines %+v", s.Pipelines)
 	}
@@ -812,7 +812,7 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("in progress %d, last %d, last success %d", site.InProgress, site.LastFinished.GitHub.RunID, site.LastSuccess.GitHub.RunID)
 	}
 	site.LastFinished.Stages[0].Name = "changed"
-	if tr.Snapshot().Pipelines[0].LastFinished.Stages[0].Name == "changed" {
+	if snapshot(tr).Pipelines[0].LastFinished.Stages[0].Name == "changed" {
 		t.Error("Snapshot shares its runs with the Tracker")
 	}
 }
@@ -827,10 +827,10 @@ func TestSetSpecs(t *testing.T) {
 	if d, _ := tr.NextDeadline(); !d.Equal(fixtureCreated.Add(time.Hour)) {
 		t.Errorf("deadline %v after reload, want the new dispatch_timeout", d)
 	}
-	if got := tr.Specs(); len(got) != 1 || got[0].DispatchTimeout != time.Hour {
+	if got := slices.Clone(tr.specs); len(got) != 1 || got[0].DispatchTimeout != time.Hour {
 		t.Errorf("specs %+v", got)
 	}
-	if len(tr.Active()) != 1 {
+	if len(active(tr)) != 1 {
 		t.Error("reload dropped the run in progress")
 	}
 }
@@ -860,7 +860,7 @@ func TestLastFinishedIsLatestRun(t *testing.T) {
 	if u := one(t, tr.Expire()); u.Run.ID != 1 || u.Run.Status != StatusTimedOut {
 		t.Fatalf("expired run %d %s", u.Run.ID, u.Run.Status)
 	}
-	if last := tr.Snapshot().Pipelines[0].LastFinished; last.ID != 2 {
+	if last := snapshot(tr).Pipelines[0].LastFinished; last.ID != 2 {
 		t.Errorf("last finished run %d, want 2: an older run ending later does not replace it", last.ID)
 	}
 }
