@@ -73,11 +73,11 @@ func testRun(id int64, pipe string, st pipeline.Status, src pipeline.Source, cre
 
 // submit commits, as the Applier does, the delivery (nil for none) as an
 // applied log entry together with the runs.
-func submit(t *testing.T, s *Store, d *pipeline.Delivery, runs ...*pipeline.Run) {
+func submit(t *testing.T, s *Store, d *pipeline.Entry, runs ...*pipeline.Run) {
 	t.Helper()
 	var entries []*pipeline.Entry
 	if d != nil {
-		entries = append(entries, &pipeline.Entry{Source: d.Source, DeliveryID: d.ID, Kind: d.Event, ReceivedAt: d.ReceivedAt, Body: d.Body})
+		entries = append(entries, d)
 	}
 	if err := commit(s, entries, runs...); err != nil {
 		t.Fatalf("commit: %v", err)
@@ -140,7 +140,7 @@ func runIDs(runs []*pipeline.Run) []int64 {
 
 // fixtureRun builds a finished run from the published workflow_run webhook,
 // and returns the delivery that carried it.
-func fixtureRun(t *testing.T) (*pipeline.Run, *pipeline.Delivery) {
+func fixtureRun(t *testing.T) (*pipeline.Run, *pipeline.Entry) {
 	t.Helper()
 	body := fixtures.MustLoad("github/workflow_run/completed.json")
 	p := fixtures.MustDecode(body)
@@ -165,7 +165,7 @@ func fixtureRun(t *testing.T) (*pipeline.Run, *pipeline.Delivery) {
 	r.Stages = append(r.Stages, pipeline.Stage{Name: "build", Status: pipeline.StatusSuccess, StartedAt: &created,
 		FinishedAt: &updated, DurationSeconds: r.DurationSeconds, URL: htmlURL, JobID: 399444496, QueuedSeconds: 2})
 	r.Pages = &pipeline.PagesDeployment{Project: "site", DeploymentID: "d1", Stages: []pipeline.PagesStage{{Name: "queued", Status: "success"}}}
-	d := &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: r.Trigger.DeliveryID, Event: "workflow_run", ReceivedAt: updated, Body: body}
+	d := &pipeline.Entry{Source: pipeline.SourceGitHub, DeliveryID: r.Trigger.DeliveryID, Kind: "workflow_run", ReceivedAt: updated, Body: body}
 	return r, d
 }
 
@@ -187,9 +187,9 @@ func TestRoundTrip(t *testing.T) {
 			w, _ := json.Marshal(run)
 			t.Fatalf("Run(%d) =\n%s\nwant\n%s", run.ID, g, w)
 		}
-		event, received, body := readDelivery(t, s, d.Source, d.ID)
-		if event != d.Event || received != d.ReceivedAt.UnixNano() || !bytes.Equal(body, d.Body) {
-			t.Errorf("delivery = %q %d %d bytes, want %q %d %d bytes", event, received, len(body), d.Event, d.ReceivedAt.UnixNano(), len(d.Body))
+		event, received, body := readDelivery(t, s, d.Source, d.DeliveryID)
+		if event != d.Kind || received != d.ReceivedAt.UnixNano() || !bytes.Equal(body, d.Body) {
+			t.Errorf("delivery = %q %d %d bytes, want %q %d %d bytes", event, received, len(body), d.Kind, d.ReceivedAt.UnixNano(), len(d.Body))
 		}
 		st, err := s.Stats()
 		if err != nil {
@@ -242,7 +242,7 @@ func TestBodyRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openTest(t, t.TempDir(), Options{})
-			submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: tc.name, Event: "workflow_run", ReceivedAt: t0, Body: tc.body})
+			submit(t, s, &pipeline.Entry{Source: pipeline.SourceGitHub, DeliveryID: tc.name, Kind: "workflow_run", ReceivedAt: t0, Body: tc.body})
 			if _, _, got := readDelivery(t, s, pipeline.SourceGitHub, tc.name); !bytes.Equal(got, tc.body) {
 				t.Errorf("read back %d bytes that differ from the %d received", len(got), len(tc.body))
 			}
@@ -558,7 +558,7 @@ func TestRetentionByAge(t *testing.T) {
 		if i == 0 {
 			st = pipeline.StatusRunning
 		}
-		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceSupabase, ID: fmt.Sprint(i), Event: "INSERT", ReceivedAt: t0.Add(-age), Body: []byte("{}")},
+		submit(t, s, &pipeline.Entry{Source: pipeline.SourceSupabase, DeliveryID: fmt.Sprint(i), Kind: "INSERT", ReceivedAt: t0.Add(-age), Body: []byte("{}")},
 			testRun(int64(i+1), "site", st, pipeline.SourceSupabase, t0.Add(-age)))
 	}
 	// A payload dated six years back, first seen by the exporter now:
@@ -695,7 +695,7 @@ func TestMigrations(t *testing.T) {
 		}
 		// The counts go on from there: one replaced run, one new run, one
 		// new delivery.
-		submit(t, s, &pipeline.Delivery{Source: pipeline.SourceGitHub, ID: "new", Event: "workflow_run", ReceivedAt: t0, Body: body},
+		submit(t, s, &pipeline.Entry{Source: pipeline.SourceGitHub, DeliveryID: "new", Kind: "workflow_run", ReceivedAt: t0, Body: body},
 			testRun(2, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0), testRun(3, "site", pipeline.StatusRunning, pipeline.SourceGitHub, t0))
 		if st, _ := s.Stats(); st.Runs != 3 || st.Deliveries != 2 {
 			t.Errorf("Stats after a write = %+v, want 3 runs and 2 deliveries", st)
