@@ -1,5 +1,6 @@
 // Command bench runs the measurements of `make bench` that need the real
-// binary — durable webhook ingest against a null receiver, the run API and
+// binary — durable webhook ingest side by side with the peer exporter and a
+// null receiver, the cost of live-event streams, the run API and
 // /metrics at 1k, 100k and 1M stored runs, memory and startup time, and
 // ingest while retention prunes — and prints them as one table. It only
 // talks to processes it starts on 127.0.0.1, and every loop is bounded.
