@@ -103,15 +103,24 @@ func writeConfig(t *testing.T, yaml string) string {
 // answers. The process is killed at the end of the test if still running.
 func startExporter(t *testing.T, configPath, dataDir string, args ...string) *exporter {
 	t.Helper()
+	return startWrapped(t, nil, configPath, dataDir, args...)
+}
+
+// startWrapped is startExporter with the binary run by a wrapper command
+// (wrapper then the binary and its flags), e.g. prlimit.
+func startWrapped(t *testing.T, wrapper []string, configPath, dataDir string, args ...string) *exporter {
+	t.Helper()
 	addr := freeAddr(t)
 	all := append([]string{
+		exporterBinary(t),
 		"--config.file=" + configPath,
 		"--storage.path=" + dataDir,
 		"--web.listen-address=" + addr,
 		"--log.level=debug",
 	}, args...)
+	all = append(append([]string(nil), wrapper...), all...)
 	e := &exporter{t: t, url: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan struct{})}
-	e.cmd = exec.Command(exporterBinary(t), all...)
+	e.cmd = exec.Command(all[0], all[1:]...)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)

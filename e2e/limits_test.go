@@ -270,45 +270,7 @@ func startLimited(t *testing.T, nofile int, configPath, dataDir string, args ...
 	if err != nil {
 		t.Skip("prlimit (util-linux) is not installed")
 	}
-	addr := freeAddr(t)
-	all := append([]string{
-		fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--", exporterBinary(t),
-		"--config.file=" + configPath,
-		"--storage.path=" + dataDir,
-		"--web.listen-address=" + addr,
-		"--log.level=debug",
-	}, args...)
-	e := &exporter{t: t, url: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan struct{})}
-	e.cmd = exec.Command(prlimit, all...)
-	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = e.cmd.Wait(); close(e.exited) }()
-	t.Cleanup(func() {
-		_ = e.cmd.Process.Kill()
-		<-e.exited
-		if t.Failed() {
-			t.Logf("exporter logs:\n%s", e.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-e.exited:
-			t.Fatalf("exporter exited at start: %v\n%s", e.cmd.ProcessState, e.logs.String())
-		default:
-		}
-		if resp, err := http.Get(e.url + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return e
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("exporter not ready after 20s:\n%s", e.logs.String())
-	return nil
+	return startWrapped(t, []string{prlimit, fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--"}, configPath, dataDir, args...)
 }
 
 // openFiles counts the file descriptors process pid has open; 0 once it
