@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -311,6 +312,30 @@ func TestDecodeMatchesGoGitHub(t *testing.T) {
 				t.Errorf("id/event = %q/%q", got.id, got.event)
 			}
 		})
+	}
+}
+
+// TestDuplicateNamesAsEncodingJSON: a member named twice decodes as
+// encoding/json (and so go-github) decodes it, the last one counting; the
+// decoder does not keep every object's names to refuse repeats.
+func TestDuplicateNamesAsEncodingJSON(t *testing.T) {
+	body := fixtures.MustLoad("github/workflow_job/completed.success.with-organization.json")
+	body = bytes.Replace(body, []byte(`"workflow_job": {`), []byte(`"workflow_job": {"conclusion": "failure", "name": "first",`), 1)
+	r := httptest.NewRequest(http.MethodPost, "/webhooks/github", nil)
+	r.Header.Set("X-GitHub-Event", "workflow_job")
+	r.Header.Set("X-GitHub-Delivery", "d")
+	got, err := parseGitHub(r, body, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref github.WorkflowJobEvent
+	if err := json.Unmarshal(body, &ref); err != nil {
+		t.Fatal(err)
+	}
+	job := got.events[0].(pipeline.WorkflowJobEvent)
+	if job.Conclusion != ref.GetWorkflowJob().GetConclusion() || job.Name != ref.GetWorkflowJob().GetName() || job.Conclusion != "success" {
+		t.Errorf("conclusion/name = %q/%q, encoding/json reads %q/%q", job.Conclusion, job.Name,
+			ref.GetWorkflowJob().GetConclusion(), ref.GetWorkflowJob().GetName())
 	}
 }
 

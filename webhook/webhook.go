@@ -367,15 +367,19 @@ var errNotObject = errors.New("body is not a JSON object")
 
 // decodeObject decodes a JSON object into v, with errors that say what is
 // wrong in terms a sender can act on. It decodes with encoding/json's v2
-// upstream: BenchmarkDecodeWorkflowJob/encoding-json went from 47 to 20 µs
-// a delivery, which the handler spends on every webhook; field names match
-// without regard to case, as encoding/json's do.
+// upstream: BenchmarkDecodeWorkflowJob/handler went from 47 µs with
+// encoding/json to 20 µs a delivery, which the handler spends on every
+// webhook.
 func decodeObject(body []byte, v any) error {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return errNotObject
 	}
-	err := jsonv2.Unmarshal(body, v, jsonv2.MatchCaseInsensitiveNames(true))
+	// Read as encoding/json reads them (and so GitHub's own Go clients):
+	// names match without regard to case, and a repeated name is not an
+	// error, the last one counts. Not keeping every object's names to
+	// refuse repeats halves the time again (20.6 → 11.2 µs).
+	err := jsonv2.Unmarshal(body, v, jsonv2.MatchCaseInsensitiveNames(true), jsontext.AllowDuplicateNames(true))
 	if err == nil {
 		return nil
 	}
