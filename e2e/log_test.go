@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
+
 	_ "modernc.org/sqlite" // the SQLite driver the store uses
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
@@ -96,9 +98,17 @@ func readLogEntry(t *testing.T, path string) *pipeline.Entry {
 	var e pipeline.Entry
 	var source, id string
 	var received int64
-	var events []byte
-	if err := db.QueryRow(`SELECT source, delivery_id, kind, received_at, body, events FROM log`).
-		Scan(&source, &id, &e.Kind, &received, &e.Body, &events); err != nil {
+	var body, events []byte
+	var codec string
+	if err := db.QueryRow(`SELECT source, delivery_id, kind, received_at, body, body_codec, events FROM log`).
+		Scan(&source, &id, &e.Kind, &received, &body, &codec, &events); err != nil {
+		t.Fatal(err)
+	}
+	// Bodies are stored compressed with S2.
+	if codec != "s2" {
+		t.Fatalf("body stored with codec %q, want s2", codec)
+	}
+	if e.Body, err = s2.Decode(nil, body); err != nil {
 		t.Fatal(err)
 	}
 	e.Source, e.DeliveryID, e.ReceivedAt = pipeline.Source(source), id, time.Unix(0, received)

@@ -100,6 +100,9 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value BLOB NOT NULL
 	);`,
+	// Version 4: bodies are stored compressed (see body.go); body_codec
+	// says how, and the bodies written before stay as they are.
+	`ALTER TABLE log ADD COLUMN body_codec TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate applies the migrations the database has not seen yet, each in its

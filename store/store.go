@@ -73,8 +73,9 @@ type Store struct {
 	file os.FileInfo
 
 	// wdb has a single connection, the only one that ever writes.
-	wdb *sql.DB
-	rdb *sql.DB
+	wdb    *sql.DB
+	writes *writeStatements
+	rdb    *sql.DB
 
 	stopPruner context.CancelFunc
 	prunerDone chan struct{}
@@ -200,6 +201,9 @@ func (s *Store) openDBs(migs []string, fullCheck bool) error {
 	if err := migrate(s.wdb, s.path, migs); err != nil {
 		return err
 	}
+	if s.writes, err = prepareWrites(s.wdb); err != nil {
+		return err
+	}
 
 	s.rdb, err = sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
@@ -313,6 +317,9 @@ func (s *Store) closeDBs(checkpoint bool) error {
 	var errs []error
 	if s.rdb != nil {
 		errs = append(errs, s.rdb.Close())
+	}
+	if s.writes != nil {
+		s.writes.close()
 	}
 	if s.wdb != nil {
 		// The read pool is closed first so the checkpoint can empty the

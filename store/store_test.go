@@ -212,8 +212,14 @@ func TestRoundTrip(t *testing.T) {
 // readDelivery reads a journaled delivery back as it was received.
 func readDelivery(t *testing.T, s *Store, source pipeline.Source, id string) (event string, received int64, body []byte) {
 	t.Helper()
-	if err := s.rdb.QueryRow(`SELECT kind, received_at, body FROM log WHERE source = ? AND delivery_id = ?`,
-		string(source), id).Scan(&event, &received, &body); err != nil {
+	var stored []byte
+	var codec string
+	if err := s.rdb.QueryRow(`SELECT kind, received_at, body, body_codec FROM log WHERE source = ? AND delivery_id = ?`,
+		string(source), id).Scan(&event, &received, &stored, &codec); err != nil {
+		t.Fatalf("reading delivery: %v", err)
+	}
+	body, err := decodeBody(stored, codec)
+	if err != nil {
 		t.Fatalf("reading delivery: %v", err)
 	}
 	return event, received, body
@@ -699,6 +705,51 @@ func TestMigrations(t *testing.T) {
 			testRun(2, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, t0), testRun(3, "site", pipeline.StatusRunning, pipeline.SourceGitHub, t0))
 		if st, _ := s.Stats(); st.Runs != 3 || st.Deliveries != 2 {
 			t.Errorf("Stats after a write = %+v, want 3 runs and 2 deliveries", st)
+		}
+	})
+	t.Run("v3 bodies kept as received", func(t *testing.T) {
+		// A log written before bodies were compressed: one entry applied,
+		// one appended and not applied yet, both raw.
+		dir := t.TempDir()
+		path := filepath.Join(dir, FileName)
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate(db, path, migrations[:3]); err != nil {
+			t.Fatal(err)
+		}
+		body := fixtures.MustLoad("github/workflow_run/completed.json")
+		for _, q := range []string{
+			`INSERT INTO log (source, delivery_id, kind, received_at, body, events, applied) VALUES ('github', 'old', 'workflow_run', 1, ?, '[]', 1)`,
+			`INSERT INTO log (source, delivery_id, kind, received_at, body, events, applied) VALUES ('github', 'pending', 'workflow_run', 1, ?, '[]', 0)`,
+		} {
+			if _, err := db.Exec(q, body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+
+		s := openTest(t, dir, Options{})
+		if _, _, got := readDelivery(t, s, pipeline.SourceGitHub, "old"); !bytes.Equal(got, body) {
+			t.Errorf("v3 body read back as %d bytes that differ from the %d stored", len(got), len(body))
+		}
+		entries, err := s.Unapplied(ctx, 10)
+		if err != nil || len(entries) != 1 || !bytes.Equal(entries[0].Body, body) {
+			t.Fatalf("Unapplied after upgrade = %d entries, %v; want the pending one with its body", len(entries), err)
+		}
+		// New bodies are stored compressed.
+		submit(t, s, &pipeline.Entry{Source: pipeline.SourceGitHub, DeliveryID: "new", Kind: "workflow_run", ReceivedAt: t0, Body: body})
+		var stored int
+		var codec string
+		if err := s.rdb.QueryRow(`SELECT length(body), body_codec FROM log WHERE delivery_id = 'new'`).Scan(&stored, &codec); err != nil {
+			t.Fatal(err)
+		}
+		if codec != codecS2 || stored >= len(body)/2 {
+			t.Errorf("new body stored as %d bytes with codec %q, want %q and under half of %d", stored, codec, codecS2, len(body))
+		}
+		if _, _, got := readDelivery(t, s, pipeline.SourceGitHub, "new"); !bytes.Equal(got, body) {
+			t.Error("compressed body read back differs from the one received")
 		}
 	})
 	t.Run("newer than binary", func(t *testing.T) {
