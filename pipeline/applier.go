@@ -349,7 +349,7 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 	var updates []Update
 	var applied []AppliedEntry
 	apply := func(e *Entry) (Result, error) {
-		res, ups, err := a.applyEntry(ctx, e)
+		res, ups, err := a.applyEntry(tx, e)
 		if err != nil {
 			return res, err
 		}
@@ -405,13 +405,13 @@ func (a *Applier) due() bool {
 
 // applyEntry applies one entry's events, first recalling from the history
 // the finished GitHub runs they concern.
-func (a *Applier) applyEntry(ctx context.Context, e *Entry) (Result, []Update, error) {
+func (a *Applier) applyEntry(tx StorageTx, e *Entry) (Result, []Update, error) {
 	var updates []Update
 	reason := ""
 	used := false
 	for _, ev := range e.Events {
 		if id, attempt, ok := a.t.NeedsRun(ev); ok {
-			r, err := a.st.FindGitHubRun(ctx, id, attempt)
+			r, err := tx.FindGitHubRun(id, attempt)
 			if err != nil {
 				return Result{}, nil, fmt.Errorf("looking up GitHub run %d attempt %d: %w", id, attempt, err)
 			}

@@ -77,9 +77,6 @@ type Storage interface {
 	Unapplied(ctx context.Context, limit int) ([]*Entry, error)
 	// Restore returns the committed state.
 	Restore(ctx context.Context) (*Restored, error)
-	// FindGitHubRun returns the stored run that follows the GitHub run id
-	// and attempt, or nil when there is none.
-	FindGitHubRun(ctx context.Context, runID int64, attempt int) (*Run, error)
 }
 
 // StorageTx is one transaction of the Applier: the entries it appends, the
@@ -96,6 +93,9 @@ type StorageTx interface {
 	SaveRuns(runs []*Run) error
 	// SaveHeld replaces the Tracker's held job events.
 	SaveHeld(held []HeldJob) error
+	// FindGitHubRun returns the stored run that follows the GitHub run id
+	// and attempt, or nil when there is none.
+	FindGitHubRun(runID int64, attempt int) (*Run, error)
 	Commit() error
 	Rollback() error
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -35,17 +36,6 @@ func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
 	}
 	if len(runs) == 0 {
 		return nil, pipeline.ErrNotFound
-	}
-	return runs[0], nil
-}
-
-// FindGitHubRun returns the run following the given GitHub workflow run
-// attempt, or nil when there is none.
-func (s *Store) FindGitHubRun(ctx context.Context, runID int64, attempt int) (*pipeline.Run, error) {
-	runs, err := s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
-		ORDER BY id DESC LIMIT 1`, runID, attempt)
-	if err != nil || len(runs) == 0 {
-		return nil, err
 	}
 	return runs[0], nil
 }
@@ -203,6 +193,11 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 // queryRuns reads runs from rows of (data, change_seq).
 func (s *Store) queryRuns(ctx context.Context, query string, args ...any) ([]*pipeline.Run, error) {
 	rows, err := s.rdb.QueryContext(ctx, query, args...)
+	return scanRuns(rows, err)
+}
+
+// scanRuns reads the runs of a query that selects data and change_seq.
+func scanRuns(rows *sql.Rows, err error) ([]*pipeline.Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

@@ -428,37 +428,6 @@ func TestQueryPlans(t *testing.T) {
 	}
 }
 
-func TestFindGitHubRun(t *testing.T) {
-	s := openTest(t, t.TempDir(), Options{})
-	run, _ := fixtureRun(t)
-	rerun := run.Clone()
-	rerun.ID = 8
-	rerun.GitHub.RunAttempt = 2
-	submit(t, s, nil, run, rerun, testRun(9, "site", pipeline.StatusPending, pipeline.SourceSupabase, t0))
-	for _, tc := range []struct {
-		runID   int64
-		attempt int
-		want    int64 // 0: none
-	}{
-		{run.GitHub.RunID, 1, 7},
-		{run.GitHub.RunID, 2, 8},
-		{run.GitHub.RunID, 3, 0},
-		{1, 1, 0},
-	} {
-		got, err := s.FindGitHubRun(ctx, tc.runID, tc.attempt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gotID int64
-		if got != nil {
-			gotID = got.ID
-		}
-		if gotID != tc.want {
-			t.Errorf("FindGitHubRun(%d, %d) = run %d, want %d", tc.runID, tc.attempt, gotID, tc.want)
-		}
-	}
-}
-
 func TestHistory(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
 	submit(t, s, nil,

@@ -45,7 +45,7 @@ func (s *Store) failed(err error) {
 // tenth of the exporter's CPU per webhook (make bench, "CPU per webhook at
 // 16 clients").
 type writeStatements struct {
-	append, markApplied, saveRun, raiseState, setState *sql.Stmt
+	append, markApplied, saveRun, raiseState, setState, findGitHubRun *sql.Stmt
 }
 
 func prepareWrites(db *sql.DB) (*writeStatements, error) {
@@ -71,6 +71,8 @@ func prepareWrites(db *sql.DB) (*writeStatements, error) {
 			ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)`},
 		{&w.setState, `INSERT INTO state (key, value) VALUES (?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`},
+		{&w.findGitHubRun, `SELECT data, change_seq FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
+			ORDER BY id DESC LIMIT 1`},
 	} {
 		st, err := db.Prepare(p.sql)
 		if err != nil {
@@ -83,7 +85,7 @@ func prepareWrites(db *sql.DB) (*writeStatements, error) {
 }
 
 func (w *writeStatements) close() {
-	for _, st := range []*sql.Stmt{w.append, w.markApplied, w.saveRun, w.raiseState, w.setState} {
+	for _, st := range []*sql.Stmt{w.append, w.markApplied, w.saveRun, w.raiseState, w.setState, w.findGitHubRun} {
 		if st != nil {
 			st.Close()
 		}
@@ -195,6 +197,18 @@ func (t *storeTx) saveHeld(held []pipeline.HeldJob) error {
 	}
 	_, err = t.tx.Stmt(t.s.writes.setState).Exec(stateHeld, data)
 	return err
+}
+
+// FindGitHubRun returns the run following the given GitHub workflow run
+// id and attempt, or nil when there is none. It reads in the transaction,
+// on the write connection: a read connection would find its page cache
+// stale after every commit and read the pages again.
+func (t *storeTx) FindGitHubRun(runID int64, attempt int) (*pipeline.Run, error) {
+	runs, err := scanRuns(t.tx.Stmt(t.s.writes.findGitHubRun).Query(runID, attempt))
+	if err != nil || len(runs) == 0 {
+		return nil, t.check(err)
+	}
+	return runs[0], nil
 }
 
 // check counts a failed statement as a failed write: the transaction is

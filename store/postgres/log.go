@@ -120,6 +120,17 @@ func (t *tx) MarkApplied(applied []pipeline.AppliedEntry) error {
 	return br.Close()
 }
 
+// FindGitHubRun returns the run following the GitHub run id and attempt, or
+// nil when there is none.
+func (t *tx) FindGitHubRun(runID int64, attempt int) (*pipeline.Run, error) {
+	runs, err := t.s.query(t.ctx, t.tx, `SELECT `+runColumns+` FROM runs
+		WHERE github_run_id = $1 AND github_run_attempt = $2 ORDER BY id DESC LIMIT 1`, runID, attempt)
+	if err != nil || len(runs) == 0 {
+		return nil, err
+	}
+	return runs[0], nil
+}
+
 // SaveHeld replaces the Tracker's held job events.
 func (t *tx) SaveHeld(held []pipeline.HeldJob) error {
 	if held == nil {

@@ -78,17 +78,6 @@ func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
 	return runs[0], nil
 }
 
-// FindGitHubRun returns the run following the GitHub run id and attempt, or
-// nil when there is none.
-func (s *Store) FindGitHubRun(ctx context.Context, runID int64, attempt int) (*pipeline.Run, error) {
-	runs, err := s.queryRuns(ctx, `SELECT `+runColumns+` FROM runs
-		WHERE github_run_id = $1 AND github_run_attempt = $2 ORDER BY id DESC LIMIT 1`, runID, attempt)
-	if err != nil || len(runs) == 0 {
-		return nil, err
-	}
-	return runs[0], nil
-}
-
 // ChangedAfter returns, in change order, at most limit runs whose latest
 // change has a ChangeSeq greater than seq.
 func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipeline.Run, error) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -549,26 +550,34 @@ func testListRuns(t *testing.T, h *harness) {
 }
 
 func testFindGitHubRun(t *testing.T, h *harness) {
-	ctx := context.Background()
 	first := withGitHub(run(1, "site", pipeline.StatusFailed, pipeline.SourceGitHub, 1, 1), 500, 1)
 	rerun := withGitHub(run(2, "site", pipeline.StatusRunning, pipeline.SourceGitHub, 2, 2), 500, 2)
 	h.save(t, first, rerun, run(3, "site", pipeline.StatusPending, pipeline.SourceSupabase, 3, 3))
-	for _, tc := range []struct {
-		runID   int64
-		attempt int
-		want    *pipeline.Run
-	}{
-		{500, 1, first},
-		{500, 2, rerun},
-		{500, 3, nil},
-		{501, 1, nil},
-	} {
-		got, err := h.s.FindGitHubRun(ctx, tc.runID, tc.attempt)
-		if err != nil {
-			t.Fatal(err)
+	// Saved earlier in the same transaction: the lookup reads in it.
+	third := withGitHub(run(4, "site", pipeline.StatusSuccess, pipeline.SourceGitHub, 4, 4), 500, 3)
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		if err := tx.SaveRuns([]*pipeline.Run{third}); err != nil {
+			return err
 		}
-		sameRun(t, "FindGitHubRun", got, tc.want)
-	}
+		for _, tc := range []struct {
+			runID   int64
+			attempt int
+			want    *pipeline.Run
+		}{
+			{500, 1, first},
+			{500, 2, rerun},
+			{500, 3, third},
+			{500, 4, nil},
+			{501, 1, nil},
+		} {
+			got, err := tx.FindGitHubRun(tc.runID, tc.attempt)
+			if err != nil {
+				return err
+			}
+			sameRun(t, fmt.Sprintf("FindGitHubRun(%d, %d)", tc.runID, tc.attempt), got, tc.want)
+		}
+		return nil
+	})
 }
 
 func testRestore(t *testing.T, h *harness) {
