@@ -15,12 +15,13 @@ import (
 // entries written before schema version 4), "s2" for compressed.
 const codecS2 = "s2"
 
-// encodeBody returns the body as stored and its codec.
-func encodeBody(body []byte) ([]byte, string) {
+// encodeBody returns the body as stored, in buf when it is big enough,
+// and its codec.
+func encodeBody(buf, body []byte) ([]byte, string) {
 	if body == nil {
 		return nil, ""
 	}
-	return s2.Encode(nil, body), codecS2
+	return s2.Encode(buf[:cap(buf)], body), codecS2
 }
 
 // decodeBody returns the body as received.
