@@ -17,13 +17,9 @@ package collector
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -139,42 +135,6 @@ type Collector struct {
 	// change, not at every scrape.
 	readErrors  float64
 	readFailing bool
-}
-
-// pipelineSeries is what the collector keeps per configured pipeline: which
-// of its series exist.
-type pipelineSeries struct {
-	name string
-	// sources are the trigger sources whose pipeline_runs_total series exist.
-	sources map[pipeline.Source]bool
-	// verify is set once the pipeline_verify_response_seconds series exists.
-	verify bool
-	// stages holds the pipeline's stage label values, at most
-	// maxStagesPerPipeline.
-	stages map[string]*stageSeries
-	// lastRuns are the last finished and last successful runs whose stages
-	// were made series, so that each is looked at once, not at every scrape.
-	lastRuns [2]runKey
-}
-
-// runKey tells one committed version of a run from another: a finished run
-// can still change under its ID (late events).
-type runKey struct{ id, changeSeq int64 }
-
-func keyOf(r *pipeline.Run) runKey {
-	if r == nil {
-		return runKey{}
-	}
-	return runKey{r.ID, r.ChangeSeq}
-}
-
-// stageSeries is what the collector keeps per stage label value.
-type stageSeries struct {
-	// seq is the seq of the stage's last sighting.
-	seq uint64
-	// job is set once the stage was seen as a GitHub job, the only kind
-	// of stage with a queue time.
-	job bool
 }
 
 // New returns a Collector with the series of every configured pipeline and
@@ -443,152 +403,6 @@ func (c *Collector) Observe(u pipeline.Update) {
 		c.runs.WithLabelValues(name, string(u.Run.Trigger.Source), status).Inc()
 		c.runDuration.WithLabelValues(name, status).Observe(u.Run.DurationSeconds)
 	}
-}
-
-// syncSpecs makes the pipelines' series follow the configuration: a new
-// pipeline gets its run counters and histograms at zero, for every source
-// that can trigger it, so that rate() and increase() see its first failure;
-// a removed one loses every series. Called with mu held.
-func (c *Collector) syncSpecs(specs []pipeline.Spec) {
-	configured := make(map[string]bool, len(specs))
-	for _, spec := range specs {
-		configured[spec.Name] = true
-		ps := c.pipelines[spec.Name]
-		if ps == nil {
-			ps = &pipelineSeries{name: spec.Name, sources: map[pipeline.Source]bool{}, stages: map[string]*stageSeries{}}
-			c.pipelines[spec.Name] = ps
-			for _, s := range terminalRunStatuses {
-				c.runDuration.WithLabelValues(spec.Name, string(s))
-			}
-		}
-		if spec.Verify && !ps.verify {
-			ps.verify = true
-			c.verify.WithLabelValues(spec.Name)
-		}
-		for _, src := range triggerSources(spec) {
-			if ps.sources[src] {
-				continue
-			}
-			ps.sources[src] = true
-			for _, s := range terminalRunStatuses {
-				c.runs.WithLabelValues(spec.Name, string(src), string(s))
-			}
-		}
-	}
-	for name := range c.pipelines {
-		if configured[name] {
-			continue
-		}
-		delete(c.pipelines, name)
-		match := prometheus.Labels{"pipeline": name}
-		c.runs.DeletePartialMatch(match)
-		c.runDuration.DeletePartialMatch(match)
-		c.stageRuns.DeletePartialMatch(match)
-		c.stageDuration.DeletePartialMatch(match)
-		c.stageQueued.DeletePartialMatch(match)
-		c.verify.DeletePartialMatch(match)
-	}
-}
-
-// rememberLastRuns makes series of the stages of the summary's last runs
-// the first time each version of them is seen. Called with mu held.
-func (c *Collector) rememberLastRuns(ps *pipelineSeries, sum *pipeline.PipelineSummary) {
-	for i, r := range []*pipeline.Run{sum.LastFinished, sum.LastSuccess} {
-		if r == nil || keyOf(r) == ps.lastRuns[i] {
-			continue
-		}
-		ps.lastRuns[i] = keyOf(r)
-		for _, st := range r.Stages {
-			c.rememberStage(ps, st.Name, st.JobID != 0)
-		}
-	}
-}
-
-// rememberStage marks the stage as just seen in the pipeline and returns
-// its label value. A stage seen for the first time gets its counters and
-// histograms at zero, so that rate() and increase() see its first failure,
-// and evicts the least recently seen stage, with its series, when the
-// pipeline has maxStagesPerPipeline already: evicting rather than refusing
-// keeps the metrics on the jobs a workflow has now, after jobs were renamed
-// or removed. job says whether it was seen as a GitHub job, which also has
-// a queue time. Called with mu held.
-func (c *Collector) rememberStage(ps *pipelineSeries, name string, job bool) string {
-	stage, cut := stageLabel(name)
-	c.seq++
-	ss := ps.stages[stage]
-	if ss == nil {
-		if len(ps.stages) >= maxStagesPerPipeline {
-			c.evictOldestStage(ps)
-		}
-		if cut {
-			c.labelsLimited.WithLabelValues("truncated").Inc()
-		}
-		ss = &stageSeries{}
-		ps.stages[stage] = ss
-		for _, s := range terminalStageStatuses {
-			c.stageRuns.WithLabelValues(ps.name, stage, string(s))
-		}
-		c.stageDuration.WithLabelValues(ps.name, stage)
-	}
-	ss.seq = c.seq
-	if job && !ss.job {
-		ss.job = true
-		c.stageQueued.WithLabelValues(ps.name, stage)
-	}
-	return stage
-}
-
-// evictOldestStage forgets the pipeline's least recently seen stage and
-// deletes its series. Called with mu held.
-func (c *Collector) evictOldestStage(ps *pipelineSeries) {
-	oldest, oldestSeq := "", c.seq
-	for stage, ss := range ps.stages {
-		if ss.seq < oldestSeq {
-			oldest, oldestSeq = stage, ss.seq
-		}
-	}
-	delete(ps.stages, oldest)
-	for _, s := range terminalStageStatuses {
-		c.stageRuns.DeleteLabelValues(ps.name, oldest, string(s))
-	}
-	c.stageDuration.DeleteLabelValues(ps.name, oldest)
-	c.stageQueued.DeleteLabelValues(ps.name, oldest)
-	c.labelsLimited.WithLabelValues("evicted").Inc()
-}
-
-// stageLabel returns the label value of a stage name, and whether the name
-// was cut to fit: a name longer than maxStageLabelBytes becomes its longest
-// prefix that fits with "~" and 16 hex digits of its SHA-256, so that long
-// names sharing a prefix stay different. Invalid UTF-8, which would make a
-// label value the registry refuses, is replaced first: a name the store cut
-// at a byte limit may end inside a character.
-func stageLabel(name string) (string, bool) {
-	if len(name) <= maxStageLabelBytes && utf8.ValidString(name) {
-		return name, false
-	}
-	name = strings.ToValidUTF8(name, "\uFFFD")
-	if len(name) <= maxStageLabelBytes {
-		return name, false
-	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := "~" + hex.EncodeToString(sum[:8])
-	cut := maxStageLabelBytes - len(suffix)
-	for cut > 0 && !utf8.RuneStart(name[cut]) {
-		cut--
-	}
-	return name[:cut] + suffix, true
-}
-
-// triggerSources returns the sources that can start runs of spec: its
-// rules' sources, and github, since GitHub can always start a run itself.
-func triggerSources(spec pipeline.Spec) []pipeline.Source {
-	out := []pipeline.Source{pipeline.SourceGitHub}
-	for _, rule := range spec.Triggers {
-		if rule.Source != pipeline.SourceGitHub {
-			out = append(out, rule.Source)
-		}
-	}
-	return out
 }
 
 func oneHot(b bool) float64 {

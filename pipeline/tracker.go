@@ -220,19 +220,6 @@ func (t *Tracker) track(r *Run) *tracked {
 	return tr
 }
 
-// PendingVerifies returns copies of the runs whose verify stage is running:
-// after Restore, the caller checks their live site again, since the check
-// that was under way died with the previous process.
-func (t *Tracker) PendingVerifies() []*Run {
-	var runs []*Run
-	for _, tr := range t.sortedActive() {
-		if s := specialStage(tr.run, StageVerify); s != nil && s.Status == StatusRunning {
-			runs = append(runs, tr.run.Clone())
-		}
-	}
-	return runs
-}
-
 // Apply applies one event and returns one Update per run it changed, and
 // why it ignored the event: reason is empty when the event changed a run or
 // was kept for a run still to come (a job before its run, a Pages
@@ -382,63 +369,6 @@ func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
 	t.touch(tr)
 	t.addStage(tr, 0, Stage{Name: StageTrigger, Status: StatusSuccess, StartedAt: timePtr(at), FinishedAt: timePtr(at)})
 	return tr
-}
-
-// startVerify adds the running verify stage; the caller checks the site.
-func (t *Tracker) startVerify(tr *tracked) {
-	if specialStage(tr.run, StageVerify) != nil {
-		return
-	}
-	t.addStage(tr, len(tr.run.Stages), Stage{Name: StageVerify, Status: StatusRunning, StartedAt: timePtr(t.now())})
-	t.touch(tr).startVerify = true
-}
-
-// deployed continues a run whose workflow (and Pages deployment, when the
-// pipeline has one) succeeded at the given time.
-func (t *Tracker) deployed(tr *tracked, at time.Time) {
-	if tr.spec.Verify {
-		t.startVerify(tr)
-		return
-	}
-	t.finish(tr, StatusSuccess, at, "")
-}
-
-func (t *Tracker) applyVerify(e VerifyResultEvent) string {
-	tr := t.active[e.RunID]
-	if tr == nil {
-		return fmt.Sprintf("run %d is not in progress", e.RunID)
-	}
-	i := specialIndex(tr.run, StageVerify)
-	if i < 0 || tr.run.Stages[i].Status.Terminal() {
-		return fmt.Sprintf("run %d is not verifying", e.RunID)
-	}
-	st := tr.run.Stages[i]
-	if !e.StartedAt.IsZero() {
-		st.StartedAt = timePtr(e.StartedAt)
-	}
-	end := e.FinishedAt
-	if end.IsZero() {
-		end = t.now()
-	}
-	st.FinishedAt = timePtr(end)
-	st.DurationSeconds = seconds(*st.StartedAt, end)
-	st.ResponseSeconds = e.ResponseSeconds
-	st.Error = e.Error
-	st.Status = StatusSuccess
-	if !e.Success {
-		st.Status = StatusFailed
-	}
-	t.setStage(tr, i, st)
-	if e.Success {
-		t.finish(tr, StatusSuccess, end, "")
-		return ""
-	}
-	reason := "stage verify failed"
-	if e.Error != "" {
-		reason += ": " + e.Error
-	}
-	t.finish(tr, StatusFailed, end, reason)
-	return ""
 }
 
 // timeOut ends a run that was not claimed within dispatch_timeout or not

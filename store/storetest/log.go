@@ -1,0 +1,174 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+func testAppendSeqs(t *testing.T, h *harness) {
+	in := []*pipeline.Entry{delivery(pipeline.SourceSupabase, "a", 1), poll(2), delivery(pipeline.SourceMailerLite, "a", 3)}
+	h.append(t, in[:2]...)
+	h.append(t, in[2:]...)
+	for i, e := range in {
+		if e.Seq <= 0 || (i > 0 && e.Seq <= in[i-1].Seq) {
+			t.Fatalf("seqs %v, want positive and increasing", seqs(in))
+		}
+	}
+	got := h.unapplied(t, 10)
+	if !reflect.DeepEqual(seqs(got), seqs(in)) {
+		t.Fatalf("Unapplied seqs %v, want %v", seqs(got), seqs(in))
+	}
+	for i, g := range got {
+		w := in[i]
+		if g.Source != w.Source || g.DeliveryID != w.DeliveryID || g.Kind != w.Kind || !g.ReceivedAt.Equal(w.ReceivedAt) ||
+			string(g.Body) != string(w.Body) || !reflect.DeepEqual(g.Events, w.Events) {
+			t.Errorf("entry %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
+	if got[1].Body != nil {
+		t.Errorf("poll entry body %q, want nil", got[1].Body)
+	}
+}
+
+func testDuplicateInOneTx(t *testing.T, h *harness) {
+	a, dup, other := delivery(pipeline.SourceGitHub, "d1", 1), delivery(pipeline.SourceGitHub, "d1", 2), delivery(pipeline.SourceSupabase, "d1", 3)
+	p1, p2 := poll(4), poll(4)
+	h.append(t, a, dup, other, p1, p2)
+	if a.Seq == 0 || dup.Seq != 0 || other.Seq == 0 {
+		t.Errorf("seqs original %d, duplicate %d, same id from another source %d; want n, 0, n", a.Seq, dup.Seq, other.Seq)
+	}
+	if p1.Seq == 0 || p2.Seq == 0 {
+		t.Errorf("poll entries got seqs %d and %d; entries without delivery id never repeat", p1.Seq, p2.Seq)
+	}
+	if n := len(h.unapplied(t, 10)); n != 4 {
+		t.Errorf("%d entries in the log, want 4", n)
+	}
+}
+
+func testDuplicateAcrossTx(t *testing.T, h *harness) {
+	a := delivery(pipeline.SourceGitHub, "d1", 1)
+	h.append(t, a)
+	// Applied or not, the key stays taken.
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		return tx.MarkApplied([]pipeline.AppliedEntry{{Seq: a.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}}})
+	})
+	dup := delivery(pipeline.SourceGitHub, "d1", 2)
+	h.append(t, dup)
+	if dup.Seq != 0 {
+		t.Errorf("redelivery got seq %d, want 0", dup.Seq)
+	}
+	if n := len(h.unapplied(t, 10)); n != 0 {
+		t.Errorf("%d unapplied entries, want 0", n)
+	}
+}
+
+func testDuplicateAfterReopen(t *testing.T, h *harness) {
+	a := delivery(pipeline.SourceSupabase, "d1", 1)
+	h.append(t, a)
+	h.reopen(t)
+	dup := delivery(pipeline.SourceSupabase, "d1", 2)
+	next := delivery(pipeline.SourceSupabase, "d2", 3)
+	h.append(t, dup, next)
+	if dup.Seq != 0 {
+		t.Errorf("redelivery after reopen got seq %d, want 0", dup.Seq)
+	}
+	if next.Seq <= a.Seq {
+		t.Errorf("seq after reopen %d, want more than %d", next.Seq, a.Seq)
+	}
+}
+
+func testRollback(t *testing.T, h *harness) {
+	ctx := context.Background()
+	kept := delivery(pipeline.SourceGitHub, "kept", 1)
+	h.append(t, kept)
+	tx, err := h.s.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := delivery(pipeline.SourceGitHub, "d1", 2)
+	held := []pipeline.HeldJob{{Job: pipeline.WorkflowJobEvent{RunID: 5, RunAttempt: 1, JobID: 9, Name: "build"}, HeldAt: at(2)}}
+	for _, step := range []error{
+		tx.Append([]*pipeline.Entry{e}),
+		tx.MarkApplied([]pipeline.AppliedEntry{{Seq: kept.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}}}),
+		tx.SaveRuns([]*pipeline.Run{run(1, "site", pipeline.StatusRunning, pipeline.SourceGitHub, 2, 1)}),
+		tx.SaveHeld(held),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(h.unapplied(t, 10)); !reflect.DeepEqual(got, []int64{kept.Seq}) {
+		t.Errorf("Unapplied after rollback %v, want [%d]", got, kept.Seq)
+	}
+	if _, err := h.s.Run(ctx, 1); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("Run(1) after rollback: %v, want ErrNotFound", err)
+	}
+	r, err := h.s.Restore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Held) != 0 || r.MaxRunID != 0 || r.MaxChangeSeq != 0 || len(r.Active) != 0 {
+		t.Errorf("Restore after rollback: %+v, want empty", r)
+	}
+	again := delivery(pipeline.SourceGitHub, "d1", 3)
+	h.append(t, again)
+	if again.Seq == 0 {
+		t.Error("the rolled-back delivery's key is still taken")
+	}
+}
+
+func testUnapplied(t *testing.T, h *harness) {
+	var in []*pipeline.Entry
+	for i := range 5 {
+		in = append(in, delivery(pipeline.SourceSupabase, string(rune('a'+i)), i))
+	}
+	h.append(t, in...)
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		return tx.MarkApplied([]pipeline.AppliedEntry{
+			{Seq: in[1].Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted, RunIDs: []int64{1, 2}}},
+			{Seq: in[3].Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeIgnored, Reason: "no pipeline for table posts"}},
+		})
+	})
+	for _, tc := range []struct {
+		limit int
+		want  []int64
+	}{
+		{10, []int64{in[0].Seq, in[2].Seq, in[4].Seq}},
+		{2, []int64{in[0].Seq, in[2].Seq}},
+		{1, []int64{in[0].Seq}},
+	} {
+		if got := seqs(h.unapplied(t, tc.limit)); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Unapplied(%d) = %v, want %v", tc.limit, got, tc.want)
+		}
+	}
+	var rest []pipeline.AppliedEntry
+	for _, e := range h.unapplied(t, 10) {
+		rest = append(rest, pipeline.AppliedEntry{Seq: e.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}})
+	}
+	h.commit(t, func(tx pipeline.StorageTx) error { return tx.MarkApplied(rest) })
+	if got := h.unapplied(t, 10); len(got) != 0 {
+		t.Errorf("Unapplied after applying all: %v", seqs(got))
+	}
+}
+
+func testMarkAppliedTwice(t *testing.T, h *harness) {
+	e := delivery(pipeline.SourceSupabase, "a", 1)
+	h.append(t, e)
+	mark := []pipeline.AppliedEntry{{Seq: e.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}}}
+	h.commit(t, func(tx pipeline.StorageTx) error { return tx.MarkApplied(mark) })
+	tx, err := h.s.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := tx.MarkApplied(mark); err == nil {
+		t.Error("marking an applied entry applied again succeeded")
+	}
+}
