@@ -67,26 +67,14 @@ type Store struct {
 	listenerDone chan struct{}
 }
 
-// Open connects to the PostgreSQL database at rawURL (a postgres:// URL or
-// a libpq keyword/value string; PGPASSWORD, PGPASSFILE and the other libpq
-// variables are honoured), brings its schema up to date and starts
-// listening for the other replicas' notifications. Errors name the URL with
-// its password masked and never contain the password.
-func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
-	s, err := parse(rawURL, opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.connect(ctx); err != nil {
-		s.pool.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// OpenRetry is Open that keeps trying, with backoff from 500 ms to 30 s,
-// while the database is unreachable or refuses the connection, logging each
-// failure. It gives up only when ctx ends or the URL cannot be parsed.
+// OpenRetry connects to the PostgreSQL database at rawURL (a postgres://
+// URL or a libpq keyword/value string; PGPASSWORD, PGPASSFILE and the other
+// libpq variables are honoured), brings its schema up to date and starts
+// listening for the other replicas' notifications. While the database is
+// unreachable or refuses the connection it keeps trying, with backoff from
+// 500 ms to 30 s, logging each failure; it gives up only when ctx ends or
+// the URL cannot be parsed. Errors name the URL with its password masked
+// and never contain the password.
 func OpenRetry(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	s, err := parse(rawURL, opts)
 	if err != nil {

@@ -18,12 +18,26 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
+// openOnce is one attempt of OpenRetry: its errors are the ones OpenRetry
+// logs at each failure and returns when it gives up.
+func openOnce(ctx context.Context, url string, opts Options) (*Store, error) {
+	s, err := parse(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.connect(ctx); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
 // open opens a store on url and closes it when the test ends.
 func open(t *testing.T, url string, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, url, opts)
+	s, err := openOnce(ctx, url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +67,7 @@ func TestStoreSuite(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s, err := Open(ctx, url.(string), Options{})
+		s, err := openOnce(ctx, url.(string), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,10 +119,10 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			s, err := Open(ctx, tc.url, Options{})
+			s, err := openOnce(ctx, tc.url, Options{})
 			if err == nil {
 				s.Close()
-				t.Fatal("Open succeeded")
+				t.Fatal("connecting succeeded")
 			}
 			msg := err.Error()
 			t.Log(msg)
@@ -126,7 +140,7 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 		t.Setenv("PGPASSWORD", srv.Password())
 		open(t, noPassword, Options{})
 		t.Setenv("PGPASSWORD", secret)
-		_, err := Open(context.Background(), noPassword, Options{})
+		_, err := openOnce(context.Background(), noPassword, Options{})
 		if err == nil || strings.Contains(err.Error(), secret) {
 			t.Errorf("Open with a wrong PGPASSWORD: %v", err)
 		}
@@ -188,7 +202,7 @@ func TestMigrationsOnce(t *testing.T) {
 	errs := make(chan error, 4)
 	for range 4 {
 		wg.Go(func() {
-			s, err := Open(context.Background(), url, Options{})
+			s, err := openOnce(context.Background(), url, Options{})
 			if err == nil {
 				s.Close()
 			}
