@@ -209,9 +209,6 @@ func (s *Server) URL(database string) string {
 // leaks.
 func (s *Server) Password() string { return s.password }
 
-// Port is the port the server listens on.
-func (s *Server) Port() int { return s.port }
-
 func (s *Server) exec(ctx context.Context, sql string) error {
 	conn, err := pgx.Connect(ctx, s.URL("postgres"))
 	if err != nil {
