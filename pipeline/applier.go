@@ -20,7 +20,7 @@ type ApplierOptions struct {
 	Now func() time.Time
 	// Observers hear every committed Update, in commit order, on the
 	// Applier's goroutine: they must not block (metrics, live events,
-	// tracing).
+	// tracing) nor change the Update's run, which they share.
 	Observers []func(Update)
 	// StartVerify is called, after the commit, for each run whose verify
 	// stage became due; it must not block: the result comes back through
@@ -66,6 +66,7 @@ type Applier struct {
 // submission is one entry (or new specs) handed to the Applier.
 type submission struct {
 	entry *Entry
+	// specs, when not nil, are the pipelines of a reload; entry is nil.
 	specs []Spec
 	// state goes from queued to taken (the Applier will answer) or to
 	// abandoned (the submitter gave up before; the entry is dropped).
@@ -128,7 +129,8 @@ func (a *Applier) Apply(ctx context.Context, events []Event) error {
 // SetSpecs replaces the pipelines after a config reload, in order with the
 // entries submitted before it.
 func (a *Applier) SetSpecs(ctx context.Context, specs []Spec) error {
-	_, err := a.submit(ctx, &submission{specs: slices.Clone(specs)})
+	// Never nil, even for no pipelines: nil specs mark an entry.
+	_, err := a.submit(ctx, &submission{specs: append([]Spec{}, specs...)})
 	return err
 }
 
@@ -176,8 +178,10 @@ func (a *Applier) Run(ctx context.Context) error {
 			return nil
 		case s := <-a.queue:
 			batch = append(batch, s)
+			// A reload ends the batch, so that what was submitted before
+			// it is applied with the pipelines it was submitted under.
 		drain:
-			for len(batch) < maxBatch {
+			for len(batch) < maxBatch && batch[len(batch)-1].specs == nil {
 				select {
 				case s := <-a.queue:
 					batch = append(batch, s)
@@ -235,7 +239,9 @@ func (a *Applier) restore(ctx context.Context) error {
 	a.changeSeq = r.MaxChangeSeq
 	a.stale = false
 	if a.opts.StartVerify != nil {
-		// The checks under way died with the previous process.
+		// At start, the checks under way died with the previous process;
+		// after a failed commit, results may have been refused. A result
+		// that comes twice finds the stage done and is ignored.
 		for _, run := range a.t.PendingVerifies() {
 			a.opts.StartVerify(run)
 		}
@@ -245,23 +251,31 @@ func (a *Applier) restore(ctx context.Context) error {
 
 // step is one transaction: the batch's entries appended, the log's
 // unapplied entries (when readLog) and the batch's entries applied, due
-// timeouts applied, and everything committed together.
+// timeouts applied, and everything committed together; then the batch's
+// reload, which Run puts last, takes effect.
 func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	var subs []*submission
+	var reload *submission
 	for _, s := range batch {
 		if !s.state.CompareAndSwap(queued, taken) {
 			continue
 		}
 		if s.specs != nil {
-			a.specs = s.specs
-			if a.t != nil {
-				a.t.SetSpecs(s.specs)
-			}
-			s.done <- answer{}
+			reload = s
 			continue
 		}
 		subs = append(subs, s)
 	}
+	a.apply(ctx, subs, readLog)
+	if reload != nil {
+		a.specs = reload.specs
+		a.t.SetSpecs(reload.specs)
+		reload.done <- answer{}
+	}
+}
+
+// apply commits one transaction for subs and answers them.
+func (a *Applier) apply(ctx context.Context, subs []*submission, readLog bool) {
 	if a.stale {
 		if err := a.restore(ctx); err != nil {
 			if ctx.Err() == nil {
@@ -348,7 +362,7 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 
 	var updates []Update
 	var applied []AppliedEntry
-	apply := func(e *Entry) (Result, error) {
+	applyOne := func(e *Entry) (Result, error) {
 		res, ups, err := a.applyEntry(tx, e)
 		if err != nil {
 			return res, err
@@ -358,7 +372,7 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 		return res, nil
 	}
 	for _, e := range backlog {
-		if _, err := apply(e); err != nil {
+		if _, err := applyOne(e); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -368,7 +382,7 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 			results[i] = Result{Outcome: OutcomeDuplicate}
 			continue
 		}
-		if results[i], err = apply(e); err != nil {
+		if results[i], err = applyOne(e); err != nil {
 			return nil, nil, err
 		}
 	}
