@@ -341,8 +341,7 @@ func (c *Collector) gauges(specs []pipeline.Spec, sums []pipeline.PipelineSummar
 		// Every stage of the pipeline's metrics gets its one-hot series,
 		// all zero for a stage r did not have; a stage of r evicted from
 		// the metrics gets none. A run could repeat a job name: the first
-		// one counts, as for Run.Stage, since a label set may be exported
-		// only once.
+		// one counts, since a label set may be exported only once.
 		last := make(map[string]*pipeline.Stage, len(r.Stages))
 		for i := range r.Stages {
 			label, _ := stageLabel(r.Stages[i].Name)

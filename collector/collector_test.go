@@ -174,7 +174,7 @@ func scenario(t testing.TB) *Collector {
 		okJob,
 		stage(pipeline.StagePages, pipeline.StatusSuccess, okJob.FinishedAt.Add(4*time.Second), pagesDone),
 		stage(pipeline.StageVerify, pipeline.StatusSuccess, pagesDone.Add(time.Second), verified))
-	run2.Stage(pipeline.StageVerify).ResponseSeconds = 0.5
+	run2.Stages[3].ResponseSeconds = 0.5 // the verify stage
 
 	c.Observe(pipeline.Update{Run: run1, StagesFinished: run1.Stages[:2]})
 	c.Observe(pipeline.Update{Run: run1, Finished: true, StagesFinished: run1.Stages[2:]})

@@ -288,8 +288,9 @@ func (t *Tracker) Recall(r *Run) {
 	t.attachOrphans(tr)
 }
 
-// Held returns the job events kept for runs not seen yet, and whether they
-// changed since the last call: the caller commits them with the runs.
+// Held returns the job events kept for runs not seen yet when they changed
+// since the last call (the caller commits them with the runs), and nil and
+// false when they did not.
 func (t *Tracker) Held() ([]HeldJob, bool) {
 	return t.orphans.held()
 }

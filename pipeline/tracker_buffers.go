@@ -12,14 +12,12 @@ type finishedCache struct {
 	ring  []*tracked
 	next  int
 	byKey map[runKey]*tracked
-	byID  map[int64]*tracked
 }
 
 func newFinishedCache(size int) *finishedCache {
 	return &finishedCache{
 		ring:  make([]*tracked, size),
 		byKey: make(map[runKey]*tracked, size),
-		byID:  make(map[int64]*tracked, size),
 	}
 }
 
@@ -31,12 +29,10 @@ func (c *finishedCache) add(tr *tracked) {
 	if old := c.ring[c.next]; old != nil {
 		oldKey, _ := old.key()
 		delete(c.byKey, oldKey)
-		delete(c.byID, old.run.ID)
 	}
 	c.ring[c.next] = tr
 	c.next = (c.next + 1) % len(c.ring)
 	c.byKey[k] = tr
-	c.byID[tr.run.ID] = tr
 }
 
 // HeldJob is a job event the Tracker keeps until its workflow run arrives
@@ -134,16 +130,19 @@ func (o *orphanJobs) expire(now time.Time) {
 	}
 }
 
-// held returns every kept job, oldest run first, and whether the set
-// changed since the last call.
+// held returns every kept job, oldest run first, when the set changed
+// since the last call, and nil and false when it did not: the Applier asks
+// at every commit, and the set can hold thousands.
 func (o *orphanJobs) held() ([]HeldJob, bool) {
-	changed := o.changed
+	if !o.changed {
+		return nil, false
+	}
 	o.changed = false
 	var all []HeldJob
 	for e := o.order.Front(); e != nil; e = e.Next() {
 		all = append(all, o.byKey[e.Value.(runKey)].jobs...)
 	}
-	return all, changed
+	return all, true
 }
 
 // pagesBuffer keeps the latest known state of the newest deployment of each

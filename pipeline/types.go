@@ -157,16 +157,6 @@ type Run struct {
 	ChangeSeq int64 `json:"-"`
 }
 
-// Stage returns the stage with the given name, or nil.
-func (r *Run) Stage(name string) *Stage {
-	for i := range r.Stages {
-		if r.Stages[i].Name == name {
-			return &r.Stages[i]
-		}
-	}
-	return nil
-}
-
 // Clone returns a deep copy of r, safe to hand to another goroutine.
 func (r *Run) Clone() *Run {
 	c := *r

@@ -161,8 +161,10 @@ func (e *Exporter) Observe(u pipeline.Update) {
 	if !u.Finished || u.Run == nil {
 		return
 	}
+	// u.Run is the Tracker's copy for this update; nothing changes it
+	// after the commit, so the export goroutine may read it as it is.
 	select {
-	case e.queue <- u.Run.Clone():
+	case e.queue <- u.Run:
 	default:
 		e.dropped.WithLabelValues("queue_full").Add(float64(spanCount(u.Run)))
 	}
