@@ -235,7 +235,7 @@ func (a *Applier) restore(ctx context.Context) error {
 		return fmt.Errorf("restoring the committed runs: %w", err)
 	}
 	a.t = NewTracker(a.specs, a.opts.Now)
-	a.t.Restore(r.Active, r.LastFinished, r.LastSuccess, r.MaxRunID, r.Held)
+	a.t.Restore(r.Active, r.LastFinished, r.MaxRunID, r.Held)
 	a.changeSeq = r.MaxChangeSeq
 	a.stale = false
 	if a.opts.StartVerify != nil {

@@ -174,12 +174,11 @@ func finishedNames(u Update) []string {
 }
 
 // pipelineState is one pipeline's state as the tests read it from the
-// Tracker: runs in progress, the last finished and last successful run.
+// Tracker: runs in progress and the last finished run.
 type pipelineState struct {
 	Spec         Spec
 	InProgress   int
 	LastFinished *Run
-	LastSuccess  *Run
 }
 
 // snapshotOf reads, for every configured pipeline, its state, with copies of
@@ -198,9 +197,6 @@ func snapshot(t *Tracker) snapshotOf {
 		ps := pipelineState{Spec: spec, InProgress: inProgress[spec.Name]}
 		if r := t.lastFinished[spec.Name]; r != nil {
 			ps.LastFinished = r.Clone()
-		}
-		if r := t.lastSuccess[spec.Name]; r != nil {
-			ps.LastSuccess = r.Clone()
 		}
 		s.Pipelines = append(s.Pipelines, ps)
 	}

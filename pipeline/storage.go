@@ -54,9 +54,8 @@ type AppliedEntry struct {
 type Restored struct {
 	// Active are the runs that are not terminal.
 	Active []*Run
-	// LastFinished and LastSuccess hold, per pipeline, its latest terminal
-	// and its latest successful run.
-	LastFinished, LastSuccess []*Run
+	// LastFinished holds each pipeline's latest terminal run.
+	LastFinished []*Run
 	// MaxRunID is the highest run id ever stored, pruned runs included.
 	MaxRunID int64
 	// MaxChangeSeq is the highest change sequence ever stored.

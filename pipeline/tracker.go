@@ -70,8 +70,8 @@ type Tracker struct {
 	// pending holds each pipeline's unclaimed runs, oldest first.
 	pending map[string][]*tracked
 
+	// lastFinished holds each pipeline's latest terminal run.
 	lastFinished map[string]*Run
-	lastSuccess  map[string]*Run
 
 	finished *finishedCache
 	orphans  *orphanJobs
@@ -108,7 +108,6 @@ func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 		byKey:        make(map[runKey]*tracked),
 		pending:      make(map[string][]*tracked),
 		lastFinished: make(map[string]*Run),
-		lastSuccess:  make(map[string]*Run),
 		finished:     newFinishedCache(finishedCacheSize),
 		orphans:      newOrphanJobs(orphanJobsMax, orphanJobsMaxAge),
 		pages:        newPagesBuffer(pagesBufferSize),
@@ -153,12 +152,12 @@ func (t *Tracker) spec(name string) *Spec {
 }
 
 // Restore loads the state kept in the store after a restart: the
-// non-terminal runs, each pipeline's last finished and last successful run,
-// and the highest run ID ever assigned. The Tracker takes ownership of the
+// non-terminal runs, each pipeline's last finished run, the highest run ID
+// ever assigned and the held events. The Tracker takes ownership of the
 // runs. Restored runs keep their SeenAt, so their timeouts fire as if the
 // exporter had not stopped. Runs whose verify stage was running when the
 // exporter stopped are listed by PendingVerifies; Restore reports nothing.
-func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64, held []HeldJob) {
+func (t *Tracker) Restore(active, lastFinished []*Run, maxID int64, held []HeldJob) {
 	t.lastID = max(t.lastID, maxID)
 	slices.SortFunc(active, func(a, b *Run) int { return cmp.Compare(a.ID, b.ID) })
 	for _, r := range active {
@@ -181,16 +180,6 @@ func (t *Tracker) Restore(active, lastFinished, lastSuccess []*Run, maxID int64,
 			t.finished.add(tr)
 		}
 		t.recordLast(r)
-	}
-	for _, r := range lastSuccess {
-		t.lastID = max(t.lastID, r.ID)
-		if last := t.lastFinished[r.Pipeline]; last != nil && last.ID == r.ID {
-			// One run, so that late job updates reach both.
-			r = last
-		}
-		if cur := t.lastSuccess[r.Pipeline]; cur == nil || r.ID >= cur.ID {
-			t.lastSuccess[r.Pipeline] = r
-		}
 	}
 	// After the runs, so that learning their workflows applies nothing.
 	for _, h := range held {
@@ -427,18 +416,13 @@ func (t *Tracker) removePending(tr *tracked) {
 	}
 }
 
-// recordLast keeps the pipeline's last finished (and last successful) run:
+// recordLast keeps the pipeline's last finished run:
 // the one with the highest ID, that is the latest to begin, as the store
 // orders them. A stuck older run that times out after a newer one finished
 // does not hide the newer one's outcome.
 func (t *Tracker) recordLast(r *Run) {
 	if cur := t.lastFinished[r.Pipeline]; cur == nil || r.ID >= cur.ID {
 		t.lastFinished[r.Pipeline] = r
-	}
-	if r.Status == StatusSuccess {
-		if cur := t.lastSuccess[r.Pipeline]; cur == nil || r.ID >= cur.ID {
-			t.lastSuccess[r.Pipeline] = r
-		}
 	}
 }
 

@@ -564,7 +564,7 @@ func TestHeldAcrossRestart(t *testing.T) {
 				t.Fatalf("held %d changed %v", len(held), changed)
 			}
 			after := newTestTracker(clock, siteSpec())
-			after.Restore(nil, nil, nil, 0, held)
+			after.Restore(nil, nil, 0, held)
 			r := one(t, apply(t, after, tc.then)).Run
 			if got := stageNames(r); !slices.Equal(got, tc.stages) || r.Status != tc.status {
 				t.Fatalf("stages %v status %s, want %v %s", got, r.Status, tc.stages, tc.status)

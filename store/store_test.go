@@ -450,7 +450,6 @@ func TestHistory(t *testing.T) {
 	}{
 		{"Active", r.Active, []int64{4, 6, 7}},
 		{"LastFinished", r.LastFinished, []int64{5, 2}}, // docs, site; shop has none
-		{"LastSuccess", r.LastSuccess, []int64{3, 1}},
 	} {
 		if !slices.Equal(runIDs(tc.got), tc.want) {
 			t.Errorf("%s = %v, want %v", tc.name, runIDs(tc.got), tc.want)

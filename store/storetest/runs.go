@@ -220,7 +220,7 @@ func testRestore(t *testing.T, h *harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if empty.MaxRunID != 0 || empty.MaxChangeSeq != 0 || len(empty.Active)+len(empty.LastFinished)+len(empty.LastSuccess)+len(empty.Held) != 0 {
+	if empty.MaxRunID != 0 || empty.MaxChangeSeq != 0 || len(empty.Active)+len(empty.LastFinished)+len(empty.Held) != 0 {
 		t.Fatalf("Restore of an empty store: %+v", empty)
 	}
 	success := run(1, "site", pipeline.StatusSuccess, pipeline.SourceSupabase, 1, 1)
@@ -261,9 +261,6 @@ func testRestore(t *testing.T, h *harness) {
 	}
 	if got := byPipeline(r.LastFinished); !reflect.DeepEqual(got, map[string]int64{"site": 2, "docs": 4}) {
 		t.Errorf("LastFinished %v", got)
-	}
-	if got := byPipeline(r.LastSuccess); !reflect.DeepEqual(got, map[string]int64{"site": 1}) {
-		t.Errorf("LastSuccess %v", got)
 	}
 	if !reflect.DeepEqual(r.Held, held) {
 		t.Errorf("Held:\n got %+v\nwant %+v", r.Held, held)
