@@ -50,13 +50,13 @@ type shared interface {
 // openBackend opens SQLite under --storage.path, or PostgreSQL when
 // --storage.url is given; giving both explicitly is a mistake.
 func openBackend(ctx context.Context, f flags, logger *slog.Logger) (backend, error) {
+	opts := store.Options{
+		MaxRecords: f.maxRecords,
+		Retention:  time.Duration(f.retention),
+		Logger:     logger.With("component", "store"),
+	}
 	if f.storageURL == "" {
-		st, err := store.Open(f.storagePath, store.Options{
-			MaxRecords: f.maxRecords,
-			Retention:  time.Duration(f.retention),
-			Now:        time.Now,
-			Logger:     logger.With("component", "store"),
-		})
+		st, err := store.Open(f.storagePath, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -66,12 +66,7 @@ func openBackend(ctx context.Context, f flags, logger *slog.Logger) (backend, er
 		return nil, fmt.Errorf("both --storage.path and --storage.url are set: the history is either in SQLite under --storage.path or in PostgreSQL at --storage.url")
 	}
 	logger.Info("Connecting to PostgreSQL", "url", postgres.Redacted(f.storageURL))
-	st, err := postgres.OpenRetry(ctx, f.storageURL, postgres.Options{
-		MaxRecords: f.maxRecords,
-		Retention:  time.Duration(f.retention),
-		Now:        time.Now,
-		Logger:     logger.With("component", "store"),
-	})
+	st, err := postgres.OpenRetry(ctx, f.storageURL, postgres.Options(opts))
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +95,7 @@ type postgresBackend struct {
 func (b *postgresBackend) Describe() string                  { return postgres.Redacted(b.URL()) }
 func (b *postgresBackend) Healthy(ctx context.Context) error { return b.Ping(ctx) }
 func (b *postgresBackend) Ready(ctx context.Context) error   { return b.Ping(ctx) }
-func (b *postgresBackend) Errors() float64                   { return 0 }
+func (b *postgresBackend) Errors() float64                   { return float64(b.Store.Errors()) }
 func (b *postgresBackend) Runs() int64                       { st, _ := b.Sizes(context.Background()); return st.Runs }
 func (b *postgresBackend) Sizes(ctx context.Context) (store.Stats, error) {
 	st, err := b.Stats(ctx)

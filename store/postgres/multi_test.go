@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -302,7 +303,7 @@ func TestFollowerWaitsForTheLeader(t *testing.T) {
 		return tx.MarkApplied([]pipeline.AppliedEntry{{Seq: entries[0].Seq, Result: want}})
 	})
 	w := <-done
-	if w.err != nil || !w.ok || w.res.Outcome != want.Outcome || !equalInts(w.res.RunIDs, want.RunIDs) {
+	if w.err != nil || !w.ok || w.res.Outcome != want.Outcome || !slices.Equal(w.res.RunIDs, want.RunIDs) {
 		t.Fatalf("WaitResult = %+v, %v, %v; want %+v", w.res, w.ok, w.err, want)
 	}
 	t.Logf("follower heard the outcome %v after the leader's commit", w.at.Sub(committed).Round(time.Millisecond))

@@ -51,6 +51,11 @@ type Store struct {
 	pool   *pgxpool.Pool
 	opts   Options
 	logger *slog.Logger
+	// failures counts the failed operations that refused or lost a write
+	// (errorf's errors that wrap pipeline.ErrUnavailable), as SQLite's
+	// store counts its failed writes; the collector counts its failed
+	// reads itself.
+	failures atomic.Int64
 
 	// epoch is the fencing token of the current leadership, 0 when this
 	// store does not lead. Commits compare it with state.leader_epoch.
@@ -226,15 +231,22 @@ type scrubbedError struct {
 func (e *scrubbedError) Error() string { return e.msg }
 func (e *scrubbedError) Unwrap() error { return e.err }
 
-// errorf is fmt.Errorf with the password masked in the text, whatever a
-// driver error might quote.
+// errorf returns fmt.Errorf's error with the password masked in the text,
+// whatever a driver error might quote, and counts it in Errors when it
+// wraps pipeline.ErrUnavailable.
 func (s *Store) errorf(format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
+	if errors.Is(err, pipeline.ErrUnavailable) {
+		s.failures.Add(1)
+	}
 	if s.secret == "" || !strings.Contains(err.Error(), s.secret) {
 		return err
 	}
 	return &scrubbedError{msg: strings.ReplaceAll(err.Error(), s.secret, "xxxxx"), err: err}
 }
+
+// Errors returns how many operations refused or lost a write since start.
+func (s *Store) Errors() int64 { return s.failures.Load() }
 
 // Stats counts what the store holds.
 type Stats struct {

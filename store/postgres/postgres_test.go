@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -275,8 +276,9 @@ func TestPrune(t *testing.T) {
 		}); err != nil {
 			return err
 		}
-		// Run 1 is old and still running: age prunes it. Runs 2..6 are
-		// recent; the count keeps 3 of them, sparing the running run 3.
+		// Run 1 is old and still running: age spares it, as the count
+		// spares the running run 3; the count deletes the oldest finished
+		// runs 2, 4 and 5.
 		return tx.SaveRuns([]*pipeline.Run{
 			runAt(1, pipeline.StatusRunning, old),
 			runAt(2, pipeline.StatusSuccess, recent), runAt(3, pipeline.StatusRunning, recent),
@@ -291,8 +293,8 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := runIDs(runs); !equalInts(got, []int64{6, 5, 3}) {
-		t.Errorf("runs after pruning %v, want [6 5 3]", got)
+	if got := runIDs(runs); !slices.Equal(got, []int64{6, 3, 1}) {
+		t.Errorf("runs after pruning %v, want [6 3 1]", got)
 	}
 	var keys []string
 	rows, _ := s.pool.Query(ctx, `SELECT delivery_id FROM log ORDER BY seq`)
@@ -309,14 +311,14 @@ func TestPrune(t *testing.T) {
 	if r.MaxRunID != 6 || r.MaxChangeSeq != 6 {
 		t.Errorf("after pruning MaxRunID %d, MaxChangeSeq %d, want 6 and 6", r.MaxRunID, r.MaxChangeSeq)
 	}
-	// Pruning everything keeps the highest id: ids are never reused.
-	commit(t, s, func(tx pipeline.StorageTx) error { return nil })
+	// Pruning every finished run keeps the highest id: ids are never
+	// reused.
 	now = now.Add(30 * 24 * time.Hour)
 	if err := s.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r, err = s.Restore(ctx); err != nil || r.MaxRunID != 6 || len(r.Active) != 0 {
-		t.Errorf("after pruning every run: %+v, %v; want MaxRunID 6 and no runs", r, err)
+	if r, err = s.Restore(ctx); err != nil || r.MaxRunID != 6 || len(r.LastFinished) != 0 || !slices.Equal(runIDs(r.Active), []int64{1, 3}) {
+		t.Errorf("after pruning every finished run: %+v, %v; want MaxRunID 6 and the running runs 1 and 3 only", r, err)
 	}
 }
 
@@ -347,14 +349,21 @@ func runIDs(runs []*pipeline.Run) []int64 {
 	return out
 }
 
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
+// TestErrorsCounted: a write the store could not make counts in Errors,
+// which pipeline_exporter_store_errors_total exports; a failed read does
+// not (the collector counts the reads it makes).
+func TestErrorsCounted(t *testing.T) {
+	s := open(t, pgtest.NewDatabase(t), Options{})
+	lead(t, s)
+	ctx := context.Background()
+	s.pool.Close()
+	if _, err := s.ListRuns(ctx, pipeline.RunQuery{Limit: 1}); err == nil {
+		t.Fatal("ListRuns on a closed pool succeeded")
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
+	if _, err := s.Begin(ctx); !errors.Is(err, pipeline.ErrUnavailable) {
+		t.Fatalf("Begin on a closed pool: %v, want ErrUnavailable", err)
 	}
-	return true
+	if got := s.Errors(); got != 1 {
+		t.Errorf("Errors() = %d after a failed read and a failed write, want 1", got)
+	}
 }

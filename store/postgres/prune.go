@@ -10,12 +10,13 @@ import (
 // transaction stays short and holds few locks.
 const pruneBatch = 1000
 
-// Prune enforces retention: it deletes runs first seen longer than
-// Retention ago and applied log entries received longer ago than that (a
-// redelivery older than the retention is then taken as new), and the
-// oldest finished runs past MaxRecords. Pending and running runs are spared
-// by the count, not by age: nothing legitimately runs for the whole
-// retention. The leader calls it periodically, in batches of 1000 rows.
+// Prune enforces retention: it deletes finished runs first seen longer
+// than Retention ago and applied log entries received longer ago than that
+// (a redelivery older than the retention is then taken as new), and the
+// oldest finished runs past MaxRecords. Pending and running runs are never
+// deleted, as in SQLite: the Applier holds them and would write them back
+// at their next change. The leader calls it periodically, in batches of
+// 1000 rows.
 func (s *Store) Prune(ctx context.Context) error {
 	var deleted int64
 	del := func(query string, args ...any) error {
@@ -32,7 +33,8 @@ func (s *Store) Prune(ctx context.Context) error {
 	}
 	if s.opts.Retention > 0 {
 		cutoff := s.opts.Now().Add(-s.opts.Retention)
-		if err := del(`DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE seen_at < $1 LIMIT $2)`, cutoff, pruneBatch); err != nil {
+		if err := del(`DELETE FROM runs WHERE id IN (SELECT id FROM runs
+			WHERE seen_at < $1 AND status NOT IN `+activeStatuses+` LIMIT $2)`, cutoff, pruneBatch); err != nil {
 			return err
 		}
 		if err := del(`DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE applied AND received_at < $1 LIMIT $2)`, cutoff, pruneBatch); err != nil {
