@@ -133,7 +133,7 @@ func (l *leadership) term(ctx context.Context, appended <-chan struct{}, ready c
 	a := pipeline.NewApplier(l.be, l.safe.Get().Specs(), pipeline.ApplierOptions{
 		Now:         time.Now,
 		Observers:   l.observers,
-		StartVerify: l.verifier.start,
+		StartVerify: func(r *pipeline.Run) { l.verifier.start(ctx, r) },
 		SharedLog:   l.shared != nil,
 		Wake:        appended,
 		Logger:      l.logger,

@@ -217,7 +217,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	}
 
 	lead := newLeadership(be, safe, reg, observers, logger)
-	verifier := newVerifier(bg, &wg, safe, lead, logger)
+	verifier := newVerifier(&wg, safe, lead, logger)
 	lead.verifier = verifier
 	pollers := newPollers(bg, lead, reg, logger)
 	lead.pollers = pollers

@@ -17,7 +17,6 @@ import (
 // verifier runs the live-site checks the Applier asks for, one goroutine
 // per run, and hands each result back to it as an event.
 type verifier struct {
-	ctx    context.Context
 	wg     *sync.WaitGroup
 	safe   *config.SafeConfig
 	sink   *leadership
@@ -25,12 +24,13 @@ type verifier struct {
 	client *http.Client
 }
 
-func newVerifier(ctx context.Context, wg *sync.WaitGroup, safe *config.SafeConfig, sink *leadership, logger *slog.Logger) *verifier {
-	return &verifier{ctx: ctx, wg: wg, safe: safe, sink: sink, logger: logger.With("component", "verify"), client: &http.Client{}}
+func newVerifier(wg *sync.WaitGroup, safe *config.SafeConfig, sink *leadership, logger *slog.Logger) *verifier {
+	return &verifier{wg: wg, safe: safe, sink: sink, logger: logger.With("component", "verify"), client: &http.Client{}}
 }
 
-// start checks the run's live site; it never blocks the Applier.
-func (v *verifier) start(run *pipeline.Run) {
+// start checks the run's live site until ctx (the leadership term) ends;
+// it never blocks the Applier.
+func (v *verifier) start(ctx context.Context, run *pipeline.Run) {
 	target, ok := verifyTarget(v.safe.Get(), run.Pipeline)
 	v.wg.Add(1)
 	go func() {
@@ -41,14 +41,14 @@ func (v *verifier) start(run *pipeline.Run) {
 		result := pipeline.VerifyResultEvent{RunID: run.ID, Success: true, StartedAt: now, FinishedAt: now}
 		if ok {
 			c := verify.Checker{Client: v.client, Now: time.Now, Version: version.Version}
-			result = c.Check(v.ctx, run.ID, target)
+			result = c.Check(ctx, run.ID, target)
 		}
-		if v.ctx.Err() != nil {
-			// Shutting down: the verify stage stays running in the store and
-			// is checked again after the restart.
+		if ctx.Err() != nil {
+			// Shutting down or no longer leading: the verify stage stays
+			// running in the store and the next leader checks it again.
 			return
 		}
-		if err := v.sink.Apply(v.ctx, []pipeline.Event{result}); err != nil {
+		if err := v.sink.Apply(ctx, []pipeline.Event{result}); err != nil {
 			v.logger.Error("Recording a verify result", "run_id", run.ID, "err", err)
 		}
 	}()
