@@ -134,7 +134,7 @@ func (b *bench) ingest() error {
 	if err := os.RemoveAll(ingest); err != nil {
 		return err
 	}
-	exp, err := b.exporter(ingest, true)
+	exp, err := b.exporter(ingest)
 	if err != nil {
 		return err
 	}
@@ -157,13 +157,19 @@ func (b *bench) ingest() error {
 	for round := 0; round < b.rounds; round++ {
 		for _, r := range recv {
 			settle()
-			r.p.resetHWM()
+			if err := r.p.resetHWM(); err != nil {
+				return err
+			}
 			res, err := b.load(r.url, 16, 5000, 500)
 			if err != nil {
 				return err
 			}
+			hwm, err := r.p.hwmMiB()
+			if err != nil {
+				return err
+			}
 			r.p99 = append(r.p99, res.P99)
-			r.hwmMiB = append(r.hwmMiB, r.p.hwmMiB())
+			r.hwmMiB = append(r.hwmMiB, hwm)
 		}
 	}
 	streams, err := b.streamsCost(expR)
@@ -173,12 +179,19 @@ func (b *bench) ingest() error {
 	for round := 0; round < b.rounds; round++ {
 		for _, r := range recv {
 			settle()
-			cpu0 := r.p.cpuSeconds()
+			cpu0, err := r.p.cpuSeconds()
+			if err != nil {
+				return err
+			}
 			res, err := b.load(r.url, 16, b.requests, 0)
 			if err != nil {
 				return err
 			}
-			r.cpuMicros = append(r.cpuMicros, (r.p.cpuSeconds()-cpu0)/float64(b.requests)*1e6)
+			cpu1, err := r.p.cpuSeconds()
+			if err != nil {
+				return err
+			}
+			r.cpuMicros = append(r.cpuMicros, (cpu1-cpu0)/float64(b.requests)*1e6)
 			r.perSec16 = append(r.perSec16, res.PerSecond)
 			settle()
 			if res, err = b.load(r.url, 64, b.requests, 0); err != nil {
@@ -305,7 +318,7 @@ func (b *bench) history(sizes string) error {
 			fmt.Fprintf(os.Stderr, "seeded %d runs in %v\n", n, time.Since(t0).Round(time.Millisecond))
 		}
 		t0 := time.Now()
-		exp, err := b.exporter(dir, false)
+		exp, err := b.exporter(dir)
 		if err != nil {
 			return err
 		}
@@ -331,8 +344,11 @@ func (b *bench) history(sizes string) error {
 			exp.stop()
 			return err
 		}
-		p.rssMiB = exp.rssMiB()
+		p.rssMiB, err = exp.rssMiB()
 		exp.stop()
+		if err != nil {
+			return err
+		}
 		points = append(points, p)
 	}
 	first, last := points[0], points[len(points)-1]
@@ -365,7 +381,7 @@ func (b *bench) retention(seconds int) error {
 		if err := seed(dir, 100000); err != nil {
 			return nil, 0, err
 		}
-		exp, err := b.exporter(dir, true, args...)
+		exp, err := b.exporter(dir, args...)
 		if err != nil {
 			return nil, 0, err
 		}

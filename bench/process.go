@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,12 +42,7 @@ func (b *bench) startPath(path, name string, args ...string) (*process, error) {
 // exporter starts pipeline_exporter on dir with a config that tracks the
 // load generator's workflow and, for the seeded histories, the seeded
 // pipelines; it returns once /-/ready answers.
-func (b *bench) exporter(dir string, fresh bool, args ...string) (*process, error) {
-	if fresh {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, err
-		}
-	}
+func (b *bench) exporter(dir string, args ...string) (*process, error) {
 	cfg := "webhooks:\n  github: { secret: " + secret + " }\npipelines:\n  - { name: site, workflow: test.yml }\n"
 	for i := 0; i < seedPipelines; i++ {
 		cfg += fmt.Sprintf("  - { name: site-%d, workflow: deploy-%d.yml }\n", i, i)
@@ -112,44 +108,56 @@ func (p *process) stop() {
 }
 
 // cpuSeconds is the process's user+system CPU time from /proc.
-func (p *process) cpuSeconds() float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+func (p *process) cpuSeconds() (float64, error) {
+	path := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	// Fields after the command name, which is in parentheses.
 	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("%s: %d fields", path, len(fields))
+	}
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return (utime + stime) / 100, nil // USER_HZ
 }
 
 // rssMiB is the process's resident set size from /proc.
-func (p *process) rssMiB() float64 { return p.status("VmRSS:") }
+func (p *process) rssMiB() (float64, error) { return p.status("VmRSS:") }
 
 // hwmMiB is the process's peak resident set size since it started or
 // since resetHWM.
-func (p *process) hwmMiB() float64 { return p.status("VmHWM:") }
+func (p *process) hwmMiB() (float64, error) { return p.status("VmHWM:") }
 
 // resetHWM sets the peak resident set size to the current one (Linux's
 // clear_refs "5"), so that the next hwmMiB is the peak of what follows.
-func (p *process) resetHWM() {
-	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0)
+// Without it the peak would include the warm-up: an error ends the bench.
+func (p *process) resetHWM() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0)
 }
 
 // status reads a size in kB from /proc/PID/status, in MiB.
-func (p *process) status(field string) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+func (p *process) status(field string) (float64, error) {
+	path := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %s %w", path, field, err)
+			}
+			return kb / 1024, nil
 		}
 	}
-	return 0
+	return 0, fmt.Errorf("%s has no %s", path, field)
 }
 
 func freeAddr() string {

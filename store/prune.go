@@ -13,9 +13,10 @@ const (
 	// pruneBatch bounds the rows each kind of pruning deletes per
 	// transaction, so pruning a large backlog does not stall ingest: with
 	// steps of 1000 runs, ingest p99 at 500/s was 17x its value without
-	// pruning (`make bench`); with 100, 5.9x while pruning went on; with 20
-	// and the rest below, 1.75x. A backlog of 80k runs still drains in
-	// well under a minute.
+	// pruning; with 100, 5.9x while pruning went on; with 20 and the rest
+	// below, 1.36x at the last measurement (`make bench`, "ingest p99 at
+	// 500/s for 75 s, 100k runs pruned to 20,000"), which drains the 80k
+	// runs past max-records within those 75 s.
 	pruneBatch = 20
 	// pruneInterval is how often retention is enforced.
 	pruneInterval = time.Minute

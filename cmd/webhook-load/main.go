@@ -128,12 +128,9 @@ type step struct {
 	job int64
 }
 
-// jobsPerRun is how many jobs a run has in the cycle mix; jobStride
-// spaces runs' job ids so that each job id is used by one run only.
-const (
-	jobsPerRun = 3
-	jobStride  = 8
-)
+// jobStride spaces runs' job ids so that each job id is used by one run
+// only.
+const jobStride = 8
 
 // plan returns the deliveries of one run, in the order GitHub sends them.
 //
