@@ -614,37 +614,25 @@ func TestReplicaPostgresGoneMidLoad(t *testing.T) {
 		back.Sub(wentDown).Round(time.Millisecond), len(l.results), len(l.refused), n, readyAgain.Round(time.Millisecond), leadAgain.Round(time.Millisecond))
 }
 
-// TestReplicaIngestThroughput measures, in one run, what 16 clients get
-// through two replicas on PostgreSQL and through one replica on SQLite.
-// Each answer waits for the delivery to be durable (and, on PostgreSQL,
-// briefly for the leader's outcome).
-func TestReplicaIngestThroughput(t *testing.T) {
+// TestReplicasAtFullSpeed: 16 clients sending as fast as they are answered
+// through two replicas on PostgreSQL get no refusal, and every acknowledged
+// delivery is applied exactly once. (Speed is make bench's to measure; the
+// rate is only logged.)
+func TestReplicasAtFullSpeed(t *testing.T) {
 	const window = 4 * time.Second
-	measure := func(name string, b *balancer, firstRunID int64) (*load, float64) {
-		l := startLoad(b, name, firstRunID, 0, 1_000_000)
-		start := time.Now()
-		time.Sleep(window)
-		l.finish()
-		elapsed := time.Since(start)
-		l.checkRefusedNone(t)
-		return l, float64(len(l.acked)) / elapsed.Seconds()
-	}
-
 	a, b, dbURL, _ := twoReplicas(t)
 	waitOneLeader(t, 5*time.Second, a, b)
-	pg, pgRate := measure("bench-pg", newBalancer(a, b), 60_000_000)
-	checkExactlyOnce(t, a, dbURL, pg.acked)
-	a.stop(syscall.SIGTERM)
-	b.stop(syscall.SIGTERM)
-
-	single := waitReady(t, launch(t, writeConfig(t, coreConfig), freeAddr(t), nil, "--storage.path="+t.TempDir()))
-	_, sqliteRate := measure("bench-sqlite", newBalancer(single), 70_000_000)
-
-	if pgRate == 0 || sqliteRate == 0 {
-		t.Fatalf("nothing acknowledged: %.0f/s on PostgreSQL, %.0f/s on SQLite", pgRate, sqliteRate)
+	l := startLoad(newBalancer(a, b), "full-speed", 60_000_000, 0, 1_000_000)
+	start := time.Now()
+	time.Sleep(window)
+	l.finish()
+	elapsed := time.Since(start)
+	l.checkRefusedNone(t)
+	if len(l.acked) == 0 {
+		t.Fatal("nothing acknowledged")
 	}
-	t.Logf("ingest at 16 clients for %v each: two replicas on PostgreSQL %.0f deliveries/s, one replica on SQLite %.0f deliveries/s: ratio %.2f",
-		window, pgRate, sqliteRate, pgRate/sqliteRate)
+	checkExactlyOnce(t, a, dbURL, l.acked)
+	t.Logf("%d deliveries acknowledged in %v through two replicas (%.0f/s)", len(l.acked), elapsed.Round(time.Millisecond), float64(len(l.acked))/elapsed.Seconds())
 }
 
 func TestReplicaPostgresDownAtStart(t *testing.T) {
