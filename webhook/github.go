@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"mime"
@@ -115,18 +116,12 @@ func parseWorkflowRun(body []byte, deliveryID string, now time.Time) ([]pipeline
 	case run.Status == "":
 		return nil, errors.New("missing workflow_run.status")
 	}
-	times := []struct {
-		field string
-		t     *time.Time
-	}{
-		{"workflow_run.created_at", run.CreatedAt},
-		{"workflow_run.updated_at", run.UpdatedAt},
-		{"workflow_run.run_started_at", run.RunStartedAt},
-	}
-	for _, f := range times {
-		if err := checkTime(f.field, f.t, now); err != nil {
-			return nil, err
-		}
+	if err := cmp.Or(
+		checkTime("workflow_run.created_at", run.CreatedAt, now),
+		checkTime("workflow_run.updated_at", run.UpdatedAt, now),
+		checkTime("workflow_run.run_started_at", run.RunStartedAt, now),
+	); err != nil {
+		return nil, err
 	}
 	return []pipeline.Event{pipeline.WorkflowRunEvent{
 		Repository:   p.Repository.FullName,
@@ -183,18 +178,12 @@ func parseWorkflowJob(body []byte, now time.Time) ([]pipeline.Event, error) {
 	case job.Status == "":
 		return nil, errors.New("missing workflow_job.status")
 	}
-	times := []struct {
-		field string
-		t     *time.Time
-	}{
-		{"workflow_job.created_at", job.CreatedAt},
-		{"workflow_job.started_at", job.StartedAt},
-		{"workflow_job.completed_at", job.CompletedAt},
-	}
-	for _, f := range times {
-		if err := checkTime(f.field, f.t, now); err != nil {
-			return nil, err
-		}
+	if err := cmp.Or(
+		checkTime("workflow_job.created_at", job.CreatedAt, now),
+		checkTime("workflow_job.started_at", job.StartedAt, now),
+		checkTime("workflow_job.completed_at", job.CompletedAt, now),
+	); err != nil {
+		return nil, err
 	}
 	return []pipeline.Event{pipeline.WorkflowJobEvent{
 		Repository:   p.Repository.FullName,
