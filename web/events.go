@@ -65,10 +65,10 @@ type hub struct {
 	logger    *slog.Logger
 	maxStream int
 
-	wake      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-	poll      time.Duration
+	wake chan struct{}
+	// ctx is cancelled by close: the hub stops, and every stream with it.
+	ctx       context.Context
+	close     context.CancelFunc
 	heartbeat time.Duration
 
 	mu   sync.Mutex
@@ -77,7 +77,6 @@ type hub struct {
 	// meaningful only while subs is not empty.
 	cursor int64
 	open   int // streams being served, catching up or live
-	closed bool
 	// failing is set while the hub's reads fail, so a store outage is
 	// logged once, not every poll.
 	failing bool
@@ -87,14 +86,15 @@ type hub struct {
 }
 
 func newHub(h pipeline.History, encode func(*pipeline.Run) ([]byte, error), maxStreams int, reg prometheus.Registerer, logger *slog.Logger) *hub {
+	ctx, cancel := context.WithCancel(context.Background())
 	b := &hub{
 		history:   h,
 		encode:    encode,
 		logger:    logger,
 		maxStream: maxStreams,
 		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		poll:      pollInterval,
+		ctx:       ctx,
+		close:     cancel,
 		heartbeat: heartbeatInterval,
 		subs:      map[*subscriber]struct{}{},
 		openGauge: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -120,23 +120,14 @@ func (b *hub) notify() {
 	}
 }
 
-func (b *hub) close() {
-	b.closeOnce.Do(func() {
-		b.mu.Lock()
-		b.closed = true
-		b.mu.Unlock()
-		close(b.done)
-	})
-}
-
 // run follows the history until close: on every notification, and every
 // poll interval for the changes another replica committed.
 func (b *hub) run() {
-	t := time.NewTicker(b.poll)
+	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.done:
+		case <-b.ctx.Done():
 			return
 		case <-b.wake:
 		case <-t.C:
@@ -144,7 +135,7 @@ func (b *hub) run() {
 		b.fanOut()
 		// Changes committed meanwhile leave a wake-up pending.
 		select {
-		case <-b.done:
+		case <-b.ctx.Done():
 			return
 		case <-time.After(coalesce):
 		}
@@ -164,25 +155,40 @@ func (b *hub) fanOut() {
 		cursor := b.cursor
 		b.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-		runs, err := b.history.ChangedAfter(ctx, cursor, batchSize)
-		cancel()
+		events, more, err := b.read(b.ctx, cursor)
 		b.readFailed(err)
 		if err != nil {
 			return
 		}
-		for _, r := range runs {
-			frame, err := b.encode(r)
-			if err != nil {
-				b.logger.Error("Encoding a run for the live events failed", "run", r.ID, "err", err)
-				continue
-			}
-			b.send(event{seq: r.ChangeSeq, frame: frame})
+		for _, ev := range events {
+			b.send(ev)
 		}
-		if len(runs) < batchSize {
+		if !more {
 			return
 		}
 	}
+}
+
+// read returns the events of up to batchSize runs changed after seq, in
+// change order, and whether there may be more. A run that cannot be
+// encoded is logged and skipped.
+func (b *hub) read(ctx context.Context, seq int64) ([]event, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	runs, err := b.history.ChangedAfter(ctx, seq, batchSize)
+	if err != nil {
+		return nil, false, err
+	}
+	events := make([]event, 0, len(runs))
+	for _, r := range runs {
+		frame, err := b.encode(r)
+		if err != nil {
+			b.logger.Error("Encoding a run for the live events failed", "run", r.ID, "err", err)
+			continue
+		}
+		events = append(events, event{seq: r.ChangeSeq, frame: frame})
+	}
+	return events, len(runs) == batchSize, nil
 }
 
 // readFailed logs when the hub's reads start and stop failing.
@@ -223,7 +229,7 @@ func (b *hub) send(ev event) {
 func (b *hub) acquire() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed || b.open >= b.maxStream {
+	if b.ctx.Err() != nil || b.open >= b.maxStream {
 		return false
 	}
 	b.open++
@@ -273,23 +279,14 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 	// nginx buffers responses unless told not to.
 	h.Set("X-Accel-Buffering", "no")
 	st := &stream{w: w, rc: rc, logger: b.logger}
-	if !st.deadline() {
-		return
-	}
 	w.WriteHeader(http.StatusOK)
-	if st.flush() != nil {
+	if st.send() != nil {
 		return
 	}
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	go func() {
-		select {
-		case <-b.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	defer context.AfterFunc(b.ctx, cancel)()
 
 	id, given := lastEventID(r)
 	sent, err := b.resumePoint(ctx, id, given)
@@ -317,20 +314,15 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 			b.logger.Debug("Dropped a live-event stream that did not keep up", "remote", r.RemoteAddr)
 			return
 		case <-hb.C:
-			if st.write([]byte(": heartbeat\n\n")) != nil || st.flush() != nil {
+			if st.send([]byte(": heartbeat\n\n")) != nil {
 				return
 			}
 		case ev := <-sub.ch:
-			// Write what is waiting, then flush once, under one write
-			// deadline.
-			if !st.deadline() {
-				return
-			}
+			// Send what is waiting at once.
+			var frames [][]byte
 			for more := true; more; {
 				if ev.seq > sent {
-					if _, err := st.w.Write(ev.frame); err != nil {
-						return
-					}
+					frames = append(frames, ev.frame)
 					sent = ev.seq
 				}
 				select {
@@ -339,7 +331,7 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 					more = false
 				}
 			}
-			if st.rc.Flush() != nil {
+			if st.send(frames...) != nil {
 				return
 			}
 		}
@@ -368,30 +360,24 @@ func (b *hub) resumePoint(ctx context.Context, id int64, given bool) (int64, err
 // order, and returns the last sequence sent.
 func (b *hub) catchUp(ctx context.Context, st *stream, sent int64) (int64, error) {
 	for {
-		rctx, cancel := context.WithTimeout(ctx, queryTimeout)
-		runs, err := b.history.ChangedAfter(rctx, sent, batchSize)
-		cancel()
+		events, more, err := b.read(ctx, sent)
 		if err != nil {
 			if ctx.Err() == nil {
 				b.logger.Warn("Reading changed runs for a live-event stream failed", "err", err)
 			}
 			return sent, err
 		}
-		for _, r := range runs {
-			frame, err := b.encode(r)
-			if err != nil {
-				b.logger.Error("Encoding a run for the live events failed", "run", r.ID, "err", err)
-				continue
-			}
-			if err := st.write(frame); err != nil {
-				return sent, err
-			}
-			sent = r.ChangeSeq
+		frames := make([][]byte, len(events))
+		for i, ev := range events {
+			frames[i] = ev.frame
 		}
-		if err := st.flush(); err != nil {
+		if err := st.send(frames...); err != nil {
 			return sent, err
 		}
-		if len(runs) < batchSize {
+		if len(events) > 0 {
+			sent = events[len(events)-1].seq
+		}
+		if !more {
 			return sent, nil
 		}
 	}
@@ -423,25 +409,16 @@ type stream struct {
 	logger *slog.Logger
 }
 
-func (s *stream) deadline() bool {
+// send writes the frames and flushes them, under one write deadline.
+func (s *stream) send(frames ...[]byte) error {
 	if err := s.rc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 		s.logger.Error("Live events need a connection whose write deadline can be set", "err", err)
-		return false
+		return err
 	}
-	return true
-}
-
-func (s *stream) write(b []byte) error {
-	if !s.deadline() {
-		return http.ErrNotSupported
-	}
-	_, err := s.w.Write(b)
-	return err
-}
-
-func (s *stream) flush() error {
-	if !s.deadline() {
-		return http.ErrNotSupported
+	for _, f := range frames {
+		if _, err := s.w.Write(f); err != nil {
+			return err
+		}
 	}
 	return s.rc.Flush()
 }
