@@ -38,8 +38,7 @@ func (s *Store) pruneStep(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 		if excess := runs - int64(s.opts.MaxRecords); excess > 0 {
-			n, err := execCount(tx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
-				WHERE status NOT IN `+activeStatuses+` ORDER BY id LIMIT ?)`, min(excess, pruneBatch))
+			n, err := execCount(tx, pruneRunsByCountQuery, min(excess, pruneBatch))
 			if err != nil {
 				return 0, err
 			}
@@ -50,14 +49,12 @@ func (s *Store) pruneStep(ctx context.Context) (int64, error) {
 		// Retention counts from the exporter's own clock: a sender's old
 		// timestamps never make a fresh run look expired.
 		cutoff := s.opts.Now().Add(-s.opts.Retention).UnixNano()
-		n, err := execCount(tx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
-			WHERE seen_at < ? AND status NOT IN `+activeStatuses+` LIMIT ?)`, cutoff, pruneBatch)
+		n, err := execCount(tx, pruneRunsByAgeQuery, cutoff, pruneBatch)
 		if err != nil {
 			return 0, err
 		}
 		deleted += n
-		if n, err = execCount(tx, `DELETE FROM log WHERE seq IN (SELECT seq FROM log
-			WHERE received_at < ? AND applied = 1 LIMIT ?)`, cutoff, pruneBatch); err != nil {
+		if n, err = execCount(tx, pruneLogByAgeQuery, cutoff, pruneBatch); err != nil {
 			return 0, err
 		}
 		deleted += n

@@ -23,10 +23,32 @@ const pipelinesCTE = `WITH RECURSIVE p(name) AS (
 // id) that satisfies cond. Walking (pipeline, id) backwards skips only the
 // runs that do not.
 func (s *Store) lastRuns(ctx context.Context, cond string) ([]*pipeline.Run, error) {
-	return s.queryRuns(ctx, pipelinesCTE+`SELECT r.data, r.change_seq FROM p JOIN runs r ON r.id = (
-		SELECT id FROM runs WHERE pipeline = p.name AND `+cond+`
-		ORDER BY id DESC LIMIT 1) ORDER BY r.pipeline`)
+	return s.queryRuns(ctx, lastRunsQuery(cond))
 }
+
+func lastRunsQuery(cond string) string {
+	return pipelinesCTE + `SELECT r.data, r.change_seq FROM p JOIN runs r ON r.id = (
+		SELECT id FROM runs WHERE pipeline = p.name AND ` + cond + `
+		ORDER BY id DESC LIMIT 1) ORDER BY r.pipeline`
+}
+
+// The fixed queries, named so that TestQueryPlans explains the ones the
+// code runs (all but pruneRunsByCountQuery, which walks runs by id from the
+// oldest and stops at its limit).
+const (
+	changedAfterQuery  = `SELECT data, change_seq FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`
+	activeRunsQuery    = `SELECT data, change_seq FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`
+	findGitHubRunQuery = `SELECT data, change_seq FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
+		ORDER BY id DESC LIMIT 1`
+	unappliedQuery = `SELECT seq, source, delivery_id, kind, received_at, body, body_codec, events
+		FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`
+	pruneRunsByCountQuery = `DELETE FROM runs WHERE id IN (SELECT id FROM runs
+		WHERE status NOT IN ` + activeStatuses + ` ORDER BY id LIMIT ?)`
+	pruneRunsByAgeQuery = `DELETE FROM runs WHERE id IN (SELECT id FROM runs
+		WHERE seen_at < ? AND status NOT IN ` + activeStatuses + ` LIMIT ?)`
+	pruneLogByAgeQuery = `DELETE FROM log WHERE seq IN (SELECT seq FROM log
+		WHERE received_at < ? AND applied = 1 LIMIT ?)`
+)
 
 // Run returns the run with the given id, or pipeline.ErrNotFound.
 func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
@@ -43,7 +65,7 @@ func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
 // ChangedAfter returns, in change order, at most limit runs whose latest
 // change is after seq.
 func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipeline.Run, error) {
-	return s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`, seq, limit)
+	return s.queryRuns(ctx, changedAfterQuery, seq, limit)
 }
 
 // LastChange returns the newest committed change sequence.

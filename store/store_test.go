@@ -411,14 +411,14 @@ func TestQueryPlans(t *testing.T) {
 		args        []any
 		want        string
 	}{
-		{"FindGitHubRun", `SELECT data FROM runs WHERE github_run_id = ? AND github_run_attempt = ? ORDER BY id DESC LIMIT 1`, []any{1, 1}, "runs_github"},
-		{"ActiveRuns", `SELECT data FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`, nil, "runs_status"},
-		{"LastSuccessRuns", pipelinesCTE + `SELECT r.data FROM p JOIN runs r ON r.id = (
-			SELECT id FROM runs WHERE pipeline = p.name AND status = ? ORDER BY id DESC LIMIT 1)`, []any{"success"}, "runs_pipeline_status"},
-		{"prune runs by age", `SELECT id FROM runs WHERE seen_at < ? AND status NOT IN ` + activeStatuses + ` LIMIT ?`, []any{1, 1}, "runs_seen_at"},
-		{"prune log by age", `SELECT seq FROM log WHERE received_at < ? AND applied = 1 LIMIT ?`, []any{1, 1}, "log_received_at"},
-		{"unapplied", `SELECT seq FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`, []any{1}, "log_unapplied"},
-		{"changed after", `SELECT data FROM runs WHERE change_seq > ? ORDER BY change_seq LIMIT ?`, []any{1, 1}, "runs_change_seq"},
+		{"find GitHub run", findGitHubRunQuery, []any{1, 1}, "runs_github"},
+		{"active runs", activeRunsQuery, nil, "runs_status"},
+		{"last finished runs", lastRunsQuery(`status NOT IN ` + activeStatuses), nil, "runs_pipeline"},
+		{"last successful runs", lastRunsQuery(`status = '` + string(pipeline.StatusSuccess) + `'`), nil, "runs_pipeline_status"},
+		{"prune runs by age", pruneRunsByAgeQuery, []any{1, 1}, "runs_seen_at"},
+		{"prune log by age", pruneLogByAgeQuery, []any{1, 1}, "log_received_at"},
+		{"unapplied", unappliedQuery, []any{1}, "log_unapplied"},
+		{"changed after", changedAfterQuery, []any{1, 1}, "runs_change_seq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if plan := explain(t, s, tc.query, tc.args...); !strings.Contains(plan, tc.want) {

@@ -74,8 +74,7 @@ func prepareWrites(db *sql.DB) (*writeStatements, error) {
 			ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)`},
 		{&w.setState, `INSERT INTO state (key, value) VALUES (?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`},
-		{&w.findGitHubRun, `SELECT data, change_seq FROM runs WHERE github_run_id = ? AND github_run_attempt = ?
-			ORDER BY id DESC LIMIT 1`},
+		{&w.findGitHubRun, findGitHubRunQuery},
 	} {
 		st, err := db.Prepare(p.sql)
 		if err != nil {
@@ -248,8 +247,7 @@ func (t *storeTx) Rollback() error {
 // Unapplied returns up to limit log entries not applied yet, in sequence
 // order.
 func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT seq, source, delivery_id, kind, received_at, body, body_codec, events
-		FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`, limit)
+	rows, err := s.rdb.QueryContext(ctx, unappliedQuery, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -284,7 +282,7 @@ func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, er
 func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	var r pipeline.Restored
 	var err error
-	if r.Active, err = s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE status IN `+activeStatuses+` ORDER BY id`); err != nil {
+	if r.Active, err = s.queryRuns(ctx, activeRunsQuery); err != nil {
 		return nil, err
 	}
 	if r.LastFinished, err = s.lastRuns(ctx, `status NOT IN `+activeStatuses); err != nil {
