@@ -123,8 +123,7 @@ func (t *tx) MarkApplied(applied []pipeline.AppliedEntry) error {
 // FindGitHubRun returns the run following the GitHub run id and attempt, or
 // nil when there is none.
 func (t *tx) FindGitHubRun(runID int64, attempt int) (*pipeline.Run, error) {
-	runs, err := t.s.query(t.ctx, t.tx, `SELECT `+runColumns+` FROM runs
-		WHERE github_run_id = $1 AND github_run_attempt = $2 ORDER BY id DESC LIMIT 1`, runID, attempt)
+	runs, err := t.s.query(t.ctx, t.tx, findGitHubRunQuery, runID, attempt)
 	if err != nil || len(runs) == 0 {
 		return nil, err
 	}
@@ -192,8 +191,7 @@ func (t *tx) Rollback() error {
 // Unapplied returns up to limit entries that are not applied yet, in
 // sequence order.
 func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, source, delivery_id, kind, received_at, body, events
-		FROM log WHERE NOT applied ORDER BY seq LIMIT $1`, limit)
+	rows, err := s.pool.Query(ctx, unappliedQuery, limit)
 	if err != nil {
 		return nil, s.errorf("%w: reading the log: %w", pipeline.ErrUnavailable, err)
 	}
@@ -316,7 +314,7 @@ func (s *Store) wakeWaiters() {
 // Lag returns how many log entries are not applied yet.
 func (s *Store) Lag(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM log WHERE NOT applied`).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, lagQuery).Scan(&n); err != nil {
 		return 0, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
 	}
 	return n, nil

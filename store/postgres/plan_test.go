@@ -42,7 +42,6 @@ func TestPlansUseIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list := func(q pipeline.RunQuery) (string, []any) { return listQuery(q) }
 	since := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	type query struct {
 		name string
@@ -51,11 +50,11 @@ func TestPlansUseIndexes(t *testing.T) {
 	}
 	queries := []query{
 		{"summaries", summariesQuery, nil},
-		{"active runs", `SELECT ` + runColumns + ` FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`, nil},
-		{"changed after", `SELECT ` + runColumns + ` FROM runs WHERE change_seq > $1 ORDER BY change_seq LIMIT $2`, []any{199000, 100}},
-		{"github run", `SELECT ` + runColumns + ` FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 ORDER BY id DESC LIMIT 1`, []any{5000, 1}},
-		{"unapplied", `SELECT seq FROM log WHERE NOT applied ORDER BY seq LIMIT 100`, nil},
-		{"lag", `SELECT count(*) FROM log WHERE NOT applied`, nil},
+		{"active runs", activeRunsQuery, nil},
+		{"changed after", changedAfterQuery, []any{199000, 100}},
+		{"github run", findGitHubRunQuery, []any{5000, 1}},
+		{"unapplied", unappliedQuery, []any{100}},
+		{"lag", lagQuery, nil},
 	}
 	for _, q := range []struct {
 		name string
@@ -71,7 +70,7 @@ func TestPlansUseIndexes(t *testing.T) {
 		{"list trigger cursor", pipeline.RunQuery{Trigger: pipeline.SourceMailerLite, BeforeID: 100000, Limit: 100}},
 		{"list time range", pipeline.RunQuery{Since: since, Until: since.Add(time.Hour), Limit: 100}},
 	} {
-		sql, args := list(q.q)
+		sql, args := listQuery(q.q)
 		queries = append(queries, query{q.name, sql, args})
 	}
 	for _, q := range queries {

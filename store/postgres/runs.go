@@ -81,8 +81,20 @@ func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
 // ChangedAfter returns, in change order, at most limit runs whose latest
 // change has a ChangeSeq greater than seq.
 func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipeline.Run, error) {
-	return s.queryRuns(ctx, `SELECT `+runColumns+` FROM runs WHERE change_seq > $1 ORDER BY change_seq LIMIT $2`, seq, limit)
+	return s.queryRuns(ctx, changedAfterQuery, seq, limit)
 }
+
+// The fixed queries, named so that TestPlansUseIndexes explains the ones
+// the code runs.
+const (
+	changedAfterQuery  = `SELECT ` + runColumns + ` FROM runs WHERE change_seq > $1 ORDER BY change_seq LIMIT $2`
+	activeRunsQuery    = `SELECT ` + runColumns + ` FROM runs WHERE status IN ` + activeStatuses + ` ORDER BY id`
+	findGitHubRunQuery = `SELECT ` + runColumns + ` FROM runs
+		WHERE github_run_id = $1 AND github_run_attempt = $2 ORDER BY id DESC LIMIT 1`
+	unappliedQuery = `SELECT seq, source, delivery_id, kind, received_at, body, events
+		FROM log WHERE NOT applied ORDER BY seq LIMIT $1`
+	lagQuery = `SELECT count(*) FROM log WHERE NOT applied`
+)
 
 // ListRuns returns the runs q selects, newest (highest id) first, at most
 // q.Limit of them; a Limit below 1 returns nothing.
@@ -241,7 +253,7 @@ func (s *Store) restore(ctx context.Context, q querier) (*pipeline.Restored, err
 		return nil, fmt.Errorf("store: held jobs: %w", err)
 	}
 	var err error
-	if r.Active, err = s.query(ctx, q, `SELECT `+runColumns+` FROM runs WHERE status IN `+activeStatuses+` ORDER BY id`); err != nil {
+	if r.Active, err = s.query(ctx, q, activeRunsQuery); err != nil {
 		return nil, err
 	}
 	sums, err := s.summaries(ctx, q)
