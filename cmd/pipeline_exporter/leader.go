@@ -200,18 +200,23 @@ func (l *leadership) isLeader() bool { return l.current() != nil }
 // errNotLeading is what pollers and verify checks get between terms.
 var errNotLeading = fmt.Errorf("%w: this instance does not lead", pipeline.ErrUnavailable)
 
-// Ingest makes a webhook delivery durable. With SQLite the Applier appends
-// and applies it in one transaction. With PostgreSQL it is appended to the
-// shared log by this replica, whichever leads, and the answer waits
-// briefly for the leader's outcome: `queued` when it does not come in
-// time, since the delivery is durable and will be applied.
+// Ingest makes a webhook delivery durable. On the leader, SQLite's or
+// PostgreSQL's, the Applier appends and applies it in one transaction,
+// shared with the deliveries arriving meanwhile. Another replica appends it
+// to the shared log and waits briefly for the leader's outcome: `queued`
+// when it does not come in time, since the delivery is durable and will be
+// applied. So does the leader when its Applier fails to commit (it may have
+// just lost the lock): nothing was stored, and the shared log may still
+// take the delivery.
 func (l *leadership) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error) {
-	if l.shared == nil {
-		a := l.current()
-		if a == nil {
-			return pipeline.Result{}, errNotLeading
+	if a := l.current(); a != nil {
+		res, err := a.Ingest(ctx, e)
+		if err == nil || l.shared == nil {
+			return res, err
 		}
-		return a.Ingest(ctx, e)
+	}
+	if l.shared == nil {
+		return pipeline.Result{}, errNotLeading
 	}
 	if err := l.shared.AppendShared(ctx, e); err != nil {
 		return pipeline.Result{}, err
