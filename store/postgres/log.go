@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
@@ -146,33 +147,33 @@ func (t *tx) SaveHeld(held []pipeline.HeldJob) error {
 }
 
 // Commit commits the transaction if this store still leads under the epoch
-// the transaction began with. The check locks the state row, and a new
-// leader increments the epoch on that row, so a deposed leader's commit
-// either finishes before the new leader starts or fails: two appliers never
-// both commit.
+// the transaction began with. The update of the state row checks the epoch
+// and locks the row, and a new leader increments the epoch on that row, so
+// a deposed leader's commit either finishes before the new leader starts or
+// fails: two appliers never both commit. The update, the notification and
+// the commit take two round trips.
 func (t *tx) Commit() error {
 	defer t.tx.Rollback(t.ctx)
 	if t.s.epoch.Load() != t.epoch {
 		return ErrNotLeader
 	}
-	var epoch int64
-	if err := t.tx.QueryRow(t.ctx, `SELECT leader_epoch FROM state WHERE id = 1 FOR UPDATE`).Scan(&epoch); err != nil {
-		return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
-	}
-	if epoch != t.epoch {
-		return fmt.Errorf("%w: the leader epoch is %d, this transaction began in %d", ErrNotLeader, epoch, t.epoch)
-	}
-	if t.maxRunID > 0 || t.maxChSeq > 0 {
-		if _, err := t.tx.Exec(t.ctx, `UPDATE state SET max_run_id = GREATEST(max_run_id, $1),
-			max_change_seq = GREATEST(max_change_seq, $2) WHERE id = 1`, t.maxRunID, t.maxChSeq); err != nil {
-			return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
-		}
-	}
+	b := &pgx.Batch{}
+	fenced := b.Queue(`UPDATE state SET max_run_id = GREATEST(max_run_id, $1),
+		max_change_seq = GREATEST(max_change_seq, $2) WHERE id = 1 AND leader_epoch = $3`, t.maxRunID, t.maxChSeq, t.epoch)
+	var leads bool
+	fenced.Exec(func(tag pgconn.CommandTag) error {
+		leads = tag.RowsAffected() == 1
+		return nil
+	})
 	if t.applied {
 		// Delivered at commit: the replicas waiting in WaitResult look again.
-		if _, err := t.tx.Exec(t.ctx, `SELECT pg_notify($1, $2)`, channel, notifyApplied); err != nil {
-			return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
-		}
+		b.Queue(`SELECT pg_notify($1, $2)`, channel, notifyApplied)
+	}
+	if err := t.tx.SendBatch(t.ctx, b).Close(); err != nil {
+		return t.s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	if !leads {
+		return fmt.Errorf("%w: the leader epoch is no longer %d", ErrNotLeader, t.epoch)
 	}
 	if err := t.tx.Commit(t.ctx); err != nil {
 		return t.s.errorf("%w: commit: %w", pipeline.ErrUnavailable, err)

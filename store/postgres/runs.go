@@ -48,10 +48,13 @@ func (t *tx) SaveRuns(runs []*pipeline.Run) error {
 				success = &r.ID
 			}
 		}
+		// A run still in progress only makes sure its pipeline has a row,
+		// without writing a new version of it.
 		b.Queue(`INSERT INTO pipelines (name, last_finished_id, last_success_id) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET
 				last_finished_id = GREATEST(pipelines.last_finished_id, EXCLUDED.last_finished_id),
-				last_success_id = GREATEST(pipelines.last_success_id, EXCLUDED.last_success_id)`,
+				last_success_id = GREATEST(pipelines.last_success_id, EXCLUDED.last_success_id)
+			WHERE EXCLUDED.last_finished_id IS NOT NULL`,
 			r.Pipeline, finished, success)
 		t.maxRunID = max(t.maxRunID, r.ID)
 		t.maxChSeq = max(t.maxChSeq, r.ChangeSeq)
