@@ -324,16 +324,18 @@ func checkConfig(t *testing.T, cm *corev1.ConfigMap) {
 }
 
 // TestKubernetesManifests decodes every object of both kustomizations
-// strictly, and checks the variants: one SQLite pod, or two PostgreSQL
-// replicas with a disruption budget.
+// strictly, and checks the variants: one SQLite pod, replaced (never two
+// on its ReadWriteOnce volume, even in a rollout), or two PostgreSQL
+// replicas rolled one at a time with a disruption budget.
 func TestKubernetesManifests(t *testing.T) {
 	for _, tc := range []struct {
 		dir      string
 		replicas int32
+		strategy appsv1.DeploymentStrategyType
 		kinds    []string
 	}{
-		{"kubernetes", 1, []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "PrometheusRule", "Secret", "Service", "ServiceMonitor"}},
-		{"kubernetes/postgres", 2, []string{"ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "Secret", "Service", "ServiceMonitor"}},
+		{"kubernetes", 1, appsv1.RecreateDeploymentStrategyType, []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "PrometheusRule", "Secret", "Service", "ServiceMonitor"}},
+		{"kubernetes/postgres", 2, appsv1.RollingUpdateDeploymentStrategyType, []string{"ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "Secret", "Service", "ServiceMonitor"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			var docs []string
@@ -348,8 +350,8 @@ func TestKubernetesManifests(t *testing.T) {
 			if !slices.Equal(o.kinds, tc.kinds) {
 				t.Fatalf("kinds = %v, want %v", o.kinds, tc.kinds)
 			}
-			if *o.deployment.Spec.Replicas != tc.replicas {
-				t.Errorf("replicas = %d, want %d", *o.deployment.Spec.Replicas, tc.replicas)
+			if *o.deployment.Spec.Replicas != tc.replicas || o.deployment.Spec.Strategy.Type != tc.strategy {
+				t.Errorf("replicas %d, strategy %q; want %d and %q", *o.deployment.Spec.Replicas, o.deployment.Spec.Strategy.Type, tc.replicas, tc.strategy)
 			}
 			checkPod(t, o.deployment)
 			checkScrape(t, o)
