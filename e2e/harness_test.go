@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -111,16 +112,26 @@ func startExporter(t *testing.T, configPath, dataDir string, args ...string) *ex
 func startWrapped(t *testing.T, wrapper []string, configPath, dataDir string, args ...string) *exporter {
 	t.Helper()
 	addr := freeAddr(t)
-	all := append([]string{
-		exporterBinary(t),
+	e := run(t, wrapper, nil, addr, append([]string{
 		"--config.file=" + configPath,
 		"--storage.path=" + dataDir,
 		"--web.listen-address=" + addr,
 		"--log.level=debug",
-	}, args...)
-	all = append(append([]string(nil), wrapper...), all...)
-	e := &exporter{t: t, url: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan struct{})}
+	}, args...)...)
+	e.dataDir = dataDir
+	return waitReady(t, e)
+}
+
+// run starts the binary with args (through wrapper, when not nil) and env
+// added to this process's environment, listening on addr. The process is
+// killed at the end of the test if still running, and its logs shown if
+// the test failed.
+func run(t *testing.T, wrapper, env []string, addr string, args ...string) *exporter {
+	t.Helper()
+	all := append(append(slices.Clone(wrapper), exporterBinary(t)), args...)
+	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan struct{})}
 	e.cmd = exec.Command(all[0], all[1:]...)
+	e.cmd.Env = append(os.Environ(), env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -130,28 +141,10 @@ func startWrapped(t *testing.T, wrapper []string, configPath, dataDir string, ar
 		_ = e.cmd.Process.Kill()
 		<-e.exited
 		if t.Failed() {
-			t.Logf("exporter logs:\n%s", e.logs.String())
+			t.Logf("exporter %s logs:\n%s", addr, e.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-e.exited:
-			t.Fatalf("exporter exited at start: %v\n%s", e.cmd.ProcessState, e.logs.String())
-		default:
-		}
-		resp, err := http.Get(e.url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			// 401: the listener is up behind exporter-toolkit's basic auth.
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				return e
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("exporter not ready after 20s:\n%s", e.logs.String())
-	return nil
+	return e
 }
 
 // stop sends sig and waits for the process to exit; it returns the exit code.

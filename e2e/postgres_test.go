@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -41,31 +40,17 @@ func launchReplica(t *testing.T, configPath, dbURL, addr string) *exporter {
 // thousands of deliveries) with the given environment and flags.
 func launch(t *testing.T, configPath, addr string, env []string, args ...string) *exporter {
 	t.Helper()
-	e := &exporter{t: t, url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	e.cmd = exec.Command(exporterBinary(t), append([]string{
+	return run(t, nil, env, addr, append([]string{
 		"--config.file=" + configPath,
 		"--web.listen-address=" + addr,
 		"--web.shutdown-timeout=10s",
 		"--storage.retention=0",
 		"--log.level=info",
 	}, args...)...)
-	e.cmd.Env = append(os.Environ(), env...)
-	e.cmd.Stdout, e.cmd.Stderr = e.logs, e.logs
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = e.cmd.Wait(); close(e.exited) }()
-	t.Cleanup(func() {
-		_ = e.cmd.Process.Kill()
-		<-e.exited
-		if t.Failed() {
-			t.Logf("exporter %s logs:\n%s", addr, e.logs.String())
-		}
-	})
-	return e
 }
 
-// waitReady waits until /-/ready answers 200.
+// waitReady waits until /-/ready answers 200, or 401 (the listener is up
+// behind exporter-toolkit's basic auth).
 func waitReady(t *testing.T, e *exporter) *exporter {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -75,7 +60,7 @@ func waitReady(t *testing.T, e *exporter) *exporter {
 			t.Fatalf("exporter exited at start: %v\n%s", e.cmd.ProcessState, e.logs.String())
 		default:
 		}
-		if readyCode(e) == http.StatusOK {
+		if code := readyCode(e); code == http.StatusOK || code == http.StatusUnauthorized {
 			return e
 		}
 		time.Sleep(20 * time.Millisecond)
