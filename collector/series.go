@@ -14,10 +14,6 @@ import (
 // of its series exist.
 type pipelineSeries struct {
 	name string
-	// sources are the trigger sources whose pipeline_runs_total series exist.
-	sources map[pipeline.Source]bool
-	// verify is set once the pipeline_verify_response_seconds series exists.
-	verify bool
 	// stages holds the pipeline's stage label values, at most
 	// maxStagesPerPipeline.
 	stages map[string]*stageSeries
@@ -49,28 +45,22 @@ type stageSeries struct {
 // syncSpecs makes the pipelines' series follow the configuration: a new
 // pipeline gets its run counters and histograms at zero, for every source
 // that can trigger it, so that rate() and increase() see its first failure;
-// a removed one loses every series. Called with mu held.
+// a removed one loses every series. WithLabelValues does nothing for a
+// series that exists. Called with mu held.
 func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 	configured := make(map[string]bool, len(specs))
 	for _, spec := range specs {
 		configured[spec.Name] = true
-		ps := c.pipelines[spec.Name]
-		if ps == nil {
-			ps = &pipelineSeries{name: spec.Name, sources: map[pipeline.Source]bool{}, stages: map[string]*stageSeries{}}
-			c.pipelines[spec.Name] = ps
-			for _, s := range terminalRunStatuses {
-				c.runDuration.WithLabelValues(spec.Name, string(s))
-			}
+		if c.pipelines[spec.Name] == nil {
+			c.pipelines[spec.Name] = &pipelineSeries{name: spec.Name, stages: map[string]*stageSeries{}}
 		}
-		if spec.Verify && !ps.verify {
-			ps.verify = true
+		for _, s := range terminalRunStatuses {
+			c.runDuration.WithLabelValues(spec.Name, string(s))
+		}
+		if spec.Verify {
 			c.verify.WithLabelValues(spec.Name)
 		}
 		for _, src := range triggerSources(spec) {
-			if ps.sources[src] {
-				continue
-			}
-			ps.sources[src] = true
 			for _, s := range terminalRunStatuses {
 				c.runs.WithLabelValues(spec.Name, string(src), string(s))
 			}
