@@ -22,8 +22,8 @@ const pipelinesCTE = `WITH RECURSIVE p(name) AS (
 // lastRuns returns, for every pipeline with one, its latest run (highest
 // id) that satisfies cond. Walking (pipeline, id) backwards skips only the
 // runs that do not.
-func (s *Store) lastRuns(ctx context.Context, cond string) ([]*pipeline.Run, error) {
-	return s.queryRuns(ctx, lastRunsQuery(cond))
+func lastRuns(ctx context.Context, q querier, cond string) ([]*pipeline.Run, error) {
+	return queryRuns(ctx, q, lastRunsQuery(cond))
 }
 
 func lastRunsQuery(cond string) string {
@@ -52,7 +52,7 @@ const (
 
 // Run returns the run with the given id, or pipeline.ErrNotFound.
 func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
-	runs, err := s.queryRuns(ctx, `SELECT data, change_seq FROM runs WHERE id = ?`, id)
+	runs, err := queryRuns(ctx, s.rdb, `SELECT data, change_seq FROM runs WHERE id = ?`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {
 // ChangedAfter returns, in change order, at most limit runs whose latest
 // change is after seq.
 func (s *Store) ChangedAfter(ctx context.Context, seq int64, limit int) ([]*pipeline.Run, error) {
-	return s.queryRuns(ctx, changedAfterQuery, seq, limit)
+	return queryRuns(ctx, s.rdb, changedAfterQuery, seq, limit)
 }
 
 // LastChange returns the newest committed change sequence.
@@ -80,8 +80,15 @@ func (s *Store) LastChange(ctx context.Context) (int64, error) {
 
 // Summaries returns, for every pipeline with runs, its runs in progress and
 // its last finished and last successful run: a few index seeks per
-// pipeline, whatever the size of the history.
+// pipeline, whatever the size of the history. Its reads share one
+// snapshot, so a run that finishes meanwhile is either in progress or
+// finished, not neither.
 func (s *Store) Summaries(ctx context.Context) ([]pipeline.PipelineSummary, error) {
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer tx.Rollback()
 	byName := make(map[string]*pipeline.PipelineSummary)
 	var order []string
 	get := func(name string) *pipeline.PipelineSummary {
@@ -93,21 +100,21 @@ func (s *Store) Summaries(ctx context.Context) ([]pipeline.PipelineSummary, erro
 		}
 		return ps
 	}
-	finished, err := s.lastRuns(ctx, `status NOT IN `+activeStatuses)
+	finished, err := lastRuns(ctx, tx, `status NOT IN `+activeStatuses)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range finished {
 		get(r.Pipeline).LastFinished = r
 	}
-	success, err := s.lastRuns(ctx, `status = '`+string(pipeline.StatusSuccess)+`'`)
+	success, err := lastRuns(ctx, tx, `status = '`+string(pipeline.StatusSuccess)+`'`)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range success {
 		get(r.Pipeline).LastSuccess = r
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT pipeline, COUNT(*) FROM runs WHERE status IN `+activeStatuses+` GROUP BY pipeline`)
+	rows, err := tx.QueryContext(ctx, `SELECT pipeline, COUNT(*) FROM runs WHERE status IN `+activeStatuses+` GROUP BY pipeline`)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -138,7 +145,7 @@ func (s *Store) ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeline.
 		return nil, nil
 	}
 	query, args := listQuery(q)
-	return s.queryRuns(ctx, query, args...)
+	return queryRuns(ctx, s.rdb, query, args...)
 }
 
 // listQuery builds ListRuns' SQL. Ids are chosen first from the indexes and
@@ -213,8 +220,13 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 }
 
 // queryRuns reads runs from rows of (data, change_seq).
-func (s *Store) queryRuns(ctx context.Context, query string, args ...any) ([]*pipeline.Run, error) {
-	rows, err := s.rdb.QueryContext(ctx, query, args...)
+// querier is a read connection pool or a transaction on one.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func queryRuns(ctx context.Context, q querier, query string, args ...any) ([]*pipeline.Run, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	return scanRuns(rows, err)
 }
 

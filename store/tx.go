@@ -282,10 +282,10 @@ func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, er
 func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	var r pipeline.Restored
 	var err error
-	if r.Active, err = s.queryRuns(ctx, activeRunsQuery); err != nil {
+	if r.Active, err = queryRuns(ctx, s.rdb, activeRunsQuery); err != nil {
 		return nil, err
 	}
-	if r.LastFinished, err = s.lastRuns(ctx, `status NOT IN `+activeStatuses); err != nil {
+	if r.LastFinished, err = lastRuns(ctx, s.rdb, `status NOT IN `+activeStatuses); err != nil {
 		return nil, err
 	}
 	// sqlite_sequence remembers the highest id ever stored, also after
