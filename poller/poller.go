@@ -171,8 +171,8 @@ func (s *schedule) status() Status {
 
 // pollLog decides how loudly a poll of one repository or project is logged:
 // the first success, and the first after a failure, at info (so a person can
-// see polling work, or work again), the others at debug. Its owner's mutex
-// guards it.
+// see polling work, or work again), the others at debug. Only its poller's
+// passes use it, one after another (see schedule.run).
 type pollLog struct {
 	ok map[string]bool
 }
