@@ -96,7 +96,12 @@ func (b *postgresBackend) Describe() string                  { return postgres.R
 func (b *postgresBackend) Healthy(ctx context.Context) error { return b.Ping(ctx) }
 func (b *postgresBackend) Ready(ctx context.Context) error   { return b.Ping(ctx) }
 func (b *postgresBackend) Errors() float64                   { return float64(b.Store.Errors()) }
-func (b *postgresBackend) Runs() int64                       { st, _ := b.Sizes(context.Background()); return st.Runs }
+func (b *postgresBackend) Runs() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, _ := b.RunCount(ctx)
+	return n
+}
 func (b *postgresBackend) Sizes(ctx context.Context) (store.Stats, error) {
 	st, err := b.Stats(ctx)
 	return store.Stats{Runs: st.Runs, Deliveries: st.LogEntries}, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pipeline-exporter/pipeline_exporter/internal/pgtest"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
@@ -366,4 +367,47 @@ func TestErrorsCounted(t *testing.T) {
 	if got := s.Errors(); got != 1 {
 		t.Errorf("Errors() = %d after a failed read and a failed write, want 1", got)
 	}
+}
+
+// TestRunCount: the kept count of runs follows inserts, replacements and
+// pruning, and a version 1 database gets the count of the runs it holds.
+func TestRunCount(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := &Store{pool: pool}
+	if err := v1.migrate(ctx, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO runs SELECT i, 'site', 'success', 'github', now(), now(), now(), 1, NULL, NULL, i, '{}'
+		FROM generate_series(1, 5) i`); err != nil {
+		t.Fatal(err)
+	}
+	pool.Close()
+
+	now := at(0).Add(30 * 24 * time.Hour)
+	s := open(t, url, Options{MaxRecords: 4, Now: func() time.Time { return now }})
+	lead(t, s)
+	count := func(want int64, when string) {
+		t.Helper()
+		if n, err := s.RunCount(ctx); err != nil || n != want {
+			t.Errorf("%s: RunCount = %d, %v; want %d", when, n, err, want)
+		}
+	}
+	count(5, "after the migration")
+	finished := func(id int64) *pipeline.Run {
+		return &pipeline.Run{ID: id, Pipeline: "site", Status: pipeline.StatusSuccess, CreatedAt: now, SeenAt: now, ChangeSeq: id,
+			Trigger: pipeline.Trigger{Source: pipeline.SourceSupabase}}
+	}
+	commit(t, s, func(tx pipeline.StorageTx) error {
+		return tx.SaveRuns([]*pipeline.Run{finished(5), finished(6), finished(7)})
+	})
+	count(7, "after replacing run 5 and adding 6 and 7")
+	if err := s.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count(4, "after pruning to max-records 4")
 }
