@@ -16,21 +16,8 @@ import (
 // workflow run it dispatched), answered accepted, and its run survives the
 // exporter's pruning pass: it is dated now, not 2020.
 func TestWebhookDemo(t *testing.T) {
-	demo := filepath.Join(t.TempDir(), "webhook-demo")
-	if out, err := exec.Command("go", "build", "-o", demo, "../cmd/webhook-demo").CombinedOutput(); err != nil {
-		t.Fatalf("go build webhook-demo: %v\n%s", err, out)
-	}
-	cfg := writeConfig(t, `
-webhooks:
-  github: { secret: `+githubSecret+` }
-  supabase: { secret: e2e-supabase-secret }
-pipelines:
-  - name: site
-    workflow: test.yml
-    branches: [master]
-    triggers:
-      - { source: supabase, table: posts, events: [INSERT] }
-`)
+	demo := demoBinary(t)
+	cfg := writeConfig(t, demoConfig)
 	data := filepath.Join(t.TempDir(), "data")
 	// One run kept: the pruning pass deletes the first demo's run and must
 	// keep the second's.
@@ -88,4 +75,28 @@ pipelines:
 	if e.run(ids[1]).Status != "success" {
 		t.Fatalf("run %d changed after the pruning pass", ids[1])
 	}
+}
+
+// demoConfig has the example config's shape: webhooks only, a Supabase
+// trigger, and the pipeline webhook-demo's deliveries belong to.
+const demoConfig = `
+webhooks:
+  github: { secret: ` + githubSecret + ` }
+  supabase: { secret: e2e-supabase-secret }
+pipelines:
+  - name: site
+    workflow: test.yml
+    branches: [master]
+    triggers:
+      - { source: supabase, table: posts, events: [INSERT] }
+`
+
+// demoBinary builds cmd/webhook-demo for the test.
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	demo := filepath.Join(t.TempDir(), "webhook-demo")
+	if out, err := exec.Command("go", "build", "-o", demo, "../cmd/webhook-demo").CombinedOutput(); err != nil {
+		t.Fatalf("go build webhook-demo: %v\n%s", err, out)
+	}
+	return demo
 }

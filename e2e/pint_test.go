@@ -80,22 +80,8 @@ func pintLint(t *testing.T, pint, config, promURL string) ([]pintProblem, string
 // the config is what keeps pint quiet.
 func TestPintQuietOnWebhookOnlySetup(t *testing.T) {
 	pint := pintBinary(t)
-	demo := filepath.Join(t.TempDir(), "webhook-demo")
-	if out, err := exec.Command("go", "build", "-o", demo, "../cmd/webhook-demo").CombinedOutput(); err != nil {
-		t.Fatalf("go build webhook-demo: %v\n%s", err, out)
-	}
-	// The example config's shape: webhooks only, a Supabase trigger.
-	e := startExporter(t, writeConfig(t, `
-webhooks:
-  github: { secret: `+githubSecret+` }
-  supabase: { secret: e2e-supabase-secret }
-pipelines:
-  - name: site
-    workflow: test.yml
-    branches: [master]
-    triggers:
-      - { source: supabase, table: posts, events: [INSERT] }
-`), filepath.Join(t.TempDir(), "data"), "--storage.retention=0")
+	demo := demoBinary(t)
+	e := startExporter(t, writeConfig(t, demoConfig), filepath.Join(t.TempDir(), "data"), "--storage.retention=0")
 	// A publish as `make demo` posts it (Supabase trigger, dispatch, the
 	// workflow run), then a failed run.
 	if out, err := exec.Command(demo, "--url="+e.url, "--secret="+githubSecret, "--supabase-secret=e2e-supabase-secret").CombinedOutput(); err != nil {
