@@ -21,8 +21,9 @@ var (
 	// DefaultGitHub holds the defaults of the github section.
 	DefaultGitHub = GitHub{
 		APIURL:         "https://api.github.com/",
-		PollInterval:   model.Duration(time.Minute),
-		BackfillWindow: model.Duration(24 * time.Hour),
+		PollInterval:      model.Duration(time.Minute),
+		BackfillWindow:    model.Duration(24 * time.Hour),
+		ReconcileInterval: model.Duration(5 * time.Minute),
 	}
 	// DefaultWebhooks holds the defaults of the webhooks section.
 	DefaultWebhooks = Webhooks{
@@ -103,6 +104,35 @@ type GitHub struct {
 	PollInterval model.Duration `yaml:"poll_interval"`
 	// BackfillWindow is how far back the poller reconciles after a gap.
 	BackfillWindow model.Duration `yaml:"backfill_window"`
+	// Hooks are the webhooks pointing at this exporter whose deliveries are
+	// read back from GitHub, so that one GitHub failed to deliver is not lost.
+	Hooks []Hook `yaml:"hooks,omitempty"`
+	// ReconcileInterval is the wait between two readings of the hooks'
+	// deliveries; 0 disables them.
+	ReconcileInterval model.Duration `yaml:"reconcile_interval"`
+}
+
+// Hook is a repository or organization webhook, by its id.
+type Hook struct {
+	Repository   string `yaml:"repository,omitempty"`
+	Organization string `yaml:"organization,omitempty"`
+	ID           int64  `yaml:"id"`
+}
+
+// UnmarshalYAML decodes strictly.
+func (h *Hook) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Hook
+	return decodeStruct(unmarshal, (*plain)(h))
+}
+
+// Name is the hook as the metrics' hook label and /api/status show it:
+// owner/repo#id or org#id.
+func (h Hook) Name() string {
+	owner := h.Repository
+	if owner == "" {
+		owner = h.Organization
+	}
+	return fmt.Sprintf("%s#%d", owner, h.ID)
 }
 
 // UnmarshalYAML applies DefaultGitHub before decoding.

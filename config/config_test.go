@@ -47,6 +47,14 @@ func TestLoadBad(t *testing.T) {
 		{"pipeline_not_a_mapping", "testdata/bad/pipeline_not_a_mapping.yml:4: pipelines[0]: must be a mapping, not !!str"},
 		{"no_repo", "testdata/bad/no_repo.yml:1: github: set owner and repo, or repositories"},
 		{"bad_api_url", "testdata/bad/bad_api_url.yml:5: github.api_url: must be an http or https URL"},
+		{"hook_both", "testdata/bad/hook_both.yml:6: github.hooks[0].organization: set either repository or organization, not both"},
+		{"hook_without_owner", "testdata/bad/hook_without_owner.yml:5: github.hooks[0]: set repository (a repository's webhook) or organization (an organization's webhook)"},
+		{"hook_without_id", "testdata/bad/hook_without_id.yml:5: github.hooks[0].id: is required: the webhook's numeric id, the number at the end of its settings page's URL"},
+		{"hook_bad_repository", "testdata/bad/hook_bad_repository.yml:5: github.hooks[0].repository: must be owner/repo"},
+		{"hook_duplicate", "testdata/bad/hook_duplicate.yml:6: github.hooks[1]: duplicate hook (first at line 5)"},
+		{"hook_without_token", "testdata/bad/hook_without_token.yml:4: github.hooks: reading webhook deliveries needs github.token or github.token_file (reconcile_interval: 0 disables it)"},
+		{"hook_unknown_key", "testdata/bad/hook_unknown_key.yml:5: github.hooks[0].organisation: unknown key (did you mean organization?)"},
+		{"negative_reconcile", "testdata/bad/negative_reconcile.yml:4: github.reconcile_interval: must be a duration such as 90s, 15m, 6h or 2d"},
 		{"poll_without_token", "testdata/bad/poll_without_token.yml:1: github.poll_interval: polling needs github.token or github.token_file (poll_interval: 0 disables polling)"},
 
 		{"empty_secret", "testdata/bad/empty_secret.yml:4: webhooks.supabase.secret: is empty (an unset environment variable?); remove the key to go without"},
@@ -123,6 +131,12 @@ func TestLoadGood(t *testing.T) {
 		{"github api_url gains a trailing slash", g.APIURL, "https://github.example.com/api/v3/"},
 		{"github poll_interval", g.PollInterval, model.Duration(30 * time.Second)},
 		{"github backfill_window in days", g.BackfillWindow, model.Duration(48 * time.Hour)},
+		{"github hooks", len(g.Hooks), 2},
+		{"github repository hook", g.Hooks[0], Hook{Repository: "octo-org/octo-repo", ID: 109948940}},
+		{"github organization hook", g.Hooks[1], Hook{Organization: "octo-org", ID: 987654321}},
+		{"github repository hook name", g.Hooks[0].Name(), "octo-org/octo-repo#109948940"},
+		{"github organization hook name", g.Hooks[1].Name(), "octo-org#987654321"},
+		{"github reconcile_interval", g.ReconcileInterval, model.Duration(90 * time.Second)},
 		{"github webhook secret", c.Webhooks.GitHub.Secret.Value(), "gh-literal-secret"},
 		{"supabase secret from secret_file", c.Webhooks.Supabase.Secret.Value(), "supabase-from-file"},
 		{"supabase header", c.Webhooks.Supabase.Header, "X-Webhook-Secret"},
@@ -275,7 +289,7 @@ pipelines: [{ name: p, workflow: w.yaml }]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (GitHub{Owner: "o", Repo: "r", APIURL: "https://api.github.com/", BackfillWindow: model.Duration(24 * time.Hour)}); !reflect.DeepEqual(*c.GitHub, want) {
+	if want := (GitHub{Owner: "o", Repo: "r", APIURL: "https://api.github.com/", BackfillWindow: model.Duration(24 * time.Hour), ReconcileInterval: model.Duration(5 * time.Minute)}); !reflect.DeepEqual(*c.GitHub, want) {
 		t.Errorf("github defaults:\n got %+v\nwant %+v", *c.GitHub, want)
 	}
 	if want := (Cloudflare{AccountID: "a", APIToken: "t", APIURL: "https://api.cloudflare.com/client/v4", PollInterval: model.Duration(time.Minute)}); !reflect.DeepEqual(*c.Cloudflare, want) {

@@ -100,7 +100,7 @@ func (d *decoder) validateGitHub(g *GitHub) error {
 				return d.errorf(fmt.Sprintf("github.repositories[%d]", i), "duplicate repository %s", r)
 			}
 		}
-	default:
+	case len(g.Hooks) == 0:
 		return d.errorf("github", "set owner and repo, or repositories")
 	}
 	u, err := d.httpURL("github.api_url", g.APIURL)
@@ -114,6 +114,42 @@ func (d *decoder) validateGitHub(g *GitHub) error {
 	g.APIURL = u.String()
 	if g.PollInterval > 0 && g.Token == "" {
 		return d.errorf("github.poll_interval", "polling needs github.token or github.token_file (poll_interval: 0 disables polling)")
+	}
+	return d.validateHooks(g)
+}
+
+// owner is a GitHub user or organization name.
+var owner = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`)
+
+func (d *decoder) validateHooks(g *GitHub) error {
+	seen := map[Hook]int{}
+	for i, h := range g.Hooks {
+		path := fmt.Sprintf("github.hooks[%d]", i)
+		switch {
+		case h.Repository != "" && h.Organization != "":
+			return d.errorf(path+".organization", "set either repository or organization, not both")
+		case h.Repository != "":
+			if !repository.MatchString(h.Repository) {
+				return d.errorf(path+".repository", "must be owner/repo")
+			}
+		case h.Organization != "":
+			if !owner.MatchString(h.Organization) {
+				return d.errorf(path+".organization", "must be an organization name (no '/')")
+			}
+		default:
+			return d.errorf(path, "set repository (a repository's webhook) or organization (an organization's webhook)")
+		}
+		if h.ID <= 0 {
+			return d.errorf(path+".id", "is required: the webhook's numeric id, the number at the end of its settings page's URL")
+		}
+		key := Hook{Repository: strings.ToLower(h.Repository), Organization: strings.ToLower(h.Organization), ID: h.ID}
+		if first, dup := seen[key]; dup {
+			return d.errorf(path, "duplicate hook (first at line %d)", first)
+		}
+		seen[key] = d.line(path)
+	}
+	if len(g.Hooks) > 0 && g.ReconcileInterval > 0 && g.Token == "" {
+		return d.errorf("github.hooks", "reading webhook deliveries needs github.token or github.token_file (reconcile_interval: 0 disables it)")
 	}
 	return nil
 }
