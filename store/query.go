@@ -42,6 +42,10 @@ const (
 		ORDER BY id DESC LIMIT 1`
 	unappliedQuery = `SELECT seq, source, delivery_id, kind, received_at, body, body_codec, events
 		FROM log WHERE applied = 0 ORDER BY seq LIMIT ?`
+	// knownDeliveriesQuery takes the ids as one JSON array, so that its
+	// text is the same for any number of them.
+	knownDeliveriesQuery = `SELECT delivery_id FROM log
+		WHERE source = ? AND delivery_id IN (SELECT value FROM json_each(?))`
 	pruneRunsByCountQuery = `DELETE FROM runs WHERE id IN (SELECT id FROM runs
 		WHERE status NOT IN ` + activeStatuses + ` ORDER BY id LIMIT ?)`
 	pruneRunsByAgeQuery = `DELETE FROM runs WHERE id IN (SELECT id FROM runs
@@ -49,6 +53,35 @@ const (
 	pruneLogByAgeQuery = `DELETE FROM log WHERE seq IN (SELECT seq FROM log
 		WHERE received_at < ? AND applied = 1 LIMIT ?)`
 )
+
+// KnownDeliveries returns which of ids the log holds for source: one index
+// seek each, applied or not, pruned ones excepted.
+func (s *Store) KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error) {
+	known := make(map[string]bool)
+	if len(ids) == 0 {
+		return known, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	rows, err := s.rdb.QueryContext(ctx, knownDeliveriesQuery, string(source), string(list))
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		known[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return known, nil
+}
 
 // Run returns the run with the given id, or pipeline.ErrNotFound.
 func (s *Store) Run(ctx context.Context, id int64) (*pipeline.Run, error) {

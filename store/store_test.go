@@ -418,6 +418,7 @@ func TestQueryPlans(t *testing.T) {
 		{"prune runs by age", pruneRunsByAgeQuery, []any{1, 1}, "runs_seen_at"},
 		{"prune log by age", pruneLogByAgeQuery, []any{1, 1}, "log_received_at"},
 		{"unapplied", unappliedQuery, []any{1}, "log_unapplied"},
+		{"known deliveries", knownDeliveriesQuery, []any{"github", `["a","b"]`}, "USING COVERING INDEX log_delivery (source=? AND delivery_id=?)"},
 		{"changed after", changedAfterQuery, []any{1, 1}, "runs_change_seq"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -223,6 +223,34 @@ func (s *Store) Unapplied(ctx context.Context, limit int) ([]*pipeline.Entry, er
 	return entries, nil
 }
 
+// knownDeliveriesQuery reads the unique index on (source, delivery_id).
+const knownDeliveriesQuery = `SELECT delivery_id FROM log WHERE source = $1 AND delivery_id = ANY($2)`
+
+// KnownDeliveries returns which of ids the log holds for source, applied or
+// not, pruned ones excepted.
+func (s *Store) KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error) {
+	known := make(map[string]bool)
+	if len(ids) == 0 {
+		return known, nil
+	}
+	rows, err := s.pool.Query(ctx, knownDeliveriesQuery, string(source), ids)
+	if err != nil {
+		return nil, s.errorf("%w: reading the log: %w", pipeline.ErrUnavailable, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, s.errorf("store: reading the log: %w", err)
+		}
+		known[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.errorf("%w: reading the log: %w", pipeline.ErrUnavailable, err)
+	}
+	return known, nil
+}
+
 // AppendShared appends one entry to the log in its own transaction, for a
 // replica that does not lead: when it returns nil the entry is durable and
 // e.Seq is set, or left 0 when the entry is a duplicate (also of an entry

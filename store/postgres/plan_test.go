@@ -54,6 +54,7 @@ func TestPlansUseIndexes(t *testing.T) {
 		{"changed after", changedAfterQuery, []any{199000, 100}},
 		{"github run", findGitHubRunQuery, []any{5000, 1}},
 		{"unapplied", unappliedQuery, []any{100}},
+		{"known deliveries", knownDeliveriesQuery, []any{"github", []string{"a", "b"}}},
 		{"lag", lagQuery, nil},
 	}
 	for _, q := range []struct {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -170,5 +171,43 @@ func testMarkAppliedTwice(t *testing.T, h *harness) {
 	defer tx.Rollback()
 	if err := tx.MarkApplied(mark); err == nil {
 		t.Error("marking an applied entry applied again succeeded")
+	}
+}
+
+func testKnownDeliveries(t *testing.T, h *harness) {
+	applied, unapplied := delivery(pipeline.SourceGitHub, "g1", 1), delivery(pipeline.SourceGitHub, "g2", 2)
+	h.append(t, applied, unapplied, delivery(pipeline.SourceSupabase, "s1", 3), poll(4))
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		return tx.MarkApplied([]pipeline.AppliedEntry{{Seq: applied.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted}}})
+	})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		source pipeline.Source
+		ids    []string
+		want   map[string]bool
+	}{
+		{"applied and unapplied, not another source's, not unknown", pipeline.SourceGitHub, []string{"g1", "g2", "s1", "g3"}, map[string]bool{"g1": true, "g2": true}},
+		{"another source", pipeline.SourceSupabase, []string{"g1", "s1"}, map[string]bool{"s1": true}},
+		{"none asked", pipeline.SourceGitHub, nil, map[string]bool{}},
+		{"an id repeated", pipeline.SourceGitHub, []string{"g2", "g2", ""}, map[string]bool{"g2": true}},
+	} {
+		got, err := h.s.KnownDeliveries(ctx, tc.source, tc.ids)
+		if err != nil {
+			t.Fatalf("%s: KnownDeliveries: %v", tc.name, err)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: KnownDeliveries(%s, %q) = %v, want %v", tc.name, tc.source, tc.ids, got, tc.want)
+		}
+	}
+	// A page of GitHub's deliveries at once.
+	ids := make([]string, 100)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("x%d", i)
+	}
+	ids[57] = "g2"
+	got, err := h.s.KnownDeliveries(ctx, pipeline.SourceGitHub, ids)
+	if err != nil || !reflect.DeepEqual(got, map[string]bool{"g2": true}) {
+		t.Errorf("KnownDeliveries of 100 ids = %v, %v; want g2 only", got, err)
 	}
 }

@@ -18,6 +18,8 @@ import (
 type Store interface {
 	pipeline.Storage
 	pipeline.History
+	// KnownDeliveries returns which of ids the log holds for source.
+	KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error)
 	Close() error
 }
 
@@ -38,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"DuplicateInOneTransaction", testDuplicateInOneTx},
 		{"DuplicateAcrossTransactions", testDuplicateAcrossTx},
 		{"DuplicateAfterReopen", testDuplicateAfterReopen},
+		{"KnownDeliveries", testKnownDeliveries},
 		{"RollbackLeavesNothing", testRollback},
 		{"UnappliedOrderAndLimit", testUnapplied},
 		{"MarkAppliedTwiceFails", testMarkAppliedTwice},
