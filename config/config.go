@@ -20,7 +20,7 @@ import (
 var (
 	// DefaultGitHub holds the defaults of the github section.
 	DefaultGitHub = GitHub{
-		APIURL:         "https://api.github.com/",
+		APIURL:            "https://api.github.com/",
 		PollInterval:      model.Duration(time.Minute),
 		BackfillWindow:    model.Duration(24 * time.Hour),
 		ReconcileInterval: model.Duration(5 * time.Minute),

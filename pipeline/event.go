@@ -30,6 +30,9 @@ type WorkflowRunEvent struct {
 	RunStartedAt time.Time
 	// DeliveryID is the webhook delivery, empty when polled.
 	DeliveryID string
+	// Recovered marks a delivery read back from GitHub's record of its
+	// hook's deliveries.
+	Recovered bool `json:",omitempty"`
 }
 
 // WorkflowJobEvent is a GitHub Actions job as seen by a `workflow_job`
@@ -49,6 +52,9 @@ type WorkflowJobEvent struct {
 	CreatedAt    time.Time
 	StartedAt    time.Time
 	CompletedAt  time.Time
+	// Recovered marks a delivery read back from GitHub's record of its
+	// hook's deliveries.
+	Recovered bool `json:",omitempty"`
 }
 
 // TriggerEvent is a change that should make a pipeline publish: a Supabase

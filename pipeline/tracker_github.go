@@ -305,6 +305,7 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 			ReceivedAt: e.CreatedAt,
 			Ref:        e.HeadBranch,
 			SHA:        e.HeadSHA,
+			Recovered:  e.Recovered,
 		}, StatusRunning)
 	}
 	tr.run.GitHub = &GitHubRun{}
@@ -357,6 +358,7 @@ func (t *Tracker) setGitHub(r *Run, e WorkflowRunEvent) {
 		Conclusion: e.Conclusion,
 		CreatedAt:  e.CreatedAt,
 		UpdatedAt:  e.UpdatedAt,
+		Recovered:  r.GitHub.Recovered || e.Recovered,
 	}
 	started := e.RunStartedAt
 	if started.IsZero() {
@@ -552,6 +554,14 @@ func jobStage(e WorkflowJobEvent) Stage {
 
 // updateJob adds or updates the job's stage, or says why it did not.
 func (t *Tracker) updateJob(tr *tracked, e WorkflowJobEvent) string {
+	why := t.updateJobStage(tr, e)
+	if why == "" && e.Recovered && tr.run.GitHub != nil {
+		tr.run.GitHub.Recovered = true
+	}
+	return why
+}
+
+func (t *Tracker) updateJobStage(tr *tracked, e WorkflowJobEvent) string {
 	st := jobStage(e)
 	if i := slices.IndexFunc(tr.run.Stages, func(s Stage) bool { return s.JobID == e.JobID }); i >= 0 {
 		old := tr.run.Stages[i]

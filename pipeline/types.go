@@ -71,6 +71,9 @@ type Trigger struct {
 	ReceivedAt time.Time `json:"received_at"`
 	Ref        string    `json:"ref,omitempty"`
 	SHA        string    `json:"sha,omitempty"`
+	// Recovered marks a trigger whose delivery GitHub failed to make and
+	// the exporter read back from GitHub's record of its hook's deliveries.
+	Recovered bool `json:"recovered,omitempty"`
 }
 
 // Stage is one step of a run: trigger, dispatch, a GitHub Actions job, the
@@ -106,6 +109,10 @@ type GitHubRun struct {
 	Conclusion string    `json:"conclusion,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// Recovered is set once a workflow_run or workflow_job delivery of this
+	// run was read back from GitHub's record of its hook's deliveries
+	// rather than received.
+	Recovered bool `json:"recovered,omitempty"`
 }
 
 // PagesStage is one of Cloudflare Pages' own deployment stages

@@ -46,17 +46,40 @@ func parseGitHub(r *http.Request, body []byte, now time.Time) (parsed, error) {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
 		return parsed{}, errors.New("form-encoded payloads are not supported: set the webhook's content type to application/json")
 	}
-	p := parsed{id: id, event: event}
+	events, err := GitHubEvents(event, id, body, now)
+	if err != nil {
+		return parsed{}, err
+	}
+	return parsed{id: id, event: event, events: events}, nil
+}
+
+// GitHubIngests reports whether the exporter reads events from a GitHub
+// delivery of this X-GitHub-Event: the others are stored but change no run.
+func GitHubIngests(event string) bool {
+	switch event {
+	case "workflow_run", "workflow_job", "push", "repository_dispatch":
+		return true
+	}
+	return false
+}
+
+// GitHubEvents reads the events of a GitHub delivery: its X-GitHub-Event,
+// X-GitHub-Delivery and body. received bounds the payload's times and is
+// the time of the triggers it makes. The webhook handler and the reading
+// back of missed deliveries (poller.Reconciler) share it, so a delivery
+// means the same whichever way it came.
+func GitHubEvents(event, deliveryID string, body []byte, received time.Time) ([]pipeline.Event, error) {
+	var events []pipeline.Event
 	var err error
 	switch event {
 	case "workflow_run":
-		p.events, err = parseWorkflowRun(body, id, now)
+		events, err = parseWorkflowRun(body, deliveryID, received)
 	case "workflow_job":
-		p.events, err = parseWorkflowJob(body, now)
+		events, err = parseWorkflowJob(body, received)
 	case "push":
-		p.events, err = parsePush(body, id, now)
+		events, err = parsePush(body, deliveryID, received)
 	case "repository_dispatch":
-		p.events, err = parseRepositoryDispatch(body, id, now)
+		events, err = parseRepositoryDispatch(body, deliveryID, received)
 	case "ping":
 		err = decodeObject(body, &github.PingEvent{})
 	default:
@@ -64,9 +87,9 @@ func parseGitHub(r *http.Request, body []byte, now time.Time) (parsed, error) {
 		err = decodeObject(body, &struct{}{})
 	}
 	if err != nil {
-		return parsed{}, fmt.Errorf("%s payload: %w", event, err)
+		return nil, fmt.Errorf("%s payload: %w", event, err)
 	}
-	return p, nil
+	return events, nil
 }
 
 // The workflow_run and workflow_job payloads are decoded into the few
