@@ -119,6 +119,8 @@ func (a *Applier) Apply(ctx context.Context, events []Event) error {
 		e.Source = SourceCloudflare
 	case VerifyResultEvent:
 		e.Kind = KindVerify
+	case RecheckResultEvent:
+		e.Kind = KindRecheck
 	case TriggerEvent:
 		e.Source = ev.Trigger.Source
 	}
@@ -236,6 +238,7 @@ func (a *Applier) restore(ctx context.Context) error {
 	}
 	a.t = NewTracker(a.specs, a.opts.Now)
 	a.t.Restore(r.Active, r.LastFinished, r.MaxRunID, r.Held)
+	a.t.RestoreSuccess(r.LastSuccess)
 	a.changeSeq = r.MaxChangeSeq
 	a.stale = false
 	if a.opts.StartVerify != nil {

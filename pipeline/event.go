@@ -21,6 +21,8 @@ type WorkflowRunEvent struct {
 	Name         string
 	HeadBranch   string
 	HeadSHA      string
+	// HeadCommitAt is head_commit.timestamp, zero when the payload has none.
+	HeadCommitAt time.Time
 	Event        string // what started the workflow run: push, repository_dispatch, ...
 	Status       string // GitHub's: requested, queued, pending, waiting, in_progress, completed
 	Conclusion   string // GitHub's, empty until completed
@@ -92,6 +94,31 @@ type VerifyResultEvent struct {
 	ResponseSeconds float64
 	Attempts        int
 	Error           string
+	// What the last attempt saw; empty in results logged before they were
+	// recorded.
+	URL        string `json:",omitempty"`
+	StatusCode int    `json:",omitempty"`
+	// Build is the commit the check looked for, empty when it looked for
+	// none; Served the commit the site showed, when it could be read, and
+	// ServedRunID the earlier run of the pipeline that built it.
+	Build       string `json:",omitempty"`
+	Served      string `json:",omitempty"`
+	ServedRunID int64  `json:",omitempty"`
+}
+
+// RecheckResultEvent is a later look at the live site for the pipeline's
+// live build (the run whose build was last verified live).
+type RecheckResultEvent struct {
+	RunID   int64
+	Success bool
+	// CheckedAt is when the answer came.
+	CheckedAt       time.Time
+	URL             string `json:",omitempty"`
+	StatusCode      int    `json:",omitempty"`
+	ResponseSeconds float64
+	Served          string `json:",omitempty"`
+	ServedRunID     int64  `json:",omitempty"`
+	Error           string `json:",omitempty"`
 }
 
 func (WorkflowRunEvent) event()     {}
@@ -99,3 +126,4 @@ func (WorkflowJobEvent) event()     {}
 func (TriggerEvent) event()         {}
 func (PagesDeploymentEvent) event() {}
 func (VerifyResultEvent) event()    {}
+func (RecheckResultEvent) event()   {}

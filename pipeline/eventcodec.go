@@ -13,6 +13,7 @@ const (
 	tagTrigger         = "trigger"
 	tagPagesDeployment = "pages_deployment"
 	tagVerifyResult    = "verify_result"
+	tagRecheckResult   = "recheck_result"
 )
 
 // taggedEvent is one Event as the delivery log stores it.
@@ -37,6 +38,8 @@ func MarshalEvents(events []Event) ([]byte, error) {
 			tag = tagPagesDeployment
 		case VerifyResultEvent:
 			tag = tagVerifyResult
+		case RecheckResultEvent:
+			tag = tagRecheckResult
 		default:
 			return nil, fmt.Errorf("encoding event %d: unknown type %T", i, ev)
 		}
@@ -69,6 +72,8 @@ func UnmarshalEvents(data []byte) ([]Event, error) {
 			events[i], err = decodeAs[PagesDeploymentEvent](te.Event)
 		case tagVerifyResult:
 			events[i], err = decodeAs[VerifyResultEvent](te.Event)
+		case tagRecheckResult:
+			events[i], err = decodeAs[RecheckResultEvent](te.Event)
 		default:
 			err = fmt.Errorf("unknown type %q", te.Type)
 		}

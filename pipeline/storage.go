@@ -31,8 +31,9 @@ type Entry struct {
 
 // Entry kinds for inputs that are not webhook deliveries.
 const (
-	KindPoll   = "poll"
-	KindVerify = "verify"
+	KindPoll    = "poll"
+	KindVerify  = "verify"
+	KindRecheck = "recheck"
 )
 
 // Result is what applying one entry did.
@@ -56,6 +57,8 @@ type Restored struct {
 	Active []*Run
 	// LastFinished holds each pipeline's latest terminal run.
 	LastFinished []*Run
+	// LastSuccess holds each pipeline's latest successful run.
+	LastSuccess []*Run
 	// MaxRunID is the highest run id ever stored, pruned runs included.
 	MaxRunID int64
 	// MaxChangeSeq is the highest change sequence ever stored.

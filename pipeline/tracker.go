@@ -72,6 +72,10 @@ type Tracker struct {
 
 	// lastFinished holds each pipeline's latest terminal run.
 	lastFinished map[string]*Run
+	// lastSuccess holds each pipeline's latest successful run: its live
+	// build, when it verified one. It may be the same *Run as
+	// lastFinished, never a second copy of it.
+	lastSuccess map[string]*Run
 
 	finished *finishedCache
 	orphans  *orphanJobs
@@ -108,6 +112,7 @@ func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 		byKey:        make(map[runKey]*tracked),
 		pending:      make(map[string][]*tracked),
 		lastFinished: make(map[string]*Run),
+		lastSuccess:  make(map[string]*Run),
 		finished:     newFinishedCache(finishedCacheSize),
 		orphans:      newOrphanJobs(orphanJobsMax, orphanJobsMaxAge),
 		pages:        newPagesBuffer(pagesBufferSize),
@@ -229,6 +234,8 @@ func (t *Tracker) Apply(ev Event) (updates []Update, reason string) {
 		reason = t.applyPages(e)
 	case VerifyResultEvent:
 		reason = t.applyVerify(e)
+	case RecheckResultEvent:
+		reason = t.applyRecheck(e)
 	default:
 		reason = fmt.Sprintf("unknown event %T", ev)
 	}
@@ -270,6 +277,13 @@ func (t *Tracker) NeedsRun(ev Event) (runID int64, attempt int, ok bool) {
 func (t *Tracker) Recall(r *Run) {
 	if r == nil || !r.Status.Terminal() || r.GitHub == nil {
 		return
+	}
+	// The Tracker's own copy of a run it still holds, so that a change
+	// made through one is not lost by saving the other.
+	for _, held := range []*Run{t.lastFinished[r.Pipeline], t.lastSuccess[r.Pipeline]} {
+		if held != nil && held.ID == r.ID {
+			r = held
+		}
 	}
 	tr := t.track(r)
 	t.learnWorkflow(tr)
@@ -423,6 +437,12 @@ func (t *Tracker) removePending(tr *tracked) {
 func (t *Tracker) recordLast(r *Run) {
 	if cur := t.lastFinished[r.Pipeline]; cur == nil || r.ID >= cur.ID {
 		t.lastFinished[r.Pipeline] = r
+	}
+	if r.Status != StatusSuccess {
+		return
+	}
+	if cur := t.lastSuccess[r.Pipeline]; cur == nil || r.ID >= cur.ID {
+		t.lastSuccess[r.Pipeline] = r
 	}
 }
 

@@ -360,6 +360,9 @@ func (t *Tracker) setGitHub(r *Run, e WorkflowRunEvent) {
 		UpdatedAt:  e.UpdatedAt,
 		Recovered:  r.GitHub.Recovered || e.Recovered,
 	}
+	if !e.HeadCommitAt.IsZero() {
+		r.GitHub.HeadCommitAt = timePtr(e.HeadCommitAt)
+	}
 	started := e.RunStartedAt
 	if started.IsZero() {
 		started = e.CreatedAt

@@ -65,6 +65,18 @@ func (t *Tracker) applyVerify(e VerifyResultEvent) string {
 		st.Status = StatusFailed
 	}
 	t.setStage(tr, i, st)
+	tr.run.Verify = &VerifyCheck{
+		URL:             e.URL,
+		StatusCode:      e.StatusCode,
+		ResponseSeconds: e.ResponseSeconds,
+		Build:           e.Build,
+		Served:          e.Served,
+		ServedRunID:     e.ServedRunID,
+		CheckedAt:       end,
+	}
+	if e.Success {
+		tr.run.Verify.VerifiedAt = timePtr(end)
+	}
 	if e.Success {
 		t.finish(tr, StatusSuccess, end, "")
 		return ""
@@ -75,4 +87,79 @@ func (t *Tracker) applyVerify(e VerifyResultEvent) string {
 	}
 	t.finish(tr, StatusFailed, end, reason)
 	return ""
+}
+
+// RestoreSuccess loads each pipeline's latest successful run after
+// Restore, so that rechecks of its live build can be applied. A run that
+// Restore already holds (the last finished one) is kept as it is.
+func (t *Tracker) RestoreSuccess(runs []*Run) {
+	for _, r := range runs {
+		if cur := t.lastSuccess[r.Pipeline]; cur != nil && cur.ID >= r.ID {
+			continue
+		}
+		t.lastSuccess[r.Pipeline] = r
+		if r.GitHub != nil {
+			tr := t.track(r)
+			t.learnWorkflow(tr)
+			t.finished.add(tr)
+		}
+	}
+}
+
+// staleAfter is how many rechecks in a row must miss the live build
+// before the pipeline is stale: one miss may be a single edge node or a
+// blip, two are a site that stopped serving it.
+const staleAfter = 2
+
+// applyRecheck records a later look at the site for the pipeline's live
+// build. A miss counts towards staleness only while no newer run of the
+// pipeline has started (a newer run replacing the build is no staleness);
+// a hit clears it.
+func (t *Tracker) applyRecheck(e RecheckResultEvent) string {
+	var r *Run
+	for _, s := range t.lastSuccess {
+		if s.ID == e.RunID {
+			r = s
+			break
+		}
+	}
+	if r == nil || r.Verify == nil || r.Verify.Build == "" {
+		return fmt.Sprintf("run %d is not the live build of its pipeline", e.RunID)
+	}
+	if r.Verify.VerifiedAt != nil && e.CheckedAt.Before(*r.Verify.VerifiedAt) {
+		return fmt.Sprintf("recheck of run %d is older than its verify check", e.RunID)
+	}
+	v := *r.Verify
+	v.CheckedAt = e.CheckedAt
+	v.URL = e.URL
+	v.StatusCode = e.StatusCode
+	v.ResponseSeconds = e.ResponseSeconds
+	v.Served = e.Served
+	v.ServedRunID = e.ServedRunID
+	v.Error = e.Error
+	switch {
+	case e.Success:
+		v.FailedRechecks = 0
+		v.Stale = false
+	case !t.newerRun(r):
+		v.FailedRechecks++
+		v.Stale = v.Stale || v.FailedRechecks >= staleAfter
+	}
+	*r.Verify = v
+	t.touch(&tracked{run: r})
+	return ""
+}
+
+// newerRun reports whether a run of r's pipeline started after r: one in
+// progress, or a later finished one.
+func (t *Tracker) newerRun(r *Run) bool {
+	if f := t.lastFinished[r.Pipeline]; f != nil && f.ID > r.ID {
+		return true
+	}
+	for _, tr := range t.active {
+		if tr.run.Pipeline == r.Pipeline && tr.run.ID > r.ID {
+			return true
+		}
+	}
+	return false
 }

@@ -96,19 +96,22 @@ type Stage struct {
 
 // GitHubRun identifies the GitHub Actions workflow run a pipeline run follows.
 type GitHubRun struct {
-	Repository string    `json:"repository,omitempty"`
-	RunID      int64     `json:"run_id"`
-	RunAttempt int       `json:"run_attempt"`
-	WorkflowID int64     `json:"workflow_id,omitempty"`
-	Workflow   string    `json:"workflow"`
-	HTMLURL    string    `json:"html_url,omitempty"`
-	HeadSHA    string    `json:"head_sha,omitempty"`
-	HeadBranch string    `json:"head_branch,omitempty"`
-	Event      string    `json:"event,omitempty"`
-	Status     string    `json:"status,omitempty"`
-	Conclusion string    `json:"conclusion,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Repository string `json:"repository,omitempty"`
+	RunID      int64  `json:"run_id"`
+	RunAttempt int    `json:"run_attempt"`
+	WorkflowID int64  `json:"workflow_id,omitempty"`
+	Workflow   string `json:"workflow"`
+	HTMLURL    string `json:"html_url,omitempty"`
+	HeadSHA    string `json:"head_sha,omitempty"`
+	HeadBranch string `json:"head_branch,omitempty"`
+	// HeadCommitAt is the head commit's own time (GitHub's
+	// head_commit.timestamp): where DORA's lead time starts.
+	HeadCommitAt *time.Time `json:"head_commit_timestamp,omitempty"`
+	Event        string     `json:"event,omitempty"`
+	Status       string     `json:"status,omitempty"`
+	Conclusion   string     `json:"conclusion,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 	// Recovered is set once a workflow_run or workflow_job delivery of this
 	// run was read back from GitHub's record of its hook's deliveries
 	// rather than received.
@@ -156,12 +159,49 @@ type Run struct {
 	Pages           *PagesDeployment `json:"pages,omitempty"`
 	Stages          []Stage          `json:"stages"`
 	Error           string           `json:"error,omitempty"`
+	// Verify is what the live site showed: at the verify stage, then, for
+	// the pipeline's live build, at each recheck. Nil until verify ran.
+	Verify *VerifyCheck `json:"verify,omitempty"`
 	// SeenAt is when the exporter first saw this run, on its own clock;
 	// dispatch_timeout and timeout are measured from it.
 	SeenAt time.Time `json:"seen_at"`
 	// ChangeSeq numbers the run's latest committed change; every change of
 	// any run gets the next number (the id of its live event).
 	ChangeSeq int64 `json:"-"`
+}
+
+// VerifyCheck is the latest look at the live site for a run: its verify
+// check, or for the pipeline's live build the latest recheck.
+type VerifyCheck struct {
+	URL             string  `json:"url"`
+	StatusCode      int     `json:"status_code,omitempty"`
+	ResponseSeconds float64 `json:"response_seconds"`
+	// Build is the commit the check looked for; empty when the pipeline
+	// checks only that the site answers.
+	Build string `json:"build,omitempty"`
+	// Served is the commit the site showed, when it could be read;
+	// ServedRunID the exporter's run that built it, when known.
+	Served      string `json:"served,omitempty"`
+	ServedRunID int64  `json:"served_run_id,omitempty"`
+	// CheckedAt is when the site was last looked at.
+	CheckedAt time.Time `json:"checked_at"`
+	// VerifiedAt is when the build was first seen live (the verify
+	// stage's success); zero for a failed check.
+	VerifiedAt *time.Time `json:"verified_at,omitempty"`
+	// FailedRechecks counts the rechecks in a row that did not find the
+	// build live while no newer run of the pipeline had started.
+	FailedRechecks int `json:"failed_rechecks,omitempty"`
+	// Stale is set once two rechecks in a row did not find the build, and
+	// cleared by a recheck that finds it.
+	Stale bool `json:"stale,omitempty"`
+	// Error says why the latest recheck did not find the build.
+	Error string `json:"error,omitempty"`
+}
+
+// Live reports whether the run's build was verified live: it succeeded
+// with a verify check that looked for its build.
+func (r *Run) Live() bool {
+	return r.Status == StatusSuccess && r.Verify != nil && r.Verify.Build != "" && r.Verify.VerifiedAt != nil
 }
 
 // Clone returns a deep copy of r, safe to hand to another goroutine.
@@ -172,6 +212,10 @@ func (r *Run) Clone() *Run {
 	if r.GitHub != nil {
 		g := *r.GitHub
 		c.GitHub = &g
+	}
+	if r.Verify != nil {
+		v := *r.Verify
+		c.Verify = &v
 	}
 	if r.Pages != nil {
 		p := *r.Pages

@@ -385,6 +385,7 @@ func runEvent(repo string, r *workflowRun) pipeline.WorkflowRunEvent {
 		CreatedAt:    r.GetCreatedAt().Time,
 		UpdatedAt:    r.GetUpdatedAt().Time,
 		RunStartedAt: r.GetRunStartedAt().Time,
+		HeadCommitAt: r.GetHeadCommit().GetTimestamp().Time,
 	}
 }
 

@@ -52,6 +52,7 @@ func TestGitHubPolledRunBecomesWebhookEvents(t *testing.T) {
 			CreatedAt:    at("2020-01-22T19:33:08Z"),
 			UpdatedAt:    at("2020-01-22T19:33:08Z"),
 			RunStartedAt: at("2020-01-22T19:33:08Z"),
+			HeadCommitAt: at("2020-01-22T19:33:05Z"),
 		},
 		pipeline.WorkflowJobEvent{
 			Repository:   testRepo,

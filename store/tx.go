@@ -288,6 +288,9 @@ func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	if r.LastFinished, err = lastRuns(ctx, s.rdb, `status NOT IN `+activeStatuses); err != nil {
 		return nil, err
 	}
+	if r.LastSuccess, err = lastRuns(ctx, s.rdb, `status = '`+string(pipeline.StatusSuccess)+`'`); err != nil {
+		return nil, err
+	}
 	// sqlite_sequence remembers the highest id ever stored, also after
 	// pruning, so the Tracker never reuses an id.
 	if err := s.rdb.QueryRowContext(ctx, `SELECT

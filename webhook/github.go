@@ -121,6 +121,9 @@ type workflowRunPayload struct {
 		CreatedAt    *time.Time `json:"created_at"`
 		UpdatedAt    *time.Time `json:"updated_at"`
 		RunStartedAt *time.Time `json:"run_started_at"`
+		HeadCommit   *struct {
+			Timestamp *time.Time `json:"timestamp"`
+		} `json:"head_commit"`
 	} `json:"workflow_run"`
 	Repository repositoryPayload `json:"repository"`
 }
@@ -146,6 +149,12 @@ func parseWorkflowRun(body []byte, deliveryID string, now time.Time) ([]pipeline
 	); err != nil {
 		return nil, err
 	}
+	// A commit's time is its author's clock, which may be anything: one
+	// outside the allowed range is left out (no lead time), not refused.
+	var commitTime time.Time
+	if run.HeadCommit != nil && checkTime("workflow_run.head_commit.timestamp", run.HeadCommit.Timestamp, now) == nil {
+		commitTime = value(run.HeadCommit.Timestamp)
+	}
 	return []pipeline.Event{pipeline.WorkflowRunEvent{
 		Repository:   p.Repository.FullName,
 		RunID:        run.ID,
@@ -162,6 +171,7 @@ func parseWorkflowRun(body []byte, deliveryID string, now time.Time) ([]pipeline
 		CreatedAt:    value(run.CreatedAt),
 		UpdatedAt:    value(run.UpdatedAt),
 		RunStartedAt: value(run.RunStartedAt),
+		HeadCommitAt: commitTime,
 		DeliveryID:   deliveryID,
 	}}, nil
 }

@@ -45,6 +45,7 @@ func TestGitHubEvents(t *testing.T) {
 			CreatedAt:    mustTime(t, "2020-10-05T16:33:24Z"),
 			UpdatedAt:    mustTime(t, "2020-10-05T16:33:49Z"),
 			RunStartedAt: mustTime(t, "2020-10-05T16:33:49Z"),
+			HeadCommitAt: mustTime(t, "2020-10-05T16:32:07Z"),
 			DeliveryID:   "delivery-1",
 		}}},
 		{"workflow_run", "github/workflow_run/requested.json", []pipeline.Event{pipeline.WorkflowRunEvent{
@@ -61,6 +62,7 @@ func TestGitHubEvents(t *testing.T) {
 			CreatedAt:    mustTime(t, "2020-10-05T16:33:24Z"),
 			UpdatedAt:    mustTime(t, "2020-10-05T16:33:24Z"),
 			RunStartedAt: mustTime(t, "2020-10-05T16:33:49Z"),
+			HeadCommitAt: mustTime(t, "2020-10-05T16:32:07Z"),
 			DeliveryID:   "delivery-1",
 		}}},
 		{"workflow_job", "github/workflow_job/completed.failure.with-organization.json", []pipeline.Event{pipeline.WorkflowJobEvent{
@@ -268,6 +270,7 @@ func TestDecodeMatchesGoGitHub(t *testing.T) {
 					CreatedAt:    ts(run.CreatedAt),
 					UpdatedAt:    ts(run.UpdatedAt),
 					RunStartedAt: ts(run.RunStartedAt),
+					HeadCommitAt: ts(run.GetHeadCommit().Timestamp),
 					DeliveryID:   "d",
 				}}
 			case *github.WorkflowJobEvent:

@@ -267,6 +267,9 @@ func (s *Store) restore(ctx context.Context, q querier) (*pipeline.Restored, err
 		if sum.LastFinished != nil {
 			r.LastFinished = append(r.LastFinished, sum.LastFinished)
 		}
+		if sum.LastSuccess != nil {
+			r.LastSuccess = append(r.LastSuccess, sum.LastSuccess)
+		}
 	}
 	return &r, nil
 }

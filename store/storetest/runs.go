@@ -262,6 +262,11 @@ func testRestore(t *testing.T, h *harness) {
 	if got := byPipeline(r.LastFinished); !reflect.DeepEqual(got, map[string]int64{"site": 2, "docs": 4}) {
 		t.Errorf("LastFinished %v", got)
 	}
+	// The live build of site is its last success, older than its last
+	// finished run; docs has no success.
+	if got := byPipeline(r.LastSuccess); !reflect.DeepEqual(got, map[string]int64{"site": 1}) {
+		t.Errorf("LastSuccess %v, want site 1", got)
+	}
 	if !reflect.DeepEqual(r.Held, held) {
 		t.Errorf("Held:\n got %+v\nwant %+v", r.Held, held)
 	}
