@@ -36,6 +36,11 @@ type tracked struct {
 	// jobCreated orders job stages by job creation; the Stage has no field
 	// for it.
 	jobCreated map[int64]time.Time
+	// deadline is when the run times out, as the Tracker's deadlines heap
+	// last placed it; heapIndex is its place there, -1 when it is not in
+	// the heap.
+	deadline  time.Time
+	heapIndex int
 }
 
 func (tr *tracked) key() (runKey, bool) {
@@ -69,6 +74,8 @@ type Tracker struct {
 	byKey map[runKey]*tracked
 	// pending holds each pipeline's unclaimed runs, oldest first.
 	pending map[string][]*tracked
+	// deadlines orders the active runs that can time out by deadline.
+	deadlines deadlines
 
 	// lastFinished holds each pipeline's latest terminal run.
 	lastFinished map[string]*Run
@@ -144,6 +151,7 @@ func (t *Tracker) SetSpecs(specs []Spec) {
 		if s := t.spec(tr.run.Pipeline); s != nil {
 			tr.spec = *s
 		}
+		t.schedule(tr)
 	}
 }
 
@@ -176,6 +184,7 @@ func (t *Tracker) Restore(active, lastFinished []*Run, maxID int64, held []HeldJ
 		if r.Status == StatusPending {
 			t.pending[r.Pipeline] = append(t.pending[r.Pipeline], tr)
 		}
+		t.schedule(tr)
 	}
 	for _, r := range lastFinished {
 		t.lastID = max(t.lastID, r.ID)
@@ -200,7 +209,7 @@ func (t *Tracker) track(r *Run) *tracked {
 	if r.GitHub != nil {
 		r.GitHub.RunAttempt = attemptOf(r.GitHub.RunAttempt)
 	}
-	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time)}
+	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time), heapIndex: -1}
 	if s := t.spec(r.Pipeline); s != nil {
 		tr.spec = *s
 	} else {
@@ -304,29 +313,12 @@ func (t *Tracker) Expire() []Update {
 	t.changes = t.changes[:0]
 	now := t.now()
 	t.orphans.expire(now)
-	var due []*tracked
-	for _, tr := range t.active {
-		if d, ok := deadline(tr); ok && !d.After(now) {
-			due = append(due, tr)
-		}
-	}
+	due := t.popDue(now)
 	slices.SortFunc(due, func(a, b *tracked) int { return cmp.Compare(a.run.ID, b.run.ID) })
 	for _, tr := range due {
 		t.timeOut(tr, now)
 	}
 	return t.updates()
-}
-
-// NextDeadline returns the earliest time at which Expire has work to do.
-func (t *Tracker) NextDeadline() (time.Time, bool) {
-	var next time.Time
-	found := false
-	for _, tr := range t.active {
-		if d, ok := deadline(tr); ok && (!found || d.Before(next)) {
-			next, found = d, true
-		}
-	}
-	return next, found
 }
 
 // deadline is when a run times out: dispatch_timeout while it is pending,
@@ -368,7 +360,7 @@ func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
 		CreatedAt: at,
 		SeenAt:    t.now(),
 	}
-	tr := &tracked{run: r, spec: *spec, jobCreated: make(map[int64]time.Time)}
+	tr := &tracked{run: r, spec: *spec, jobCreated: make(map[int64]time.Time), heapIndex: -1}
 	t.active[r.ID] = tr
 	t.touch(tr)
 	t.addStage(tr, 0, Stage{Name: StageTrigger, Status: StatusSuccess, StartedAt: timePtr(at), FinishedAt: timePtr(at)})
@@ -414,6 +406,7 @@ func (t *Tracker) finish(tr *tracked, status Status, at time.Time, reason string
 		t.finished.add(tr)
 	}
 	t.removePending(tr)
+	t.schedule(tr)
 	t.recordLast(r)
 	t.touch(tr).finished = true
 }
@@ -489,6 +482,9 @@ func (t *Tracker) updates() []Update {
 	}
 	ups := make([]Update, len(t.changes))
 	for i, c := range t.changes {
+		// A change may have moved the run's deadline (claimed, so no
+		// longer waiting for dispatch) or opened the run.
+		t.schedule(c.tr)
 		r := c.tr.run.Clone()
 		u := Update{Run: r, Finished: c.finished, StartVerify: c.startVerify}
 		for _, ref := range c.stages {
