@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -155,7 +156,7 @@ func TestPagesAndLiveEvents(t *testing.T) {
 	cfg := writeConfig(t, coreConfig)
 	data := filepath.Join(t.TempDir(), "data")
 	const external = "http://ops.example.test/pipelines/"
-	args := []string{"--storage.retention=0", "--web.external-url=" + external, "--web.max-event-streams=3"}
+	args := []string{"--storage.retention=0", "--web.external-url=" + external, "--web.max-event-streams=12"}
 	e := startExporter(t, cfg, data, args...)
 
 	live := e.openEvents("")
@@ -240,13 +241,14 @@ func TestPagesAndLiveEvents(t *testing.T) {
 		t.Fatalf("resumed event = %s %+v, want %s success", ev.id, r, done.id)
 	}
 	resumed.quiet(300 * time.Millisecond)
-	// An id past the newest counts as 0: everything is sent.
+	// An id past the newest starts from the newest, like no id: nothing
+	// is replayed.
 	future := e.openEvents(strconv.FormatInt(doneID+1000, 10))
-	if ev, _ := future.next(); ev.id != done.id {
-		t.Fatalf("event after a future id = %s, want %s", ev.id, done.id)
-	}
+	future.quiet(300 * time.Millisecond)
 
-	// Three streams are open: a fourth is refused.
+	// Three streams are open from 127.0.0.1, a quarter of the twelve: a
+	// fourth from the same address is refused, one from another address
+	// is served.
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(e.url + "/api/events")
 	if err != nil {
@@ -256,8 +258,23 @@ func TestPagesAndLiveEvents(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("fourth stream = %d, want 503", resp.StatusCode)
 	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")},
+	}).DialContext}}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url+"/api/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = other.Do(req)
+	if err != nil {
+		t.Fatalf("stream from 127.0.0.2: %v", err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream from 127.0.0.2 = %d, want 200", resp.StatusCode)
+	}
 	// Streams are not in the request-duration histogram.
-	if m := string(e.get("/metrics").body); strings.Contains(m, `handler="events"`) || !strings.Contains(m, "pipeline_exporter_event_streams 3") {
+	if m := string(e.get("/metrics").body); strings.Contains(m, `handler="events"`) || !strings.Contains(m, "pipeline_exporter_event_streams 4") {
 		t.Errorf("metrics: streams in the latency histogram or not counted")
 	}
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -41,6 +42,16 @@ const (
 	// writeTimeout bounds one write to a client; a client that takes longer
 	// to accept an event or a heartbeat is dropped.
 	writeTimeout = 10 * time.Second
+	// maxReplay is how many of the latest change sequences a resume may
+	// replay: a client that was away longer gets the runs changed in the
+	// last maxReplay changes (the API has the older history). Without a
+	// bound, a resume from id 0 replayed all 40,017 runs of a history (45
+	// MB) per connection, and a client reconnecting in a loop raised
+	// webhook p99 69-fold.
+	maxReplay = 1000
+	// clientShare is the share of the streams one client address may hold:
+	// never-reading streams from one address cannot keep everyone else out.
+	clientShare = 4
 )
 
 // event is one encoded `run` event, shared by every stream that sends it.
@@ -64,6 +75,8 @@ type hub struct {
 	encode    func(*pipeline.Run) ([]byte, error)
 	logger    *slog.Logger
 	maxStream int
+	// maxClient is how many streams one client address may hold.
+	maxClient int
 
 	wake chan struct{}
 	// ctx is cancelled by close: the hub stops, and every stream with it.
@@ -77,6 +90,8 @@ type hub struct {
 	// meaningful only while subs is not empty.
 	cursor int64
 	open   int // streams being served, catching up or live
+	// byClient counts the open streams of each client address.
+	byClient map[string]int
 	// failing is set while the hub's reads fail, so a store outage is
 	// logged once, not every poll.
 	failing bool
@@ -92,6 +107,8 @@ func newHub(h pipeline.History, encode func(*pipeline.Run) ([]byte, error), maxS
 		encode:    encode,
 		logger:    logger,
 		maxStream: maxStreams,
+		maxClient: max(1, maxStreams/clientShare),
+		byClient:  map[string]int{},
 		wake:      make(chan struct{}, 1),
 		ctx:       ctx,
 		close:     cancel,
@@ -224,27 +241,47 @@ func (b *hub) send(ev event) {
 	}
 }
 
-// acquire takes one of the stream slots; false when all are taken or the
-// hub is closed.
-func (b *hub) acquire() bool {
+// acquire takes one of the stream slots for client; it says why not when
+// all are taken, client holds its share already, or the hub is closed.
+func (b *hub) acquire(client string) (refused string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.ctx.Err() != nil || b.open >= b.maxStream {
-		return false
+	switch {
+	case b.ctx.Err() != nil:
+		return "shutting down"
+	case b.open >= b.maxStream:
+		return "too many event streams"
+	case b.byClient[client] >= b.maxClient:
+		return "too many event streams from " + client
 	}
 	b.open++
+	b.byClient[client]++
 	b.openGauge.Set(float64(b.open))
-	return true
+	return ""
 }
 
-func (b *hub) release(s *subscriber) {
+func (b *hub) release(client string, s *subscriber) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.open--
+	if b.byClient[client]--; b.byClient[client] == 0 {
+		delete(b.byClient, client)
+	}
 	b.openGauge.Set(float64(b.open))
 	if s != nil {
 		delete(b.subs, s)
 	}
+}
+
+// clientAddress is the address a stream counts against: the peer's IP,
+// never a header a client can set (X-Forwarded-For). Behind a reverse
+// proxy every client shares the proxy's address.
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // subscribe registers s as having sent every change up to sent. It fails
@@ -264,13 +301,14 @@ func (b *hub) subscribe(s *subscriber, sent int64) bool {
 
 // serve is GET /api/events.
 func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
-	if !b.acquire() {
+	client := clientAddress(r)
+	if refused := b.acquire(client); refused != "" {
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "too many event streams", http.StatusServiceUnavailable)
+		http.Error(w, refused, http.StatusServiceUnavailable)
 		return
 	}
 	var sub *subscriber
-	defer func() { b.release(sub) }()
+	defer func() { b.release(client, sub) }()
 
 	rc := http.NewResponseController(w)
 	h := w.Header()
@@ -288,8 +326,7 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	defer context.AfterFunc(b.ctx, cancel)()
 
-	id, given := lastEventID(r)
-	sent, err := b.resumePoint(ctx, id, given)
+	sent, err := b.resumePoint(ctx, lastEventID(r))
 	if err != nil {
 		b.logger.Warn("Reading the history for a live-event stream failed", "err", err)
 		return
@@ -339,21 +376,19 @@ func (b *hub) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // resumePoint turns the client's last event id into the sequence to send
-// changes after: an id newer than the newest change counts as 0 (the
-// store was replaced, or the id is made up), so the client misses nothing.
-func (b *hub) resumePoint(ctx context.Context, id int64, given bool) (int64, error) {
+// changes after. No id, a bad one (-1 from lastEventID) or one newer than
+// the newest change (the store was replaced, or the id is made up) start
+// from the newest change: a bad id never costs a replay of the history. A
+// good one replays at most the last maxReplay changes.
+func (b *hub) resumePoint(ctx context.Context, id int64) (int64, error) {
 	last, err := b.history.LastChange(ctx)
 	if err != nil {
 		return 0, err
 	}
-	switch {
-	case !given:
-		// A new client follows what changes from now on.
+	if id < 0 || id > last {
 		return last, nil
-	case id > last:
-		return 0, nil
 	}
-	return id, nil
+	return max(id, last-maxReplay), nil
 }
 
 // catchUp sends every run whose latest change is after sent, in change
@@ -384,21 +419,18 @@ func (b *hub) catchUp(ctx context.Context, st *stream, sent int64) (int64, error
 }
 
 // lastEventID reads Last-Event-ID (an EventSource reconnecting) or
-// ?last_event_id= (a page's first connect); anything that is not a
-// non-negative number counts as 0.
-func lastEventID(r *http.Request) (id int64, given bool) {
+// ?last_event_id= (a page's first connect); -1 when there is none or it is
+// not a non-negative number that fits an int64.
+func lastEventID(r *http.Request) int64 {
 	s := r.Header.Get("Last-Event-ID")
 	if s == "" {
 		s = r.URL.Query().Get("last_event_id")
 	}
-	if s == "" {
-		return 0, false
-	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
-		return 0, true
+		return -1
 	}
-	return n, true
+	return n
 }
 
 // stream writes to one client, each write bounded by writeTimeout in place

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -32,6 +33,20 @@ type sseClient struct {
 
 func openStream(t *testing.T, srv *httptest.Server, path string, header http.Header) *sseClient {
 	t.Helper()
+	return openStreamWith(t, srv, srv.Client(), path, header)
+}
+
+// clientFrom returns a client of srv whose connections come from ip, a
+// loopback address other than 127.0.0.1 for a second client.
+func clientFrom(srv *httptest.Server, ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = d.DialContext
+	return &http.Client{Transport: tr}
+}
+
+func openStreamWith(t *testing.T, srv *httptest.Server, client *http.Client, path string, header http.Header) *sseClient {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +54,7 @@ func openStream(t *testing.T, srv *httptest.Server, path string, header http.Hea
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +184,9 @@ func newTestWeb(t *testing.T, h pipeline.History, o Options) (*Web, *httptest.Se
 
 // TestEventsResume checks what a stream sends first: one event per run
 // changed after the client's last event id, in change order, the run's
-// latest state only; a client with no id starts at the newest change.
+// latest state only; a client with no id, or an id that is not a
+// non-negative number no newer than the newest change, starts at the
+// newest change.
 func TestEventsResume(t *testing.T) {
 	h := newMemHistory()
 	h.commit(testRun(1, pipeline.StatusPending)) // 1
@@ -193,9 +210,14 @@ func TestEventsResume(t *testing.T) {
 		{name: "header wins over query", path: "/api/events?last_event_id=1", header: "5", want: all[2:]},
 		{name: "intermediate id", path: "/api/events?last_event_id=3", want: all},
 		{name: "newest", path: "/api/events?last_event_id=6"},
-		{name: "newer than newest", path: "/api/events?last_event_id=7", want: all},
-		{name: "not a number", path: "/api/events?last_event_id=abc", want: all},
-		{name: "negative", header: "-3", path: "/api/events", want: all},
+		{name: "zero", path: "/api/events?last_event_id=0", want: all},
+		{name: "newer than newest", path: "/api/events?last_event_id=7"},
+		{name: "not a number", path: "/api/events?last_event_id=abc"},
+		{name: "negative", header: "-1", path: "/api/events"},
+		{name: "past int64", header: "9223372036854775808", path: "/api/events"},
+		{name: "10 KB", header: strings.Repeat("1", 10<<10), path: "/api/events"},
+		{name: "bad header, good query", header: "abc", path: "/api/events?last_event_id=0"},
+		{name: "bad escape", path: "/api/events?last_event_id=%ZZ"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := http.Header{}
@@ -212,6 +234,27 @@ func TestEventsResume(t *testing.T) {
 			}
 			c.quiet(t, 100*time.Millisecond)
 		})
+	}
+}
+
+// TestEventsReplayBound checks that a resume from an old id replays only
+// the runs changed in the last maxReplay changes, however long the history.
+func TestEventsReplayBound(t *testing.T) {
+	h := newMemHistory()
+	const runs = maxReplay + 200
+	for id := range int64(runs) {
+		h.commit(testRun(id+1, pipeline.StatusSuccess))
+	}
+	_, srv := newTestWeb(t, h, Options{})
+	for _, id := range []string{"0", "150"} {
+		c := openStream(t, srv, "/api/events?last_event_id="+id, nil)
+		for i := range maxReplay {
+			ev := c.next(t)
+			if want := fmt.Sprint(runs - maxReplay + 1 + i); ev.id != want {
+				t.Fatalf("resume from %s: event %d has id %s, want %s", id, i, ev.id, want)
+			}
+		}
+		c.quiet(t, 200*time.Millisecond)
 	}
 }
 
@@ -304,23 +347,26 @@ func TestEventsHeartbeat(t *testing.T) {
 	}
 }
 
-// TestEventsCap checks the cap on concurrent streams and that a closed
-// stream frees its slot.
+// TestEventsCap checks the cap on concurrent streams (from as many client
+// addresses, each within its share) and that a closed stream frees its
+// slot.
 func TestEventsCap(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	w, srv := newTestWeb(t, newMemHistory(), Options{MaxStreams: 2, Registerer: reg})
 	a := openStream(t, srv, "/api/events", nil)
-	openStream(t, srv, "/api/events", nil)
+	openStreamWith(t, srv, clientFrom(srv, "127.0.0.2"), "/api/events", nil)
 	if n := testutil.ToFloat64(w.hub.openGauge); n != 2 {
 		t.Fatalf("open streams = %v", n)
 	}
-	resp, err := srv.Client().Get(srv.URL + "/api/events")
+	resp, err := clientFrom(srv, "127.0.0.3").Get(srv.URL + "/api/events")
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("third stream = %d, want 503 with Retry-After", resp.StatusCode)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		strings.TrimSpace(string(body)) != "too many event streams" {
+		t.Fatalf("third stream = %d %q, want 503 with Retry-After", resp.StatusCode, body)
 	}
 	a.resp.Body.Close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -337,6 +383,43 @@ func TestEventsCap(t *testing.T) {
 pipeline_exporter_event_streams 2
 `), "pipeline_exporter_event_streams"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEventsClientShare checks that one client address holds at most a
+// quarter of the streams while another address still gets one, and that
+// the address is the peer's, whatever X-Forwarded-For says.
+func TestEventsClientShare(t *testing.T) {
+	_, srv := newTestWeb(t, newMemHistory(), Options{MaxStreams: 8})
+	from := func(ip string) *http.Client { return clientFrom(srv, ip) }
+	get := func(c *http.Client, header http.Header) *http.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/api/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = header
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	one := from("127.0.0.1")
+	for i := range 2 {
+		if resp := get(one, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d of 127.0.0.1 = %d", i+1, resp.StatusCode)
+		}
+	}
+	resp := get(one, http.Header{"X-Forwarded-For": {"192.0.2.7"}})
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		!strings.Contains(string(body), "from 127.0.0.1") {
+		t.Fatalf("third stream of 127.0.0.1 = %d %q, want 503 naming the address", resp.StatusCode, body)
+	}
+	if resp := get(from("127.0.0.2"), nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream of 127.0.0.2 = %d, want 200", resp.StatusCode)
 	}
 }
 

@@ -75,7 +75,7 @@ func run(args []string) int {
 		Envar("PIPELINE_EXPORTER_STORAGE_URL").Default("").StringVar(&f.storageURL)
 	app.Flag("web.external-url", "The URL under which users reach the exporter (for example behind a reverse proxy); makes the links in alerts and the run JSON's page_url absolute.").
 		Default("").StringVar(&f.externalURL)
-	app.Flag("web.max-event-streams", "Concurrent /api/events streams; past it new streams are answered 503.").
+	app.Flag("web.max-event-streams", "Concurrent /api/events streams, a quarter of them per client address; past it new streams are answered 503.").
 		Default("100").IntVar(&f.maxEventStreams)
 	app.Flag("storage.max-records", "Runs kept in the history; the oldest are deleted past this (0 keeps all).").
 		Default("100000").IntVar(&f.maxRecords)
