@@ -127,12 +127,49 @@ func TestBackupWhileRunning(t *testing.T) {
 	if out, err := exec.Command(exporterBinary(t), "backup", "--storage.path="+data, "--to="+dst).CombinedOutput(); err != nil {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file mode = %v (%v), want 0600: it holds raw deliveries", fi.Mode().Perm(), err)
+	}
 	if out, err := exec.Command(exporterBinary(t), "backup", "--storage.path="+data, "--to="+dst).CombinedOutput(); err == nil {
 		t.Fatalf("a second backup over the first succeeded:\n%s", out)
 	}
 	r := startExporter(t, cfg, restored, "--storage.retention=0")
 	if runs := r.allRuns(""); len(runs) != 1 || runs[0].GitHub.RunID != exampleRunID {
 		t.Fatalf("restored history = %+v", runs)
+	}
+}
+
+// TestStorageFlagMistakes: the two storage mistakes an operator makes say
+// what to do instead, and change nothing.
+func TestStorageFlagMistakes(t *testing.T) {
+	cfg := writeConfig(t, coreConfig)
+	// Nothing listens there: neither command may get as far as connecting.
+	const url = "postgres://pipeline_exporter@127.0.0.1:1/pipeline_exporter"
+	dst := filepath.Join(t.TempDir(), "backup.db")
+	tests := []struct {
+		name string
+		args []string
+		env  string
+		want string
+	}{
+		{"both storage flags", []string{"--config.file=" + cfg, "--storage.path=" + t.TempDir(), "--storage.url=" + url}, "",
+			"drop --storage.path to keep the history in PostgreSQL"},
+		{"backup of PostgreSQL", []string{"backup", "--storage.url=" + url, "--to=" + dst}, "", "back it up with pg_dump"},
+		{"backup with the URL in the environment", []string{"backup", "--to=" + dst}, "PIPELINE_EXPORTER_STORAGE_URL=" + url, "back it up with pg_dump"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(exporterBinary(t), tt.args...)
+			cmd.Env = append(os.Environ(), tt.env)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), tt.want) {
+				t.Fatalf("err %v, output:\n%s\nwant exit 1 and %q", err, out, tt.want)
+			}
+			if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s exists after the refusal (%v)", dst, err)
+			}
+		})
 	}
 }
 

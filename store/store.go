@@ -426,21 +426,33 @@ func BackupDir(ctx context.Context, dir, dst string) error {
 }
 
 func backup(ctx context.Context, path, dst string) error {
-	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("store: backup %s already exists", dst)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("store: backup: %w", err)
-	}
 	// SQLite says only "unable to open database file (14)" for a folder
 	// that is missing or not writable.
 	if fi, err := os.Stat(filepath.Dir(dst)); err != nil || !fi.IsDir() {
 		return fmt.Errorf("store: backup: the folder %s does not exist; create it first", filepath.Dir(dst))
+	}
+	// The copy holds raw deliveries: it is created here, empty and 0600,
+	// and VACUUM INTO (which accepts an empty file) fills it; SQLite would
+	// create it 0644.
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return fmt.Errorf("store: backup %s already exists", dst)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("store: backup to %s: cannot create the file there (permission denied)", dst)
+	case err != nil:
+		return fmt.Errorf("store: backup: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("store: backup: %w", err)
 	}
 	// VACUUM INTO only reads one snapshot, so in WAL mode ingest goes on.
 	// It needs a connection of its own: the read pool is query_only, which
 	// VACUUM INTO refuses, and the writer's one connection must stay free.
 	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
+		os.Remove(dst)
 		return fmt.Errorf("store: backup: %w", err)
 	}
 	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, dst)

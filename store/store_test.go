@@ -840,6 +840,13 @@ func TestBackupDirWhileOpen(t *testing.T) {
 	if err := BackupDir(context.Background(), dir, dst); err != nil {
 		t.Fatalf("BackupDir: %v", err)
 	}
+	// It holds raw deliveries: only its owner may read it.
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup file mode = %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+	if err := BackupDir(context.Background(), dir, dst); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("a second backup to the same file = %v, want already exists", err)
+	}
 	if err := BackupDir(context.Background(), t.TempDir(), filepath.Join(t.TempDir(), "x.db")); err == nil || !strings.Contains(err.Error(), FileName) {
 		t.Errorf("BackupDir of an empty directory = %v, want an error naming %s", err, FileName)
 	}

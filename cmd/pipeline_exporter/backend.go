@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -63,7 +63,7 @@ func openBackend(ctx context.Context, f flags, logger *slog.Logger) (backend, er
 		return sqliteBackend{st}, nil
 	}
 	if f.storagePathSet {
-		return nil, fmt.Errorf("both --storage.path and --storage.url are set: the history is either in SQLite under --storage.path or in PostgreSQL at --storage.url")
+		return nil, errBothStorages
 	}
 	logger.Info("Connecting to PostgreSQL", "url", postgres.Redacted(f.storageURL))
 	st, err := postgres.OpenRetry(ctx, f.storageURL, postgres.Options(opts))
@@ -72,6 +72,9 @@ func openBackend(ctx context.Context, f flags, logger *slog.Logger) (backend, er
 	}
 	return &postgresBackend{Store: st}, nil
 }
+
+// errBothStorages says which flag to drop when both stores are named.
+var errBothStorages = errors.New("both --storage.path and --storage.url are set: drop --storage.path to keep the history in PostgreSQL at --storage.url (several replicas), or drop --storage.url (and unset PIPELINE_EXPORTER_STORAGE_URL) to keep it in SQLite under --storage.path")
 
 // sqliteBackend is the embedded default: one process, which always leads.
 type sqliteBackend struct{ *store.Store }

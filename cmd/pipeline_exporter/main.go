@@ -55,9 +55,9 @@ type flags struct {
 	shutdownTimeout time.Duration
 }
 
-func run(args []string) int {
-	var f flags
-	app := kingpin.New(exporterName, "Prometheus exporter that follows a publish from its trigger through GitHub Actions and Cloudflare Pages to the live site.")
+// newApp declares every flag and command; --help lists each of them.
+func newApp(f *flags) (app *kingpin.Application, serve, backup *kingpin.CmdClause) {
+	app = kingpin.New(exporterName, "Prometheus exporter that follows a publish from its trigger through GitHub Actions and Cloudflare Pages to the live site.")
 	app.Flag("config.file", "Pipeline exporter configuration file.").
 		Envar("MONITORING_CONFIG").Default("pipeline_exporter.yml").StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration file and exit with 0 (valid) or 1.").
@@ -82,15 +82,20 @@ func run(args []string) int {
 	app.Flag("storage.retention", "How long runs and raw deliveries are kept (0 keeps them forever).").
 		Default("90d").SetValue(&f.retention)
 	app.Flag("web.shutdown-timeout", "How long a SIGTERM waits for in-flight requests before closing the store.").
-		Default("30s").Hidden().DurationVar(&f.shutdownTimeout)
+		Default("30s").DurationVar(&f.shutdownTimeout)
 	promslogflag.AddFlags(app, &f.promslogConfig)
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
 
-	serveCmd := app.Command("serve", "Run the exporter (the default command).").Default()
-	backupCmd := app.Command("backup", "Write an online, consistent copy of the run history to a file; safe while the exporter runs.")
-	backupCmd.Flag("to", "Backup file to create (must not exist).").Required().StringVar(&f.backupTo)
+	serve = app.Command("serve", "Run the exporter (the default command).").Default()
+	backup = app.Command("backup", "Write an online, consistent copy of the run history to a file; safe while the exporter runs.")
+	backup.Flag("to", "Backup file to create (must not exist).").Required().StringVar(&f.backupTo)
+	return app, serve, backup
+}
 
+func run(args []string) int {
+	var f flags
+	app, serveCmd, backupCmd := newApp(&f)
 	cmd, err := app.Parse(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", exporterName, err)
@@ -131,6 +136,12 @@ func run(args []string) int {
 }
 
 func runBackup(f flags, logger *slog.Logger) int {
+	if f.storageURL != "" {
+		// PIPELINE_EXPORTER_STORAGE_URL counts too: in a container that has
+		// it, the SQLite path is not where the history is.
+		logger.Error("Backup failed", "err", errBackupPostgres)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := store.BackupDir(ctx, f.storagePath, f.backupTo); err != nil {
@@ -140,6 +151,9 @@ func runBackup(f flags, logger *slog.Logger) int {
 	logger.Info("Backup written", "file", f.backupTo)
 	return 0
 }
+
+// errBackupPostgres is backup's answer for a history in PostgreSQL.
+var errBackupPostgres = errors.New("backup copies the SQLite history under --storage.path; with --storage.url (or PIPELINE_EXPORTER_STORAGE_URL) the history is in PostgreSQL: back it up with pg_dump, for example pg_dump --format=custom --file=pipeline.dump \"$PIPELINE_EXPORTER_STORAGE_URL\"")
 
 // newRegistry returns the registry of everything /metrics shows, with the
 // Go, process and build-info collectors every Prometheus exporter has.
