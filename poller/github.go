@@ -123,36 +123,14 @@ func NewGitHub(opts GitHubOptions, sink Sink, reg prometheus.Registerer, logger 
 		window = DefaultBackfillWindow
 	}
 	m := newMetrics(reg)
-
-	var hc http.Client
-	if opts.HTTPClient != nil {
-		hc = *opts.HTTPClient
-	}
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	api := &apiTransport{next: base, source: sourceGitHub, token: token, now: now, metrics: m, trackRate: true}
-	cache := newConditionalTransport(api)
-	hc.Transport = cache
-
-	client := github.NewClient(&hc)
-	var initErr error
-	if opts.APIURL != "" {
-		u, err := url.Parse(strings.TrimSuffix(opts.APIURL, "/") + "/")
-		if err != nil {
-			initErr = fmt.Errorf("github api_url: %w", err)
-		} else {
-			client.BaseURL = u
-		}
-	}
+	client, cache, api, initErr := newGitHubClient(opts.APIURL, token, opts.HTTPClient, now, m)
 	return &GitHubPoller{
 		client:  client,
 		initErr: initErr,
 		cache:   cache,
 		api:     api,
 		sched: &schedule{
-			source: sourceGitHub, interval: opts.Interval, now: now, sleep: sleep, metrics: m, logger: logger,
+			source: sourceGitHub, interval: opts.Interval, now: now, sleep: sleep, lastSuccess: m.lastSuccess.WithLabelValues(sourceGitHub), logger: logger,
 		},
 		sink:   sink,
 		logger: logger,
@@ -161,6 +139,37 @@ func NewGitHub(opts GitHubOptions, sink Sink, reg prometheus.Registerer, logger 
 		now:    now,
 		runs:   make(map[string]map[int64]runState),
 	}
+}
+
+// newGitHubClient returns a go-github client on apiURL (api.github.com when
+// empty) whose requests go through the conditional cache and the
+// instrumenting, rate-limiting transport, over hc's transport and timeout.
+// A bad apiURL is returned as the error every request of the caller should
+// report.
+func newGitHubClient(apiURL string, token func() string, hc *http.Client, now func() time.Time, m *metrics) (*github.Client, *conditionalTransport, *apiTransport, error) {
+	var c http.Client
+	if hc != nil {
+		c = *hc
+	}
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	api := &apiTransport{next: base, source: sourceGitHub, token: token, now: now, metrics: m, trackRate: true}
+	cache := newConditionalTransport(api)
+	c.Transport = cache
+
+	client := github.NewClient(&c)
+	var initErr error
+	if apiURL != "" {
+		u, err := url.Parse(strings.TrimSuffix(apiURL, "/") + "/")
+		if err != nil {
+			initErr = fmt.Errorf("github api_url: %w", err)
+		} else {
+			client.BaseURL = u
+		}
+	}
+	return client, cache, api, initErr
 }
 
 // Run polls immediately, then every Interval (longer while backing off or

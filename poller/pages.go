@@ -116,7 +116,7 @@ func NewPages(opts PagesOptions, sink Sink, reg prometheus.Registerer, logger *s
 	return &PagesPoller{
 		client:   &hc,
 		cache:    cache,
-		sched:    &schedule{source: sourceCloudflare, interval: opts.Interval, now: now, sleep: sleep, metrics: m, logger: logger},
+		sched:    &schedule{source: sourceCloudflare, interval: opts.Interval, now: now, sleep: sleep, lastSuccess: m.lastSuccess.WithLabelValues(sourceCloudflare), logger: logger},
 		sink:     sink,
 		logger:   logger,
 		apiURL:   strings.TrimSuffix(apiURL, "/"),

@@ -180,7 +180,7 @@ func TestPagesOnlyNewOrChangedDeploymentsAreSent(t *testing.T) {
 	if got := calls[1][0].(pipeline.PagesDeploymentEvent).Deployment.Stages[1].Status; got != "active" {
 		t.Errorf("changed event has initialize stage %q, want active", got)
 	}
-	if got := testutil.ToFloat64(pt.poller.sched.metrics.requests.WithLabelValues("cloudflare", "deployments", "200")); got != 4 {
+	if got := testutil.ToFloat64(newMetrics(pt.reg).requests.WithLabelValues("cloudflare", "deployments", "200")); got != 4 {
 		t.Errorf(`poll_requests_total{source="cloudflare",endpoint="deployments",code="200"} = %v, want 4`, got)
 	}
 }

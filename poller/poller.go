@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -59,15 +61,16 @@ type schedule struct {
 	interval time.Duration
 	now      func() time.Time
 	sleep    func(context.Context, time.Duration) error
-	metrics  *metrics
-	logger   *slog.Logger
+	// lastSuccess, when not nil, is set to the time of each successful pass.
+	lastSuccess prometheus.Gauge
+	logger      *slog.Logger
 
-	mu          sync.Mutex
-	failures    int
-	lastSuccess time.Time
-	lastError   string
-	lastErrorAt time.Time
-	nextPoll    time.Time
+	mu            sync.Mutex
+	failures      int
+	lastSuccessAt time.Time
+	lastError     string
+	lastErrorAt   time.Time
+	nextPoll      time.Time
 }
 
 // record notes the outcome of one poll and returns the wait before the next.
@@ -77,8 +80,10 @@ func (s *schedule) record(err error) time.Duration {
 	defer s.mu.Unlock()
 	if err == nil {
 		s.failures = 0
-		s.lastSuccess = now
-		s.metrics.lastSuccess.WithLabelValues(s.source).Set(float64(now.UnixNano()) / 1e9)
+		s.lastSuccessAt = now
+		if s.lastSuccess != nil {
+			s.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
+		}
 		return s.interval
 	}
 	s.lastError = err.Error()
@@ -154,8 +159,8 @@ func (s *schedule) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Source: s.source, LastError: s.lastError}
-	if !s.lastSuccess.IsZero() {
-		t := s.lastSuccess
+	if !s.lastSuccessAt.IsZero() {
+		t := s.lastSuccessAt
 		st.LastSuccess = &t
 	}
 	if !s.lastErrorAt.IsZero() {

@@ -39,7 +39,7 @@ func TestBackoff(t *testing.T) {
 
 func TestScheduleRecord(t *testing.T) {
 	clock := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := &schedule{source: sourceGitHub, interval: time.Minute, now: clock.Now, metrics: newMetrics(prometheus.NewRegistry()), logger: slog.New(slog.DiscardHandler)}
+	s := &schedule{source: sourceGitHub, interval: time.Minute, now: clock.Now, lastSuccess: newMetrics(prometheus.NewRegistry()).lastSuccess.WithLabelValues(sourceGitHub), logger: slog.New(slog.DiscardHandler)}
 	failed := errors.New("500 Internal Server Error")
 	for i, step := range []struct {
 		err    error
