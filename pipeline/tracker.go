@@ -37,10 +37,10 @@ type tracked struct {
 	// for it.
 	jobCreated map[int64]time.Time
 	// deadline is when the run times out, as the Tracker's deadlines heap
-	// last placed it; heapIndex is its place there, -1 when it is not in
-	// the heap.
-	deadline  time.Time
-	heapIndex int
+	// last placed it; heapSlot is its place there plus one, so that the
+	// zero value of a tracked run means "not in the heap".
+	deadline time.Time
+	heapSlot int
 }
 
 func (tr *tracked) key() (runKey, bool) {
@@ -209,7 +209,7 @@ func (t *Tracker) track(r *Run) *tracked {
 	if r.GitHub != nil {
 		r.GitHub.RunAttempt = attemptOf(r.GitHub.RunAttempt)
 	}
-	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time), heapIndex: -1}
+	tr := &tracked{run: r, jobCreated: make(map[int64]time.Time)}
 	if s := t.spec(r.Pipeline); s != nil {
 		tr.spec = *s
 	} else {
@@ -360,7 +360,7 @@ func (t *Tracker) open(spec *Spec, trig Trigger, status Status) *tracked {
 		CreatedAt: at,
 		SeenAt:    t.now(),
 	}
-	tr := &tracked{run: r, spec: *spec, jobCreated: make(map[int64]time.Time), heapIndex: -1}
+	tr := &tracked{run: r, spec: *spec, jobCreated: make(map[int64]time.Time)}
 	t.active[r.ID] = tr
 	t.touch(tr)
 	t.addStage(tr, 0, Stage{Name: StageTrigger, Status: StatusSuccess, StartedAt: timePtr(at), FinishedAt: timePtr(at)})

@@ -33,14 +33,14 @@ func (h deadlines) Less(i, j int) bool {
 
 func (h deadlines) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIndex = i
-	h[j].heapIndex = j
+	h[i].heapSlot = i + 1
+	h[j].heapSlot = j + 1
 }
 
 func (h *deadlines) Push(x any) {
 	tr := x.(*tracked)
-	tr.heapIndex = len(*h)
 	*h = append(*h, tr)
+	tr.heapSlot = len(*h)
 }
 
 func (h *deadlines) Pop() any {
@@ -48,7 +48,7 @@ func (h *deadlines) Pop() any {
 	n := len(old) - 1
 	tr := old[n]
 	old[n] = nil
-	tr.heapIndex = -1
+	tr.heapSlot = 0
 	*h = old[:n]
 	return tr
 }
@@ -61,16 +61,16 @@ func (t *Tracker) schedule(tr *tracked) {
 		ok = false
 	}
 	switch {
-	case ok && tr.heapIndex >= 0:
+	case ok && tr.heapSlot > 0:
 		if !d.Equal(tr.deadline) {
 			tr.deadline = d
-			heap.Fix(&t.deadlines, tr.heapIndex)
+			heap.Fix(&t.deadlines, tr.heapSlot-1)
 		}
 	case ok:
 		tr.deadline = d
 		heap.Push(&t.deadlines, tr)
-	case tr.heapIndex >= 0:
-		heap.Remove(&t.deadlines, tr.heapIndex)
+	case tr.heapSlot > 0:
+		heap.Remove(&t.deadlines, tr.heapSlot-1)
 	}
 }
 

@@ -29,13 +29,13 @@ func checkDeadlines(t *testing.T, step string, tr *Tracker) {
 	for _, a := range tr.active {
 		d, ok := deadline(a)
 		if !ok {
-			if a.heapIndex != -1 {
+			if a.heapSlot != 0 {
 				t.Fatalf("%s: run %d has no deadline but is in the heap", step, a.run.ID)
 			}
 			continue
 		}
 		want++
-		if a.heapIndex < 0 || a.heapIndex >= len(tr.deadlines) || tr.deadlines[a.heapIndex] != a {
+		if a.heapSlot < 1 || a.heapSlot > len(tr.deadlines) || tr.deadlines[a.heapSlot-1] != a {
 			t.Fatalf("%s: run %d is not at its place in the heap", step, a.run.ID)
 		}
 		if !a.deadline.Equal(d) {
