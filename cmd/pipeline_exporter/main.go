@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,7 +31,7 @@ import (
 const exporterName = "pipeline_exporter"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(exitCode(os.Args[1:]))
 }
 
 // flags holds every command-line setting; only this package parses them.
@@ -93,7 +92,8 @@ func newApp(f *flags) (app *kingpin.Application, serve, backup *kingpin.CmdClaus
 	return app, serve, backup
 }
 
-func run(args []string) int {
+// exitCode runs the command line args and returns the process exit code.
+func exitCode(args []string) int {
 	var f flags
 	app, serveCmd, backupCmd := newApp(&f)
 	cmd, err := app.Parse(args)
@@ -167,15 +167,3 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// errShutdown is how serve reports that the listeners stopped on a signal.
-var errShutdown = errors.New("shutdown")
-
-// listen runs srv on the toolkit's listener (TLS, basic auth) and reports
-// anything but a clean shutdown.
-func listen(srv *http.Server, fc *web.FlagConfig, logger *slog.Logger, errs chan<- error) {
-	err := web.ListenAndServe(srv, fc, logger)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = errShutdown
-	}
-	errs <- err
-}

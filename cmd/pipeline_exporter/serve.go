@@ -2,31 +2,25 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/version"
+	"github.com/oklog/run"
 	"github.com/prometheus/exporter-toolkit/web"
 	"gopkg.in/yaml.v3"
 
-	"github.com/pipeline-exporter/pipeline_exporter/api"
-	"github.com/pipeline-exporter/pipeline_exporter/collector"
 	"github.com/pipeline-exporter/pipeline_exporter/config"
-	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
-	"github.com/pipeline-exporter/pipeline_exporter/tracing"
-	webui "github.com/pipeline-exporter/pipeline_exporter/web"
-	"github.com/pipeline-exporter/pipeline_exporter/webhook"
+	"github.com/pipeline-exporter/pipeline_exporter/instance"
 )
 
 // Server timeouts and sizes. Webhook senders give us 3 s (MailerLite) to
@@ -73,8 +67,11 @@ func checkWebConfig(f flags) error {
 	return nil
 }
 
-// serve runs the exporter until ctx is cancelled (SIGTERM/SIGINT), then
-// stops intake, finishes in-flight requests and closes the store.
+// serve runs the exporter until ctx is cancelled (SIGTERM/SIGINT): the
+// listeners, the instance (opened once the store answers), and reload on
+// SIGHUP, in one run.Group. On the way out the listeners stop taking
+// requests and finish those in flight first, then the instance stops, then
+// the store closes.
 func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	if err := checkWebConfig(f); err != nil {
 		return err
@@ -93,12 +90,19 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	// PostgreSQL that is down is retried with backoff, and meanwhile
 	// /-/healthy is 200 and every other path 503, so that readiness probes
 	// and webhook senders see "not yet" rather than a refused connection.
+	var current atomic.Pointer[instance.Instance]
 	mainHandler, webhookHandler := &switchHandler{}, &switchHandler{}
 	mainHandler.set(opening(f.storageURL != ""))
 	webhookHandler.set(opening(f.storageURL != ""))
-	servers := []*http.Server{newServer(mainHandler, logger)}
-	errs := make(chan error, 2)
-	go listen(servers[0], f.web, logger, errs)
+
+	var g run.Group
+	mainSrv := newServer(mainHandler, logger)
+	mainSrv.RegisterOnShutdown(func() {
+		if in := current.Load(); in != nil {
+			in.CloseStreams()
+		}
+	})
+	addListener(&g, mainSrv, f.web, f.shutdownTimeout, logger)
 	if f.webhookAddress != "" {
 		noSystemd := false
 		wfc := &web.FlagConfig{
@@ -106,218 +110,92 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 			WebSystemdSocket:   &noSystemd,
 			WebConfigFile:      &f.webhookConfig,
 		}
-		servers = append(servers, newServer(webhookHandler, logger))
-		go listen(servers[1], wfc, logger.With("listener", "webhooks"), errs)
+		addListener(&g, newServer(webhookHandler, logger), wfc, f.shutdownTimeout, logger.With("listener", "webhooks"))
 	}
-	shutdown := func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-		defer cancel()
-		for _, srv := range servers {
-			if err := srv.Shutdown(shutdownCtx); err != nil {
-				logger.Error("Shutting down a listener", "err", err)
-			}
-		}
-	}
-	serving := false
-	defer func() {
-		if !serving {
-			shutdown()
-		}
-	}()
 
-	openCtx, cancelOpen := context.WithCancel(ctx)
-	defer cancelOpen()
-	opened := make(chan error, 1)
-	var be backend
-	go func() {
-		var err error
-		be, err = openBackend(openCtx, f, logger)
-		opened <- err
-	}()
-	select {
-	case err := <-opened:
-		if err != nil && ctx.Err() != nil {
-			logger.Info("Shutting down before the store opened")
-			return nil
-		}
+	instCtx, stopInstance := context.WithCancel(context.Background())
+	g.Add(func() error {
+		st, err := instance.OpenStore(instCtx, instance.StoreOptions{
+			Path:       f.storagePath,
+			PathSet:    f.storagePathSet,
+			URL:        f.storageURL,
+			MaxRecords: f.maxRecords,
+			Retention:  time.Duration(f.retention),
+			Logger:     logger,
+		})
 		if err != nil {
+			if instCtx.Err() != nil {
+				logger.Info("Shutting down before the store opened")
+				return nil
+			}
 			return err
 		}
-	case err := <-errs:
-		cancelOpen()
-		if oerr := <-opened; oerr == nil {
-			be.Close()
-		}
-		return err
-	}
-	defer func() {
-		if err := be.Close(); err != nil {
-			logger.Error("Closing the store", "err", err)
-		}
-	}()
-
-	bg, cancelBackground := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() {
-		cancelBackground()
-		wg.Wait()
-	}()
-
-	httpMetrics := newHTTPMetrics(reg)
-	coll, err := collector.New(collector.Options{
-		Specs:   func() []pipeline.Spec { return safe.Get().Specs() },
-		History: be,
-		Stats:   be,
-		Logger:  logger.With("component", "collector"),
-	})
-	if err != nil {
-		return fmt.Errorf("reading the run history: %w", err)
-	}
-	reg.MustRegister(coll)
-	pages := webui.New(webui.Options{
-		History:     be,
-		ExternalURL: external,
-		MaxStreams:  f.maxEventStreams,
-		Registerer:  reg,
-		Logger:      logger.With("component", "web"),
-		Name:        "Pipeline Exporter",
-		Description: "Follows a publish from its trigger through GitHub Actions and Cloudflare Pages to the live site",
-		Version:     version.Info(),
-		Links: []webui.Link{
-			{Address: f.telemetryPath, Text: "Metrics"},
-			{Address: "/api/pipeline-runs?limit=20", Text: "Pipeline runs", Description: "Run history, newest first, as JSON"},
-			{Address: "/api/pipeline-runs?status=failed,timed_out", Text: "Failed runs"},
-			{Address: "/api/events", Text: "Live events", Description: "Server-Sent Events of run changes"},
-			{Address: "/api/status", Text: "Status", Description: "Pipelines, webhook sources, pollers and store"},
-			{Address: "/health", Text: "Health"},
-		},
-	})
-	defer pages.Close()
-
-	observers := []func(pipeline.Update){coll.Observe, func(pipeline.Update) { pages.Notify() }}
-	if tc := safe.Get().Tracing; tracing.Enabled(tc.Endpoint) {
-		tr, err := tracing.New(bg, tracing.Options{
-			Endpoint:   tc.Endpoint,
-			Insecure:   tc.Insecure,
-			PageURL:    func(id int64) string { return api.PageURL(external, id) },
-			Registerer: reg,
-			Logger:     logger.With("component", "tracing"),
+		defer func() {
+			if err := st.Close(); err != nil {
+				logger.Error("Closing the store", "err", err)
+			}
+		}()
+		in, err := instance.New(instance.Options{
+			Store:            st,
+			Config:           safe,
+			Registry:         reg,
+			TelemetryPath:    f.telemetryPath,
+			ExternalURL:      external,
+			MaxEventStreams:  f.maxEventStreams,
+			SeparateWebhooks: f.webhookAddress != "",
+			Logger:           logger,
 		})
 		if err != nil {
 			return err
 		}
-		observers = append(observers, tr.Observe)
-		defer func() {
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := tr.Shutdown(shutdownCtx); err != nil {
-				logger.Warn("Flushing traces", "err", err)
-			}
-		}()
-	}
+		current.Store(in)
+		mainHandler.set(in.Handler())
+		webhookHandler.set(in.WebhookHandler())
+		return in.Run(instCtx)
+	}, func(error) { stopInstance() })
 
-	lead := newLeadership(be, safe, reg, observers, logger)
-	verifier := newVerifier(&wg, safe, lead, logger)
-	lead.verifier = verifier
-	pollers := newPollers(bg, lead, reg, logger)
-	lead.pollers = pollers
-	defer pollers.stop()
-	if err := lead.start(bg, &wg); err != nil {
-		return err
-	}
-
-	hooks := webhook.New(webhook.Options{
-		Settings:     func() webhook.Settings { return webhookSettings(safe.Get()) },
-		Ingester:     lead,
-		Registerer:   reg,
-		Logger:       logger.With("component", "webhook"),
-		Now:          time.Now,
-		OnCloudflare: pollers.triggerPages,
-	})
-
-	started := time.Now()
-	reload := func() error {
-		if err := safe.Reload(); err != nil {
-			logger.Error("Reloading the configuration failed; keeping the previous one", "err", err)
-			return err
-		}
-		lead.reload(bg)
-		logger.Info("Configuration reloaded", "file", f.configFile)
-		return nil
-	}
-	status := func() any {
-		return statusReport(bg, started, be, lead, hooks, pollers)
-	}
-
-	mainMux := http.NewServeMux()
-	handle := func(mux *http.ServeMux, pattern, name string, h http.Handler) {
-		mux.Handle(pattern, httpMetrics.instrument(name, h))
-	}
-	handle(mainMux, f.telemetryPath, "metrics", promhttp.InstrumentMetricHandler(reg,
-		promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
-			EnableOpenMetrics: true,
-			Registry:          reg,
-		})))
-	apiHandler := api.New(be, status, logger.With("component", "api"), api.Options{ExternalURL: external})
-	handle(mainMux, "/api/", "api", apiHandler)
-	// A stream lasts as long as its client stays: not a request duration.
-	mainMux.Handle("GET /api/events", pages.Events())
-	handle(mainMux, "/health", "health", healthHandler(be, safe))
-	mainMux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "Healthy.")
-	})
-	mainMux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
-		if err := be.Ready(r.Context()); err != nil {
-			http.Error(w, "Not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "Ready.")
-	})
-	mainMux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
-		if err := reload(); err != nil {
-			http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintln(w, "Reloaded.")
-	})
-	if f.telemetryPath != "/" {
-		handle(mainMux, "/", "pages", pages.Pages())
-	}
-
-	webhookMux := mainMux
-	if f.webhookAddress != "" {
-		webhookMux = http.NewServeMux()
-	}
-	handle(webhookMux, "/webhooks/", "webhooks", hooks)
-
-	servers[0].RegisterOnShutdown(pages.Close)
-	mainHandler.set(mainMux)
-	webhookHandler.set(webhookMux)
-	serving = true
-
+	// SIGHUP reloads; SIGTERM and SIGINT (ctx) end the group.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-
-	var serveErr error
-loop:
-	for {
-		select {
-		case <-hup:
-			_ = reload()
-		case err := <-errs:
-			if !errors.Is(err, errShutdown) {
-				serveErr = err
+	sigCtx, stopSignals := context.WithCancel(ctx)
+	g.Add(func() error {
+		for {
+			select {
+			case <-hup:
+				if in := current.Load(); in != nil {
+					_ = in.Reload(sigCtx)
+				} else if err := safe.Reload(); err != nil {
+					logger.Error("Reloading the configuration failed; keeping the previous one", "err", err)
+				}
+			case <-sigCtx.Done():
+				if ctx.Err() != nil {
+					logger.Info("Shutting down: no new requests; finishing those in flight")
+				}
+				return nil
 			}
-			break loop
-		case <-ctx.Done():
-			logger.Info("Shutting down: no new requests; finishing those in flight")
-			break loop
 		}
-	}
-	shutdown()
-	return serveErr
+	}, func(error) { stopSignals() })
+	return g.Run()
+}
+
+// addListener adds srv, served on the toolkit's listener (TLS, basic auth),
+// to g: its interrupt stops new requests and waits up to timeout for those
+// in flight, before the actors added after it are interrupted.
+func addListener(g *run.Group, srv *http.Server, fc *web.FlagConfig, timeout time.Duration, logger *slog.Logger) {
+	g.Add(func() error {
+		err := web.ListenAndServe(srv, fc, logger)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			logger.Error("Shutting down a listener", "err", err)
+		}
+	})
 }
 
 // switchHandler serves whichever handler was set last: the start-up
@@ -378,35 +256,6 @@ func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 	}
 }
 
-// webhookSettings is what the webhook handlers read from the config.
-func webhookSettings(c *config.Config) webhook.Settings {
-	w := c.Webhooks
-	return webhook.Settings{
-		GitHubSecret:     w.GitHub.Secret.Value(),
-		SupabaseSecret:   w.Supabase.Secret.Value(),
-		SupabaseHeader:   w.Supabase.Header,
-		MailerLiteSecret: w.MailerLite.Secret.Value(),
-		CloudflareSecret: w.Cloudflare.Secret.Value(),
-		MaxBodyBytes:     w.MaxBodyBytes,
-	}
-}
-
-// httpMetrics instruments every handler with
-// pipeline_exporter_http_request_duration_seconds{handler,code}.
-type httpMetrics struct {
-	duration *prometheus.HistogramVec
-}
-
-func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
-	m := &httpMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "pipeline_exporter_http_request_duration_seconds",
-		Help:    "Time the exporter took to answer HTTP requests, by handler and status code.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"handler", "code"})}
-	reg.MustRegister(m.duration)
-	return m
-}
-
-func (m *httpMetrics) instrument(name string, h http.Handler) http.Handler {
-	return promhttp.InstrumentHandlerDuration(m.duration.MustCurryWith(prometheus.Labels{"handler": name}), h)
+func writeJSON(w io.Writer, v any) {
+	_ = json.NewEncoder(w).Encode(v)
 }

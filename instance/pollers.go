@@ -1,4 +1,4 @@
-package main
+package instance
 
 import (
 	"context"
@@ -14,42 +14,77 @@ import (
 )
 
 // pollers runs the GitHub and Cloudflare Pages pollers the current config
-// asks for, and restarts them when a reload changes it.
+// asks for while this instance leads, and restarts them when a reload
+// changes the config.
 type pollers struct {
-	parent context.Context
+	safe   *config.SafeConfig
 	sink   poller.Sink
 	reg    prometheus.Registerer
 	logger *slog.Logger
 	client *http.Client
+	// reloaded receives a value after a successful reload.
+	reloaded chan struct{}
 
 	mu     sync.Mutex
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
 	github *poller.GitHubPoller
 	pages  *poller.PagesPoller
 }
 
-func newPollers(ctx context.Context, sink poller.Sink, reg prometheus.Registerer, logger *slog.Logger) *pollers {
+func newPollers(safe *config.SafeConfig, sink poller.Sink, reg prometheus.Registerer, logger *slog.Logger) *pollers {
 	return &pollers{
-		parent: ctx,
-		sink:   sink,
-		reg:    reg,
-		logger: logger,
-		client: &http.Client{Timeout: 30 * time.Second},
+		safe:     safe,
+		sink:     sink,
+		reg:      reg,
+		logger:   logger,
+		client:   &http.Client{Timeout: 30 * time.Second},
+		reloaded: make(chan struct{}, 1),
 	}
 }
 
-// apply stops the running pollers and starts the ones cfg configures.
-// Pollers keep their ETag caches only for their lifetime, so a reload costs
-// at most one full (non-304) poll per URL.
-func (p *pollers) apply(cfg *config.Config) {
-	p.stop()
+// run polls with the current config until ctx (a leadership term) is done,
+// restarting the pollers after each reload. Pollers keep their ETag caches
+// only for their lifetime, so a reload costs at most one full (non-304)
+// poll per URL.
+func (p *pollers) run(ctx context.Context) {
+	// A reload between terms is in the config read below already.
+	select {
+	case <-p.reloaded:
+	default:
+	}
+	for {
+		pctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		p.start(pctx, &wg, p.safe.Get())
+		select {
+		case <-ctx.Done():
+		case <-p.reloaded:
+		}
+		cancel()
+		wg.Wait()
+		p.mu.Lock()
+		p.github, p.pages = nil, nil
+		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// reload makes run restart the pollers with the reloaded config.
+func (p *pollers) reload() {
+	select {
+	case p.reloaded <- struct{}{}:
+	default:
+	}
+}
+
+// start starts the pollers cfg configures.
+func (p *pollers) start(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ctx, cancel := context.WithCancel(p.parent)
-	p.cancel = cancel
-	p.github, p.pages = nil, nil
-
+	goRun := func(run func(context.Context)) {
+		wg.Go(func() { run(ctx) })
+	}
 	switch gh := cfg.GitHub; {
 	case gh == nil:
 		p.logger.Info("GitHub polling disabled: the config has no github section, runs come from webhooks only")
@@ -65,7 +100,7 @@ func (p *pollers) apply(cfg *config.Config) {
 			BackfillWindow: time.Duration(gh.BackfillWindow),
 			HTTPClient:     p.client,
 		}, p.sink, p.reg, p.logger.With("component", "poller", "source", "github"))
-		p.start(ctx, p.github.Run)
+		goRun(p.github.Run)
 	}
 	if cf := cfg.Cloudflare; cf != nil && cf.PollInterval > 0 {
 		var projects []string
@@ -84,29 +119,9 @@ func (p *pollers) apply(cfg *config.Config) {
 				Interval:   time.Duration(cf.PollInterval),
 				HTTPClient: p.client,
 			}, p.sink, p.reg, p.logger.With("component", "poller", "source", "cloudflare"))
-			p.start(ctx, p.pages.Run)
+			goRun(p.pages.Run)
 		}
 	}
-}
-
-func (p *pollers) start(ctx context.Context, run func(context.Context)) {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		run(ctx)
-	}()
-}
-
-// stop cancels the running pollers and waits for them to return.
-func (p *pollers) stop() {
-	p.mu.Lock()
-	cancel := p.cancel
-	p.cancel = nil
-	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	p.wg.Wait()
 }
 
 // triggerPages makes the Pages poller poll now (a Cloudflare notification

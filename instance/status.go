@@ -1,19 +1,13 @@
-package main
+package instance
 
 import (
 	"context"
-	"encoding/json"
-	"io"
-	"regexp"
 	"time"
 
 	"github.com/prometheus/common/version"
 
-	"github.com/pipeline-exporter/pipeline_exporter/config"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 	"github.com/pipeline-exporter/pipeline_exporter/poller"
-	"github.com/pipeline-exporter/pipeline_exporter/verify"
-	"github.com/pipeline-exporter/pipeline_exporter/webhook"
 )
 
 // status is the body of GET /api/status.
@@ -55,7 +49,9 @@ type storeStatus struct {
 	Error      string `json:"error,omitempty"`
 }
 
-func statusReport(ctx context.Context, started time.Time, be backend, lead *leadership, hooks *webhook.Handler, ps *pollers) status {
+// status reports for GET /api/status.
+func (in *Instance) status(ctx context.Context) status {
+	started, be, hooks := in.started, in.store, in.hooks
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	s := status{
@@ -64,9 +60,9 @@ func statusReport(ctx context.Context, started time.Time, be backend, lead *lead
 		StartedAt: started.UTC(),
 		Uptime:    time.Since(started).Seconds(),
 		Pipelines: []pipelineStatus{},
-		Pollers:   ps.statuses(),
+		Pollers:   in.pollers.statuses(),
 		Store:     storeStatus{Path: be.Describe()},
-		Leader:    lead.isLeader(),
+		Leader:    in.Leading(),
 	}
 	if s.Pollers == nil {
 		s.Pollers = []poller.Status{}
@@ -98,33 +94,6 @@ func statusReport(ctx context.Context, started time.Time, be backend, lead *lead
 	if err := be.Healthy(ctx); err != nil {
 		s.Store.Error = err.Error()
 	}
-	s.LogLag, _ = lead.lagNow(ctx)
+	s.LogLag, _ = in.lagNow(ctx)
 	return s
-}
-
-// verifyTarget is the verify check configured for a pipeline, if any.
-func verifyTarget(c *config.Config, name string) (verify.Target, bool) {
-	for _, p := range c.Pipelines {
-		if p.Name != name || p.Verify == nil {
-			continue
-		}
-		v := p.Verify
-		var re *regexp.Regexp
-		if v.BodyRegexp != nil {
-			re = v.BodyRegexp.Regexp
-		}
-		return verify.Target{
-			URL:          v.URL,
-			ExpectStatus: v.ExpectStatus,
-			Timeout:      time.Duration(v.Timeout),
-			BodyContains: v.BodyContains,
-			BodyRegexp:   re,
-			Deadline:     time.Duration(v.Deadline),
-		}, true
-	}
-	return verify.Target{}, false
-}
-
-func writeJSON(w io.Writer, v any) {
-	_ = json.NewEncoder(w).Encode(v)
 }

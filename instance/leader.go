@@ -1,0 +1,241 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// prunePeriod is how often the leader enforces retention in a shared
+// store (SQLite prunes by itself).
+const prunePeriod = time.Minute
+
+// leaderTasks are the periodic components only the leader runs. Each is
+// started, in its own goroutine, when a leadership term begins (after the
+// Applier restored and was handed out), with the term's context, and the
+// term waits for all of them to return after that context is cancelled:
+// at most one replica runs them at a time, and never one that does not
+// apply. A task hands what it finds to the Applier through in.Apply (an
+// error wrapping pipeline.ErrUnavailable once the term ended) and must
+// return soon after ctx is done.
+//
+// Leader-only work is added here, and only here.
+func (in *Instance) leaderTasks() []func(ctx context.Context) {
+	tasks := []func(ctx context.Context){
+		// GitHub and Cloudflare Pages polling, restarted on reload.
+		in.pollers.run,
+	}
+	if in.shared != nil {
+		tasks = append(tasks, in.prune)
+	}
+	return tasks
+}
+
+// prune enforces retention in the shared store every prunePeriod.
+func (in *Instance) prune(ctx context.Context) {
+	t := time.NewTicker(prunePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := in.shared.Prune(ctx); err != nil && ctx.Err() == nil {
+			in.logger.Error("Pruning the history failed", "err", err)
+		}
+	}
+}
+
+// lead runs the Applier at once with SQLite, or campaigns for the leader
+// lock with PostgreSQL, until ctx is done. With SQLite it returns the
+// error of an Applier that cannot restore: a start-up error.
+func (in *Instance) lead(ctx context.Context) error {
+	if in.shared == nil {
+		return in.term(ctx, nil)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		in.watchLag(ctx)
+	}()
+	defer wg.Wait()
+	in.campaign(ctx)
+	return nil
+}
+
+// campaign waits for the leader lock, leads until the lock is lost, and
+// tries again, until ctx is done.
+func (in *Instance) campaign(ctx context.Context) {
+	for ctx.Err() == nil {
+		lost, err := in.shared.Lead(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				in.logger.Warn("Campaign for the leader lock failed; retrying", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		in.logger.Info("Leading: this instance applies the delivery log")
+		termCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.term(termCtx, in.shared.Appended()) }()
+		select {
+		case <-lost:
+			cancel()
+			<-done
+			in.logger.Warn("Lost the leader lock: stopped applying")
+		case err := <-done:
+			cancel()
+			// The term ended by itself (shutdown, or an Applier that could
+			// not restore): the lock must not outlive it, or this replica
+			// would lead without applying and no other could take over.
+			in.shared.Resign()
+			if err != nil && ctx.Err() == nil {
+				in.logger.Error("The applier stopped; gave up the leader lock", "err", err)
+				sleep(ctx, time.Second)
+			}
+		}
+	}
+}
+
+// term is one stretch of leadership: the Applier, the verify checks it
+// starts and the leaderTasks, all stopped together when ctx is done.
+func (in *Instance) term(ctx context.Context, appended <-chan struct{}) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	a := pipeline.NewApplier(in.store, in.safe.Get().Specs(), pipeline.ApplierOptions{
+		Now:         time.Now,
+		Observers:   in.observers,
+		StartVerify: func(r *pipeline.Run) { in.verifier.start(ctx, &wg, r) },
+		SharedLog:   in.shared != nil,
+		Wake:        appended,
+		Logger:      in.logger,
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	restored := make(chan struct{})
+	go func() {
+		// Hand out the Applier once it took its first submission, which
+		// it does only after restoring.
+		if err := a.SetSpecs(ctx, in.safe.Get().Specs()); err == nil {
+			close(restored)
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-restored:
+	}
+	in.set(a)
+	in.leader.Set(1)
+	defer func() {
+		in.set(nil)
+		in.leader.Set(0)
+	}()
+	for _, task := range in.leaderTasks() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			task(ctx)
+		}()
+	}
+	return <-done
+}
+
+func (in *Instance) set(a *pipeline.Applier) {
+	in.mu.Lock()
+	in.applier = a
+	in.mu.Unlock()
+}
+
+func (in *Instance) current() *pipeline.Applier {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	return in.applier
+}
+
+// Leading reports whether this instance applies the log now.
+func (in *Instance) Leading() bool { return in.current() != nil }
+
+// errNotLeading is what pollers and verify checks get between terms.
+var errNotLeading = fmt.Errorf("%w: this instance does not lead", pipeline.ErrUnavailable)
+
+// Ingest makes a webhook delivery durable. On the leader, SQLite's or
+// PostgreSQL's, the Applier appends and applies it in one transaction,
+// shared with the deliveries arriving meanwhile. Another replica appends it
+// to the shared log and waits briefly for the leader's outcome: `queued`
+// when it does not come in time, since the delivery is durable and will be
+// applied. So does the leader when its Applier fails to commit (it may have
+// just lost the lock): nothing was stored, and the shared log may still
+// take the delivery.
+func (in *Instance) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error) {
+	if a := in.current(); a != nil {
+		res, err := a.Ingest(ctx, e)
+		if err == nil || in.shared == nil {
+			return res, err
+		}
+	}
+	if in.shared == nil {
+		return pipeline.Result{}, errNotLeading
+	}
+	if err := in.shared.AppendShared(ctx, e); err != nil {
+		return pipeline.Result{}, err
+	}
+	if e.Seq == 0 {
+		return pipeline.Result{Outcome: pipeline.OutcomeDuplicate}, nil
+	}
+	res, ok, err := in.shared.WaitResult(ctx, e.Source, e.DeliveryID)
+	if err != nil || !ok {
+		// Durable already: a wait that fails is no reason for a retry.
+		return pipeline.Result{Outcome: pipeline.OutcomeQueued}, nil
+	}
+	return res, nil
+}
+
+// Apply hands polled events and verify results to the Applier.
+func (in *Instance) Apply(ctx context.Context, events []pipeline.Event) error {
+	a := in.current()
+	if a == nil {
+		return errNotLeading
+	}
+	return a.Apply(ctx, events)
+}
+
+// watchLag keeps pipeline_exporter_log_lag_entries current.
+func (in *Instance) watchLag(ctx context.Context) {
+	for ctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		n, err := in.shared.Lag(qctx)
+		cancel()
+		if err == nil {
+			in.lag.Set(float64(n))
+		}
+		sleep(ctx, time.Second)
+	}
+}
+
+// lagNow reads the log lag for /api/status; 0 with SQLite, where append
+// and apply are one transaction.
+func (in *Instance) lagNow(ctx context.Context) (int64, error) {
+	if in.shared == nil {
+		return 0, nil
+	}
+	return in.shared.Lag(ctx)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
