@@ -166,4 +166,3 @@ func newRegistry() *prometheus.Registry {
 	)
 	return reg
 }
-
