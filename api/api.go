@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
@@ -285,8 +286,12 @@ func (h *handler) getRun(w http.ResponseWriter, r *http.Request) {
 // parseQuery validates every parameter before the store is asked; now
 // bounds since and until.
 func parseQuery(r *http.Request, now time.Time) (pipeline.RunQuery, *apiError) {
-	v := r.URL.Query()
-	q := pipeline.RunQuery{Pipeline: v.Get("pipeline"), Limit: defaultLimit}
+	q := pipeline.RunQuery{Limit: defaultLimit}
+	v, err := queryValues(r.URL.RawQuery)
+	if err != nil {
+		return q, err
+	}
+	q.Pipeline = v.Get("pipeline")
 
 	// status may be repeated as well as comma-separated. Counted first, so
 	// that a flood of values costs no more than counting them.
@@ -317,7 +322,6 @@ func parseQuery(r *http.Request, now time.Time) (pipeline.RunQuery, *apiError) {
 			return q, badData("unknown trigger %s: want one of %s", echo(s), join(pipeline.Sources))
 		}
 	}
-	var err *apiError
 	if q.Since, err = parseTime(v, "since", now); err != nil {
 		return q, err
 	}
@@ -352,6 +356,45 @@ func parseQuery(r *http.Request, now time.Time) (pipeline.RunQuery, *apiError) {
 		q.MinDuration = d
 	}
 	return q, nil
+}
+
+// queryValues parses a raw query as url.ParseQuery does, but refuses what
+// ParseQuery would drop or pass on: a pair with a bad %-escape, which
+// ParseQuery leaves out (pipeline=other%ZZ would list every pipeline's
+// runs), and a NUL or invalid UTF-8, which no run holds and PostgreSQL
+// refuses as a query argument. Every parameter is checked, known or not: a
+// malformed name may be a filter's. Unlike ParseQuery, a ";" is part of
+// the value, not a separator that drops the pair.
+func queryValues(raw string) (url.Values, *apiError) {
+	v := url.Values{}
+	for pair := range strings.SplitSeq(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		rawKey, rawValue, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(rawKey)
+		if err != nil || !wellFormed(key) {
+			return nil, badData("invalid query parameter name %s", echo(rawKey))
+		}
+		name := key
+		if len(name) > maxEcho {
+			name = echo(name)
+		}
+		value, err := url.QueryUnescape(rawValue)
+		if err != nil {
+			return nil, badData("invalid %s %s: bad %%-escape", name, echo(rawValue))
+		}
+		if !wellFormed(value) {
+			return nil, badData("invalid %s %s: holds a NUL or invalid UTF-8", name, echo(rawValue))
+		}
+		v[key] = append(v[key], value)
+	}
+	return v, nil
+}
+
+// wellFormed reports whether s is UTF-8 without a NUL.
+func wellFormed(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // parseDuration accepts a Go duration ("15m") or seconds ("900", "0.5"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -150,15 +151,18 @@ func listQuery(q pipeline.RunQuery) (string, []any) {
 		}
 		return sel + " ORDER BY id DESC LIMIT " + limit
 	}
-	if len(q.Statuses) <= 1 {
+	// A status asked for twice is one branch: two would return its runs
+	// twice.
+	statuses := slices.Compact(slices.Sorted(slices.Values(q.Statuses)))
+	if len(statuses) <= 1 {
 		var status string
-		if len(q.Statuses) == 1 {
-			status = arg(string(q.Statuses[0]))
+		if len(statuses) == 1 {
+			status = arg(string(statuses[0]))
 		}
 		return `SELECT ` + runColumns + ` FROM (` + branch(status) + `) r ORDER BY id DESC`, args
 	}
-	parts := make([]string, len(q.Statuses))
-	for i, st := range q.Statuses {
+	parts := make([]string, len(statuses))
+	for i, st := range statuses {
 		parts[i] = "(" + branch(arg(string(st))) + ")"
 	}
 	return `SELECT ` + runColumns + ` FROM (` + strings.Join(parts, " UNION ALL ") + `) r ORDER BY id DESC LIMIT ` + limit, args

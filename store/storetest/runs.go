@@ -140,6 +140,10 @@ func testListRuns(t *testing.T, h *harness) {
 		{"one status", pipeline.RunQuery{Statuses: []pipeline.Status{pipeline.StatusFailed}, Limit: 100}, []int64{3, 2}},
 		{"statuses", pipeline.RunQuery{Statuses: failedish, Limit: 100}, []int64{5, 3, 2}},
 		{"statuses limit", pipeline.RunQuery{Statuses: failedish, Limit: 2}, []int64{5, 3}},
+		{"repeated status", pipeline.RunQuery{Statuses: []pipeline.Status{pipeline.StatusFailed, pipeline.StatusFailed}, Limit: 100}, []int64{3, 2}},
+		{"repeated statuses", pipeline.RunQuery{Statuses: append(failedish, failedish...), Limit: 100}, []int64{5, 3, 2}},
+		{"repeated status limit", pipeline.RunQuery{Statuses: []pipeline.Status{pipeline.StatusFailed, pipeline.StatusFailed}, Limit: 2}, []int64{3, 2}},
+		{"repeated statuses limit", pipeline.RunQuery{Statuses: append(failedish, failedish...), Limit: 2}, []int64{5, 3}},
 		{"statuses and pipeline", pipeline.RunQuery{Statuses: failedish, Pipeline: "site", Limit: 100}, []int64{3}},
 		{"pipeline and status", pipeline.RunQuery{Pipeline: "site", Statuses: []pipeline.Status{pipeline.StatusSuccess}, Limit: 100}, []int64{6, 1}},
 		{"trigger", pipeline.RunQuery{Trigger: pipeline.SourceSupabase, Limit: 100}, []int64{7, 4, 1}},
@@ -175,6 +179,28 @@ func testListRuns(t *testing.T, h *harness) {
 	}
 	if !reflect.DeepEqual(seen, []int64{7, 6, 5, 4, 3, 2, 1}) {
 		t.Errorf("pages: %v", seen)
+	}
+	// So does paging with statuses asked for many times, in full pages.
+	for _, repeats := range []int{2, 50} {
+		var pages [][]int64
+		q = pipeline.RunQuery{Limit: 2}
+		for range repeats {
+			q.Statuses = append(q.Statuses, pipeline.StatusFailed, pipeline.StatusTimedOut)
+		}
+		for {
+			page, err := h.s.ListRuns(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			pages = append(pages, ids(page))
+			q.BeforeID = page[len(page)-1].ID
+		}
+		if want := [][]int64{{5, 3}, {2}}; !reflect.DeepEqual(pages, want) {
+			t.Errorf("pages of failed and timed_out, each %d times: %v, want %v", repeats, pages, want)
+		}
 	}
 	got, err := h.s.ListRuns(ctx, pipeline.RunQuery{Pipeline: "site", Statuses: []pipeline.Status{pipeline.StatusRunning}, Limit: 1})
 	if err != nil || len(got) != 1 {
