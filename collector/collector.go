@@ -7,12 +7,19 @@
 // by Observe on the replica that applies the log; they are in-process and
 // start at zero, as Prometheus expects.
 //
-// Buckets: pipeline_run_duration_seconds has 13, from 1s to GitHub's 6h job
-// limit. pipeline_stage_duration_seconds and pipeline_stage_queued_seconds
-// have 10, from 1s to 1h: a stage is a part of a run, and one that takes
-// longer than an hour lands in +Inf, where the run's own histogram and
-// alerts still see it. pipeline_verify_response_seconds has 8, from 50ms to
-// the default 10s check timeout.
+// Series: every histogram is a native histogram (durationHistogram), which
+// a Prometheus with native histograms on ingests as one series per label
+// set. Classic buckets, one series each in the text exposition, are kept
+// where the label set is small: pipeline_run_duration_seconds has 13, from
+// 1s to GitHub's 6h job limit. The per-stage histograms
+// (pipeline_stage_duration_seconds, pipeline_stage_queued_seconds) and
+// pipeline_verify_response_seconds have classic buckets only with
+// Options.StageBuckets (--metrics.stage-buckets): 10 from 1s to 1h for a
+// stage, where one that takes longer lands in +Inf and the run's own
+// histogram and alerts still see it; 8 from 50ms to the default 10s check
+// timeout for verify. The one-hot status gauges are sparse (only the current
+// status has a series) and status counters exist for the statuses that
+// happened. TestCardinalityBudget holds the resulting counts.
 package collector
 
 import (
@@ -48,23 +55,16 @@ var (
 	stageBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600}
 	// verifyBuckets span a cached page to the default 10s check timeout.
 	verifyBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-	// terminalRunStatuses are the values of pipeline_last_run_status and
-	// the statuses runs are counted with: a finished run is never pending
-	// or running.
-	terminalRunStatuses = terminal(pipeline.RunStatuses)
-	// terminalStageStatuses are the statuses a finished stage is counted with.
-	terminalStageStatuses = terminal(pipeline.StageStatuses)
+	// nativeBucketFactor is the growth of one native bucket over the
+	// previous: 1.1 gives schema 3 (2^(1/8) = 1.09), about 8 buckets per
+	// doubling, so a quantile is within 5% of the truth.
+	nativeBucketFactor = 1.1
+	// nativeMaxBuckets bounds the native buckets of one series: past it
+	// client_golang halves the resolution rather than grow. 1s to 6h at
+	// schema 3 needs 115, so a run histogram over the whole range keeps
+	// schema 2.
+	nativeMaxBuckets uint32 = 100
 )
-
-func terminal(statuses []pipeline.Status) []pipeline.Status {
-	var out []pipeline.Status
-	for _, s := range statuses {
-		if s.Terminal() {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // History is the read of the committed runs the collector projects;
 // pipeline.History implements it. It is called at every scrape, so its
@@ -90,6 +90,11 @@ type Options struct {
 	Specs   func() []pipeline.Spec
 	History History
 	Stats   StoreStats
+	// StageBuckets gives the per-stage and verify histograms classic
+	// buckets too (--metrics.stage-buckets): 11 or 9 more series each in
+	// the text exposition, for a Prometheus without native histograms that
+	// needs per-stage quantiles.
+	StageBuckets bool
 	// Logger defaults to a logger that discards everything.
 	Logger *slog.Logger
 }
@@ -147,6 +152,10 @@ func New(opts Options) (*Collector, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	pl := []string{"pipeline"}
+	stageBuckets, verifyBuckets := stageBuckets, verifyBuckets
+	if !opts.StageBuckets {
+		stageBuckets, verifyBuckets = nil, nil
+	}
 	c := &Collector{
 		specs:   opts.Specs,
 		history: opts.History,
@@ -156,7 +165,7 @@ func New(opts Options) (*Collector, error) {
 		runsInProgress: prometheus.NewDesc("pipeline_runs_in_progress",
 			"Number of runs of the pipeline that have not finished.", pl, nil),
 		lastRunStatus: prometheus.NewDesc("pipeline_last_run_status",
-			"Status of the pipeline's last finished run, 1 for its status and 0 for the others.",
+			"Status of the pipeline's last finished run: one series, of value 1, labelled with its status.",
 			[]string{"pipeline", "status"}, nil),
 		lastRunDuration: prometheus.NewDesc("pipeline_last_run_duration_seconds",
 			"Seconds from the first trigger to the finish of the pipeline's last finished run.", pl, nil),
@@ -167,7 +176,7 @@ func New(opts Options) (*Collector, error) {
 		slowThreshold: prometheus.NewDesc("pipeline_slow_threshold_seconds",
 			"Configured run duration in seconds above which the pipeline is slow.", pl, nil),
 		lastStageStatus: prometheus.NewDesc("pipeline_last_stage_status",
-			"Status of each stage of the pipeline's last finished run, 1 for its status and 0 for the others, or 0 for all when that run did not have the stage.",
+			"Status of each stage of the pipeline's last finished run: one series per stage that run had, of value 1, labelled with its status.",
 			[]string{"pipeline", "stage", "status"}, nil),
 		lastStageDuration: prometheus.NewDesc("pipeline_last_stage_duration_seconds",
 			"Duration in seconds of each stage of the pipeline's last finished run.",
@@ -181,30 +190,30 @@ func New(opts Options) (*Collector, error) {
 			Name: "pipeline_runs_total",
 			Help: "Total number of finished runs, by trigger source and final status.",
 		}, []string{"pipeline", "trigger", "status"}),
-		runDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		runDuration: durationHistogram(prometheus.HistogramOpts{
 			Name:    "pipeline_run_duration_seconds",
 			Help:    "Seconds from the first trigger to the finish of each run, by final status.",
 			Buckets: runBuckets,
-		}, []string{"pipeline", "status"}),
+		}, "pipeline", "status"),
 		stageRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipeline_stage_runs_total",
 			Help: "Total number of finished stages, by final status.",
 		}, []string{"pipeline", "stage", "status"}),
-		stageDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		stageDuration: durationHistogram(prometheus.HistogramOpts{
 			Name:    "pipeline_stage_duration_seconds",
 			Help:    "Duration in seconds of each finished stage that started.",
 			Buckets: stageBuckets,
-		}, []string{"pipeline", "stage"}),
-		stageQueued: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		}, "pipeline", "stage"),
+		stageQueued: durationHistogram(prometheus.HistogramOpts{
 			Name:    "pipeline_stage_queued_seconds",
 			Help:    "Seconds each job stage waited from job creation to job start.",
 			Buckets: stageBuckets,
-		}, []string{"pipeline", "stage"}),
-		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		}, "pipeline", "stage"),
+		verify: durationHistogram(prometheus.HistogramOpts{
 			Name:    "pipeline_verify_response_seconds",
 			Help:    "Response time in seconds of the last live-site check attempt of each finished verify stage that got an answer.",
 			Buckets: verifyBuckets,
-		}, pl),
+		}, "pipeline"),
 		labelsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipeline_exporter_stage_labels_limited_total",
 			Help: "Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
@@ -331,32 +340,25 @@ func (c *Collector) gauges(specs []pipeline.Spec, sums []pipeline.PipelineSummar
 		if r == nil {
 			continue
 		}
-		for _, s := range terminalRunStatuses {
-			gauge(c.lastRunStatus, oneHot(r.Status == s), name, string(s))
-		}
+		gauge(c.lastRunStatus, 1, name, string(r.Status))
 		gauge(c.lastRunDuration, r.DurationSeconds, name)
 		if r.FinishedAt != nil && unixTime(*r.FinishedAt) {
 			gauge(c.lastRunTimestamp, unixSeconds(*r.FinishedAt), name)
 		}
-		// Every stage of the pipeline's metrics gets its one-hot series,
-		// all zero for a stage r did not have; a stage of r evicted from
-		// the metrics gets none. A run could repeat a job name: the first
+		// Every stage of r in the pipeline's metrics gets the series of
+		// its status; a stage r did not have, or one evicted from the
+		// metrics, gets none. A run could repeat a job name: the first
 		// one counts, since a label set may be exported only once.
-		last := make(map[string]*pipeline.Stage, len(r.Stages))
+		seen := make(map[string]bool, len(r.Stages))
 		for i := range r.Stages {
-			label, _ := stageLabel(r.Stages[i].Name)
-			if _, dup := last[label]; !dup {
-				last[label] = &r.Stages[i]
+			st := &r.Stages[i]
+			label, _ := stageLabel(st.Name)
+			if seen[label] || ps.stages[label] == nil {
+				continue
 			}
-		}
-		for label := range ps.stages {
-			st := last[label]
-			for _, s := range pipeline.StageStatuses {
-				gauge(c.lastStageStatus, oneHot(st != nil && st.Status == s), name, label, string(s))
-			}
-			if st != nil {
-				gauge(c.lastStageDuration, st.DurationSeconds, name, label)
-			}
+			seen[label] = true
+			gauge(c.lastStageStatus, 1, name, label, string(st.Status))
+			gauge(c.lastStageDuration, st.DurationSeconds, name, label)
 		}
 	}
 	return out
@@ -404,11 +406,14 @@ func (c *Collector) Observe(u pipeline.Update) {
 	}
 }
 
-func oneHot(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
+// durationHistogram returns a histogram vec of durations in seconds: a
+// native histogram, with opts.Buckets as classic buckets too when not nil.
+// Without them its text exposition is _sum, _count and one +Inf bucket,
+// which is what a Prometheus without native histograms ingests.
+func durationHistogram(opts prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
+	opts.NativeHistogramBucketFactor = nativeBucketFactor
+	opts.NativeHistogramMaxBucketNumber = nativeMaxBuckets
+	return prometheus.NewHistogramVec(opts, labels)
 }
 
 // unixTime reports whether t can be a _timestamp_seconds value: not before

@@ -43,10 +43,11 @@ type stageSeries struct {
 }
 
 // syncSpecs makes the pipelines' series follow the configuration: a new
-// pipeline gets its run counters and histograms at zero, for every source
-// that can trigger it, so that rate() and increase() see its first failure;
-// a removed one loses every series. WithLabelValues does nothing for a
-// series that exists. Called with mu held.
+// pipeline gets its verify histogram at zero; a removed one loses every
+// series. The run counters and histograms are labelled by status and made
+// by the first run of that status (or rememberLastRuns), like the stage
+// counters: one series per status that happened, not one per status that
+// could. Called with mu held.
 func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 	configured := make(map[string]bool, len(specs))
 	for _, spec := range specs {
@@ -54,16 +55,8 @@ func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 		if c.pipelines[spec.Name] == nil {
 			c.pipelines[spec.Name] = &pipelineSeries{name: spec.Name, stages: map[string]*stageSeries{}}
 		}
-		for _, s := range terminalRunStatuses {
-			c.runDuration.WithLabelValues(spec.Name, string(s))
-		}
 		if spec.Verify {
 			c.verify.WithLabelValues(spec.Name)
-		}
-		for _, src := range triggerSources(spec) {
-			for _, s := range terminalRunStatuses {
-				c.runs.WithLabelValues(spec.Name, string(src), string(s))
-			}
 		}
 	}
 	for name := range c.pipelines {
@@ -82,23 +75,33 @@ func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 }
 
 // rememberLastRuns makes series of the stages of the summary's last runs
-// the first time each version of them is seen. Called with mu held.
+// the first time each version of them is seen, and the status counters of
+// the statuses those runs and their stages had, at zero if not yet
+// counted: after a restart, rate() and increase() then see the next run of
+// a status the pipeline has had, such as the next failure of a pipeline
+// whose last run failed. Called with mu held.
 func (c *Collector) rememberLastRuns(ps *pipelineSeries, sum *pipeline.PipelineSummary) {
 	for i, r := range []*pipeline.Run{sum.LastFinished, sum.LastSuccess} {
 		if r == nil || keyOf(r) == ps.lastRuns[i] {
 			continue
 		}
 		ps.lastRuns[i] = keyOf(r)
+		if r.Status.Terminal() {
+			c.runs.WithLabelValues(ps.name, string(r.Trigger.Source), string(r.Status))
+		}
 		for _, st := range r.Stages {
-			c.rememberStage(ps, st.Name, st.JobID != 0)
+			stage := c.rememberStage(ps, st.Name, st.JobID != 0)
+			if st.Status.Terminal() {
+				c.stageRuns.WithLabelValues(ps.name, stage, string(st.Status))
+			}
 		}
 	}
 }
 
 // rememberStage marks the stage as just seen in the pipeline and returns
-// its label value. A stage seen for the first time gets its counters and
-// histograms at zero, so that rate() and increase() see its first failure,
-// and evicts the least recently seen stage, with its series, when the
+// its label value. A stage seen for the first time gets its histograms at
+// zero, so that rate() and increase() see its first observation (its
+// counters come with the first status it finishes with), and evicts the least recently seen stage, with its series, when the
 // pipeline has maxStagesPerPipeline already: evicting rather than refusing
 // keeps the metrics on the jobs a workflow has now, after jobs were renamed
 // or removed. job says whether it was seen as a GitHub job, which also has
@@ -116,9 +119,6 @@ func (c *Collector) rememberStage(ps *pipelineSeries, name string, job bool) str
 		}
 		ss = &stageSeries{}
 		ps.stages[stage] = ss
-		for _, s := range terminalStageStatuses {
-			c.stageRuns.WithLabelValues(ps.name, stage, string(s))
-		}
 		c.stageDuration.WithLabelValues(ps.name, stage)
 	}
 	ss.seq = c.seq
@@ -139,9 +139,7 @@ func (c *Collector) evictOldestStage(ps *pipelineSeries) {
 		}
 	}
 	delete(ps.stages, oldest)
-	for _, s := range terminalStageStatuses {
-		c.stageRuns.DeleteLabelValues(ps.name, oldest, string(s))
-	}
+	c.stageRuns.DeletePartialMatch(prometheus.Labels{"pipeline": ps.name, "stage": oldest})
 	c.stageDuration.DeleteLabelValues(ps.name, oldest)
 	c.stageQueued.DeleteLabelValues(ps.name, oldest)
 	c.labelsLimited.WithLabelValues("evicted").Inc()
@@ -168,16 +166,4 @@ func stageLabel(name string) (string, bool) {
 		cut--
 	}
 	return name[:cut] + suffix, true
-}
-
-// triggerSources returns the sources that can start runs of spec: its
-// rules' sources, and github, since GitHub can always start a run itself.
-func triggerSources(spec pipeline.Spec) []pipeline.Source {
-	out := []pipeline.Source{pipeline.SourceGitHub}
-	for _, rule := range spec.Triggers {
-		if rule.Source != pipeline.SourceGitHub {
-			out = append(out, rule.Source)
-		}
-	}
-	return out
 }

@@ -229,12 +229,16 @@ func stackAlertmanager(t *testing.T, webhookURL, smtpAddr string) string {
 	return "http://" + addr
 }
 
-var forClause = regexp.MustCompile(`(?m)^(\s+for:\s*)\S+\s*$`)
+var (
+	forClause      = regexp.MustCompile(`(?m)^(\s+for:\s*)\S+\s*$`)
+	intervalClause = regexp.MustCompile(`(?m)^(\s+interval:\s*)\S+\s*$`)
+)
 
 // stackRules copies alerting-rules/*.rules.yml with every `for:` cut to 0s,
 // except PipelineExporterDown's: a cold Prometheus has no `up` series until
 // it first discovers its target (up to 5 s), and that alert would inhibit
-// the ones under test meanwhile.
+// the ones under test meanwhile. Group intervals are cut to 1s, so that the
+// recording rules have values within the test.
 func stackRules(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -256,6 +260,7 @@ func stackRules(t *testing.T) string {
 			if !inExporterDown {
 				line = forClause.ReplaceAllString(line, "${1}0s\n")
 			}
+			line = intervalClause.ReplaceAllString(line, "${1}1s\n")
 			out = append(out, line)
 		}
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), []byte(strings.Join(out, "")), 0o644); err != nil {
@@ -266,15 +271,12 @@ func stackRules(t *testing.T) string {
 }
 
 // stackPrometheus starts Prometheus scraping the exporter at exporterAddr
-// and evaluating the project's rules every second, alerting amURL, and
-// returns its URL.
-func stackPrometheus(t *testing.T, exporterAddr, amURL string) string {
+// and evaluating the project's rules every second, alerting amURL unless it
+// is empty, with native histograms on when native is set, and returns its
+// URL.
+func stackPrometheus(t *testing.T, exporterAddr, amURL string, native bool) string {
 	t.Helper()
 	bin := stackTool(t, "prometheus")
-	am, err := url.Parse(amURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := map[string]any{
 		"global": map[string]any{
 			"scrape_interval":     "1s",
@@ -283,23 +285,33 @@ func stackPrometheus(t *testing.T, exporterAddr, amURL string) string {
 			"external_labels": map[string]string{"pipeline_exporter_url": "http://" + exporterAddr},
 		},
 		"rule_files": []string{filepath.Join(stackRules(t), "*.rules.yml")},
-		"alerting": map[string]any{"alertmanagers": []any{
-			map[string]any{"static_configs": []any{map[string]any{"targets": []string{am.Host}}}},
-		}},
 		"scrape_configs": []any{map[string]any{
 			"job_name":       "pipeline_exporter",
 			"static_configs": []any{map[string]any{"targets": []string{exporterAddr}}},
 		}},
 	}
+	if amURL != "" {
+		am, err := url.Parse(amURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg["alerting"] = map[string]any{"alertmanagers": []any{
+			map[string]any{"static_configs": []any{map[string]any{"targets": []string{am.Host}}}},
+		}}
+	}
 	addr := freeAddr(t)
-	stackStart(t, "http://"+addr+"/-/ready", bin,
-		"--config.file="+stackWriteYAML(t, "prometheus.yml", cfg),
-		"--storage.tsdb.path="+t.TempDir(),
-		"--web.listen-address="+addr,
+	args := []string{
+		"--config.file=" + stackWriteYAML(t, "prometheus.yml", cfg),
+		"--storage.tsdb.path=" + t.TempDir(),
+		"--web.listen-address=" + addr,
 		// Resend firing alerts every second, not every minute, so a
 		// notification lost to a cold Alertmanager comes again quickly.
 		"--rules.alert.resend-delay=1s",
-	)
+	}
+	if native {
+		args = append(args, "--enable-feature=native-histograms")
+	}
+	stackStart(t, "http://"+addr+"/-/ready", bin, args...)
 	return "http://" + addr
 }
 
@@ -395,7 +407,10 @@ pipelines:
 `)
 	e := startExporter(t, cfg, filepath.Join(t.TempDir(), "data"))
 	exporterAddr := strings.TrimPrefix(e.url, "http://")
-	promURL := stackPrometheus(t, exporterAddr, amURL)
+	promURL := stackPrometheus(t, exporterAddr, amURL, false)
+	// A second Prometheus, with native histograms on, scrapes the same
+	// exporter: the dashboards and rules must work on both.
+	nativeURL := stackPrometheus(t, exporterAddr, "", true)
 
 	failure := func(n stackNotification, a stackAlert) bool {
 		return n.Receiver == "webhook" && a.Labels["alertname"] == "PipelineFailure" && a.Labels["pipeline"] == "site"
@@ -452,25 +467,75 @@ pipelines:
 	}
 	t.Logf("new PipelineFailure firing after %v", time.Since(start).Round(time.Millisecond))
 
-	// 4. Every dashboard query runs on this Prometheus, and every metric the
-	// dashboards and rules use is in the exporter's exposition.
+	// 4. Every dashboard query runs on both Prometheus servers, the rules
+	// that read histograms and the sparse status gauges have values on
+	// both, and every metric the dashboards and rules use is in the
+	// exporter's exposition.
 	panels := stackDashboardQueries(t)
-	var empty []string
-	for _, p := range panels {
-		n, err := stackQuery(promURL, p.query)
-		if err != nil {
-			t.Errorf("%s: %v\nquery: %s", p.name, err, p.query)
-		}
-		if n == 0 {
-			empty = append(empty, p.name)
-			if p.needsData {
-				t.Errorf("%s has no values: %s", p.name, p.query)
+	for _, prom := range []struct {
+		name, url string
+		native    bool
+	}{{"classic histograms", promURL, false}, {"native histograms", nativeURL, true}} {
+		stackCheckHistogramKind(t, prom.name, prom.url, prom.native)
+		var empty []string
+		for _, p := range panels {
+			n, err := stackQuery(prom.url, p.query)
+			if err != nil {
+				t.Errorf("%s: %s: %v\nquery: %s", prom.name, p.name, err, p.query)
+			}
+			if n == 0 {
+				empty = append(empty, p.name)
+				if p.needsData {
+					t.Errorf("%s: %s has no values: %s", prom.name, p.name, p.query)
+				}
 			}
 		}
+		t.Logf("%s: %d dashboard queries ran, %d with no data yet: %s", prom.name, len(panels), len(empty), strings.Join(empty, "; "))
 	}
-	t.Logf("%d dashboard queries ran, %d with no data yet: %s", len(panels), len(empty), strings.Join(empty, "; "))
 	stackCheckMetricsExist(t, e, panels)
 	t.Logf("real-stack test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// stackCheckHistogramKind checks that the Prometheus at promURL ingested
+// the kind of histogram it should (native ones only when native is set),
+// and that the recording rules reading histograms, and the time-to-restore
+// rule reading the sparse pipeline_last_run_status after a failure, a
+// recovery and a new failure, give a value for pipeline site.
+func stackCheckHistogramKind(t *testing.T, name, promURL string, native bool) {
+	t.Helper()
+	checks := []struct {
+		query string
+		want  bool
+	}{
+		{`histogram_count(pipeline_stage_duration_seconds{pipeline="site"})`, native},
+		{`histogram_count(pipeline_run_duration_seconds{pipeline="site",status="success"})`, native},
+		{`pipeline_run_duration_seconds_bucket{pipeline="site",status="success"}`, !native},
+		{`pipeline_stage_duration_seconds_count{pipeline="site"}`, !native},
+		{`pipeline:lead_time_seconds:p95_7d{pipeline="site"}`, true},
+		{`pipeline:lead_time_seconds:mean7d{pipeline="site"}`, true},
+		{`pipeline:last_run_failed:max{pipeline="site"}`, true},
+		{`pipeline:time_to_restore_seconds:mean30d{pipeline="site"}`, true},
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, c := range checks {
+		for {
+			n, err := stackQuery(promURL, c.query)
+			if err != nil {
+				t.Errorf("%s: %s: %v", name, c.query, err)
+				break
+			}
+			if (n > 0) == c.want {
+				break
+			}
+			// A wanted series may still come with the next evaluation;
+			// an unwanted one is there for good.
+			if !c.want || time.Now().After(deadline) {
+				t.Errorf("%s: %s gave %d series, want any: %v", name, c.query, n, c.want)
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
 
 // stackPanelQuery is one dashboard query with its variables substituted.

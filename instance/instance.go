@@ -61,6 +61,9 @@ type Options struct {
 	// SeparateWebhooks serves /webhooks/* only on WebhookHandler (its own
 	// listener), not on Handler.
 	SeparateWebhooks bool
+	// StageBuckets gives the per-stage histograms classic buckets too
+	// (--metrics.stage-buckets; collector.Options.StageBuckets).
+	StageBuckets bool
 	// Logger defaults to one that discards everything.
 	Logger *slog.Logger
 }
@@ -122,10 +125,11 @@ func New(o Options) (*Instance, error) {
 	in.verifier = newVerifier(o.Config, in, o.Logger)
 
 	coll, err := collector.New(collector.Options{
-		Specs:   func() []pipeline.Spec { return o.Config.Get().Specs() },
-		History: o.Store,
-		Stats:   o.Store,
-		Logger:  o.Logger.With("component", "collector"),
+		Specs:        func() []pipeline.Spec { return o.Config.Get().Specs() },
+		History:      o.Store,
+		Stats:        o.Store,
+		StageBuckets: o.StageBuckets,
+		Logger:       o.Logger.With("component", "collector"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the run history: %w", err)

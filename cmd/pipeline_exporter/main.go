@@ -52,6 +52,7 @@ type flags struct {
 	backupTo        string
 	promslogConfig  promslog.Config
 	shutdownTimeout time.Duration
+	stageBuckets    bool
 }
 
 // newApp declares every flag and command; --help lists each of them.
@@ -80,6 +81,8 @@ func newApp(f *flags) (app *kingpin.Application, serve, backup *kingpin.CmdClaus
 		Default("100000").IntVar(&f.maxRecords)
 	app.Flag("storage.retention", "How long runs and raw deliveries are kept (0 keeps them forever).").
 		Default("90d").SetValue(&f.retention)
+	app.Flag("metrics.stage-buckets", "Give the per-stage and verify histograms classic buckets as well as native ones, for a Prometheus without native histograms that needs per-stage quantiles (about 2.8 times the series).").
+		BoolVar(&f.stageBuckets)
 	app.Flag("web.shutdown-timeout", "How long a SIGTERM waits for in-flight requests before closing the store.").
 		Default("30s").DurationVar(&f.shutdownTimeout)
 	promslogflag.AddFlags(app, &f.promslogConfig)

@@ -143,6 +143,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 			ExternalURL:      external,
 			MaxEventStreams:  f.maxEventStreams,
 			SeparateWebhooks: f.webhookAddress != "",
+			StageBuckets:     f.stageBuckets,
 			Logger:           logger,
 		})
 		if err != nil {
