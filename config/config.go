@@ -45,9 +45,10 @@ var (
 	}
 	// DefaultVerify holds the defaults of a pipeline's verify section.
 	DefaultVerify = Verify{
-		ExpectStatus: 200,
-		Timeout:      model.Duration(10 * time.Second),
-		Deadline:     model.Duration(5 * time.Minute),
+		ExpectStatus:    200,
+		Timeout:         model.Duration(10 * time.Second),
+		Deadline:        model.Duration(5 * time.Minute),
+		RecheckInterval: model.Duration(5 * time.Minute),
 	}
 )
 
@@ -276,6 +277,11 @@ type Verify struct {
 	BodyRegexp   *Regexp        `yaml:"body_regexp,omitempty"`
 	// Deadline is how long verify keeps retrying before the stage fails.
 	Deadline model.Duration `yaml:"deadline"`
+	// Build, when set, is how the site shows which build it serves.
+	Build *Build `yaml:"build,omitempty"`
+	// RecheckInterval is how often the pipeline's live build is checked
+	// again after it was verified; 0 never.
+	RecheckInterval model.Duration `yaml:"recheck_interval"`
 }
 
 // UnmarshalYAML applies DefaultVerify before decoding.

@@ -71,6 +71,13 @@ func TestLoadBad(t *testing.T) {
 		{"cloudflare_poll_without_token", "testdata/bad/cloudflare_poll_without_token.yml:3: cloudflare.poll_interval: polling needs cloudflare.api_token or cloudflare.api_token_file (poll_interval: 0 disables polling)"},
 		{"cloudflare_poll_without_account", "testdata/bad/cloudflare_poll_without_account.yml:3: cloudflare.account_id: is required for polling (poll_interval: 0 disables polling)"},
 
+		{"build_two_ways", "testdata/bad/build_two_ways.yml:8: pipelines[0].verify.build: set exactly one of body_contains, body_regexp, header, json_url, same_as_deployment"},
+		{"build_unknown_field", "testdata/bad/build_unknown_field.yml:9: pipelines[0].verify.build.body_contains: unknown field Sha (fields: .Commit .ShortCommit .RunID .Branch .DeploymentID .DeploymentURL)"},
+		{"build_bad_template", "testdata/bad/build_bad_template.yml:9: pipelines[0].verify.build.body_regexp: 1: unclosed action"},
+		{"build_same_without_pages", "testdata/bad/build_same_without_pages.yml:8: pipelines[0].verify.build.same_as_deployment: needs the pipeline's pages_project: it compares the site with the run's own Pages deployment"},
+		{"build_json_without_field", "testdata/bad/build_json_without_field.yml:8: pipelines[0].verify.build.json_field: is required with json_url: the dotted path of the commit in the document, such as commit or build.sha"},
+		{"build_unknown_key", "testdata/bad/build_unknown_key.yml:9: pipelines[0].verify.build.headers: unknown key (did you mean header?)"},
+
 		{"bad_name", `testdata/bad/bad_name.yml:4: pipelines[0].name: must match ^[a-zA-Z_][a-zA-Z0-9_-]*$`},
 		{"missing_name", "testdata/bad/missing_name.yml:4: pipelines[0].name: is required"},
 		{"duplicate_name", "testdata/bad/duplicate_name.yml:6: pipelines[1].name: duplicate pipeline name (first at line 4)"},
@@ -272,6 +279,9 @@ func TestDefaults(t *testing.T) {
 			ExpectStatus: 200,
 			Timeout:      model.Duration(10 * time.Second),
 			Deadline:     model.Duration(5 * time.Minute),
+			// Rechecks need a build to look for; without one the
+			// interval is inert.
+			RecheckInterval: model.Duration(5 * time.Minute),
 		},
 	}
 	if !reflect.DeepEqual(p, want) {

@@ -234,6 +234,11 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
 		if err := d.validateVerify(p.Verify, path+".verify"); err != nil {
 			return err
 		}
+		if p.Verify.Build != nil {
+			if err := d.validateBuild(p.Verify.Build, p.PagesProject, path+".verify.build"); err != nil {
+				return err
+			}
+		}
 	}
 	for _, f := range []struct {
 		key   string

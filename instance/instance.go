@@ -122,7 +122,7 @@ func New(o Options) (*Instance, error) {
 	reg := o.Registry
 	reg.MustRegister(in.leader, in.lag)
 	in.pollers = newPollers(o.Config, in, reg, o.Logger)
-	in.verifier = newVerifier(o.Config, in, o.Logger)
+	in.verifier = newVerifier(o.Config, in, o.Store, o.Logger)
 
 	coll, err := collector.New(collector.Options{
 		Specs:        func() []pipeline.Spec { return o.Config.Get().Specs() },

@@ -27,6 +27,8 @@ func (in *Instance) leaderTasks() []func(ctx context.Context) {
 	tasks := []func(ctx context.Context){
 		// GitHub and Cloudflare Pages polling, restarted on reload.
 		in.pollers.run,
+		// Rechecks of each pipeline's live build.
+		in.verifier.recheck,
 	}
 	if in.shared != nil {
 		tasks = append(tasks, in.prune)

@@ -47,6 +47,9 @@ type Target struct {
 	// Deadline is how long after the first attempt a new attempt may
 	// still start; zero means a single attempt.
 	Deadline time.Duration
+	// Build, when set, is how the site shows which build it serves: the
+	// check then also needs the site to show the run's build.
+	Build *Build
 }
 
 // Checker performs verify checks. Its zero value works: nil fields fall
@@ -65,35 +68,45 @@ type Checker struct {
 	Version string
 }
 
-// Check tries t until an attempt succeeds, t.Deadline has passed since
-// the first attempt, or ctx is done. The result names the last error; when
-// ctx ended the check it says so, and a caller shutting down should not
-// apply such a result. The response time is measured from sending the
-// request to reading the body.
-func (c *Checker) Check(ctx context.Context, runID int64, t Target) pipeline.VerifyResultEvent {
-	now := c.Now
-	if now == nil {
-		now = time.Now
+func (c *Checker) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
 	}
+	return c.Now()
+}
+
+// Check tries t for run until an attempt succeeds, t.Deadline has passed
+// since the first attempt, or ctx is done; a failure no retry can mend
+// (a template naming what the run lacks) ends it at once. others are
+// other runs of the pipeline, newest first: when the site shows the build
+// of one of them, the error names it. The result names the last error;
+// when ctx ended the check it says so, and a caller shutting down should
+// not apply such a result. The response time is measured from sending the
+// request to reading the body.
+func (c *Checker) Check(ctx context.Context, run *pipeline.Run, t Target, others []*pipeline.Run) pipeline.VerifyResultEvent {
 	sleep := c.Sleep
 	if sleep == nil {
 		sleep = sleepContext
 	}
 	client := c.client()
+	f := FieldsOf(run)
 
-	res := pipeline.VerifyResultEvent{RunID: runID, StartedAt: now()}
+	res := pipeline.VerifyResultEvent{RunID: run.ID, StartedAt: c.now(), URL: t.URL}
+	if t.Build != nil {
+		res.Build = f.commit
+	}
 	backoff := firstBackoff
 	for {
 		res.Attempts++
-		seconds, err := c.attempt(ctx, client, now, t)
-		res.ResponseSeconds = seconds
-		if err == nil {
+		o := c.attempt(ctx, client, t, f, others)
+		res.ResponseSeconds, res.StatusCode, res.Served, res.ServedRunID = o.seconds, o.status, o.served, o.servedRun
+		if o.err == nil {
 			res.Success = true
 			res.Error = ""
 			break
 		}
-		res.Error = err.Error()
-		if ctx.Err() != nil || now().Add(backoff).Sub(res.StartedAt) > t.Deadline {
+		res.Error = o.err.Error()
+		if o.permanent || ctx.Err() != nil || c.now().Add(backoff).Sub(res.StartedAt) > t.Deadline {
 			break
 		}
 		if sleep(ctx, backoff) != nil {
@@ -104,7 +117,21 @@ func (c *Checker) Check(ctx context.Context, runID int64, t Target) pipeline.Ver
 	if !res.Success && ctx.Err() != nil {
 		res.Error = fmt.Sprintf("check interrupted (%v); last error: %s", ctx.Err(), res.Error)
 	}
-	res.FinishedAt = now()
+	res.FinishedAt = c.now()
+	return res
+}
+
+// Recheck makes one attempt of t for run, the pipeline's live build: a
+// hung site costs one timeout, never a retry loop.
+func (c *Checker) Recheck(ctx context.Context, run *pipeline.Run, t Target, others []*pipeline.Run) pipeline.RecheckResultEvent {
+	o := c.attempt(ctx, c.client(), t, FieldsOf(run), others)
+	res := pipeline.RecheckResultEvent{
+		RunID: run.ID, Success: o.err == nil, CheckedAt: c.now(), URL: t.URL,
+		StatusCode: o.status, ResponseSeconds: o.seconds, Served: o.served, ServedRunID: o.servedRun,
+	}
+	if o.err != nil {
+		res.Error = o.err.Error()
+	}
 	return res
 }
 
@@ -122,9 +149,24 @@ func (c *Checker) client() *http.Client {
 	return &cl
 }
 
-// attempt performs one GET. It returns the response time (zero when no
-// response came) and why the attempt failed, or nil.
-func (c *Checker) attempt(ctx context.Context, client *http.Client, now func() time.Time, t Target) (float64, error) {
+// observation is what one attempt saw.
+type observation struct {
+	// seconds is the response time, zero when no response came.
+	seconds float64
+	status  int
+	// served is the commit the site showed, when it could be read, and
+	// servedRun the run of the pipeline that built it, when known.
+	served    string
+	servedRun int64
+	// err says why the attempt failed, nil when it succeeded; permanent
+	// marks a failure that another attempt cannot mend.
+	err       error
+	permanent bool
+}
+
+// attempt performs one GET of the site, and the requests the build check
+// needs, all within one timeout.
+func (c *Checker) attempt(ctx context.Context, client *http.Client, t Target, f Fields, others []*pipeline.Run) observation {
 	timeout := t.Timeout
 	if timeout <= 0 {
 		timeout = defaultTimeout
@@ -135,50 +177,88 @@ func (c *Checker) attempt(ctx context.Context, client *http.Client, now func() t
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, t.URL, nil)
+	fail := func(o observation, err error) observation {
+		o.err = err
+		if !errors.Is(err, errPermanent) {
+			o.err = transportError(ctx, actx, timeout, err)
+		}
+		o.permanent = errors.Is(err, errPermanent)
+		return o
+	}
+
+	start := c.now()
+	resp, body, err := c.get(actx, client, t.URL)
 	if err != nil {
-		return 0, err
+		return fail(observation{}, err)
+	}
+	o := observation{seconds: c.now().Sub(start).Seconds(), status: resp.StatusCode}
+	switch {
+	case resp.StatusCode != want:
+		return fail(o, fmt.Errorf("GET %s: status %d, want %d", t.URL, resp.StatusCode, want))
+	case t.BodyContains != "" && !strings.Contains(string(body), t.BodyContains):
+		return fail(o, fmt.Errorf("body does not contain %q", t.BodyContains))
+	case t.BodyRegexp != nil && !t.BodyRegexp.Match(body):
+		return fail(o, fmt.Errorf("body does not match %q", t.BodyRegexp.String()))
+	}
+	if t.Build == nil {
+		return o
+	}
+	page := page{header: resp.Header, body: body}
+	o.served, o.servedRun, err = c.build(actx, client, t.Build, page, f, others)
+	if err != nil {
+		return fail(o, err)
+	}
+	return o
+}
+
+// get performs one GET and reads at most the first MiB of the body.
+func (c *Checker) get(ctx context.Context, client *http.Client, target string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return nil, nil, err
 	}
 	if c.Version != "" {
 		req.Header.Set("User-Agent", "pipeline_exporter/"+c.Version)
 	}
-
-	start := now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, attemptError(ctx, actx, timeout, t.URL, err)
+		return nil, nil, requestError(target, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
-	seconds := now().Sub(start).Seconds()
 	if err != nil {
-		return seconds, attemptError(ctx, actx, timeout, t.URL, err)
+		return nil, nil, requestError(target, err)
 	}
-
-	switch {
-	case resp.StatusCode != want:
-		return seconds, fmt.Errorf("GET %s: status %d, want %d", t.URL, resp.StatusCode, want)
-	case t.BodyContains != "" && !strings.Contains(string(body), t.BodyContains):
-		return seconds, fmt.Errorf("body does not contain %q", t.BodyContains)
-	case t.BodyRegexp != nil && !t.BodyRegexp.Match(body):
-		return seconds, fmt.Errorf("body does not match %q", t.BodyRegexp.String())
-	}
-	return seconds, nil
+	return resp, body, nil
 }
 
-// attemptError names a transport failure: the attempt's own timeout is
-// reported as such, not as net/http's longer "context deadline exceeded".
-func attemptError(parent, actx context.Context, timeout time.Duration, target string, err error) error {
-	if parent.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("timeout after %s", timeout)
-	}
+// requestError names a transport failure by the URL it concerns.
+func requestError(target string, err error) error {
 	// url.Error repeats the method and URL in its own quoting; drop it
 	// so every message starts the same way.
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
 	}
-	return fmt.Errorf("GET %s: %w", target, err)
+	return &getError{url: target, err: err}
+}
+
+type getError struct {
+	url string
+	err error
+}
+
+func (e *getError) Error() string { return fmt.Sprintf("GET %s: %v", e.url, e.err) }
+func (e *getError) Unwrap() error { return e.err }
+
+// transportError reports the attempt's own timeout as such, not as
+// net/http's longer "context deadline exceeded".
+func transportError(parent, actx context.Context, timeout time.Duration, err error) error {
+	var gerr *getError
+	if errors.As(err, &gerr) && parent.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("timeout after %s", timeout)
+	}
+	return err
 }
 
 func sleepContext(ctx context.Context, d time.Duration) error {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
 // fakeClock is the checker's clock: Sleep advances it instead of waiting,
@@ -221,7 +223,7 @@ func TestCheck(t *testing.T) {
 			target.URL = srv.URL + "/"
 			start := clock.Now()
 
-			got := c.Check(ctx, 42, target)
+			got := c.Check(ctx, &pipeline.Run{ID: 42}, target, nil)
 
 			if got.RunID != 42 || got.Success != tc.wantSuccess || got.Attempts != tc.wantAttempts {
 				t.Errorf("got run %d success %v attempts %d, want 42 %v %d", got.RunID, got.Success, got.Attempts, tc.wantSuccess, tc.wantAttempts)
@@ -302,7 +304,7 @@ func TestCheckReadsAtMostOneMiB(t *testing.T) {
 	clock := newFakeClock()
 	c := &Checker{Client: &http.Client{Transport: transport}, Now: clock.Now, Sleep: clock.Sleep}
 
-	got := c.Check(context.Background(), 7, Target{URL: srv.URL, BodyContains: "Welcome"})
+	got := c.Check(context.Background(), &pipeline.Run{ID: 7}, Target{URL: srv.URL, BodyContains: "Welcome"}, nil)
 
 	if got.Success || got.Error != `body does not contain "Welcome"` {
 		t.Errorf("got success %v error %q, want a failed body match", got.Success, got.Error)
