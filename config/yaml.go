@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/common/model"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Strictness comes from yaml.v3 itself: the Decoder runs with

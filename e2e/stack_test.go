@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The real-stack test: the exporter, Prometheus and Alertmanager as

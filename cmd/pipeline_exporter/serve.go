@@ -17,7 +17,7 @@ import (
 
 	"github.com/oklog/run"
 	"github.com/prometheus/exporter-toolkit/web"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/pipeline-exporter/pipeline_exporter/config"
 	"github.com/pipeline-exporter/pipeline_exporter/instance"
