@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,16 @@ func entryArgs(e *pipeline.Entry) ([]any, error) {
 	if e.DeliveryID != "" {
 		id = &e.DeliveryID
 	}
-	return []any{string(e.Source), id, e.Kind, e.ReceivedAt, e.Body, events}, nil
+	return []any{string(e.Source), id, text(e.Kind), e.ReceivedAt, e.Body, events}, nil
+}
+
+// text makes s storable in a text column, which holds neither a NUL nor
+// invalid UTF-8: both become U+FFFD. The event name and an ignored
+// entry's reason can quote a signed payload's strings (a \u0000 in a
+// branch name is valid JSON), and these columns are for people: the
+// delivery itself is kept exact, its body as bytea and its events as json.
+func text(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
 }
 
 // tx is one transaction of the applier.
@@ -101,7 +111,8 @@ func (t *tx) MarkApplied(applied []pipeline.AppliedEntry) error {
 	for _, a := range applied {
 		var reason *string
 		if a.Result.Reason != "" {
-			reason = &a.Result.Reason
+			r := text(a.Result.Reason)
+			reason = &r
 		}
 		b.Queue(`UPDATE log SET applied = true, outcome = $2, run_ids = $3, reason = $4
 			WHERE seq = $1 AND NOT applied`, a.Seq, string(a.Result.Outcome), a.Result.RunIDs, reason)

@@ -116,6 +116,16 @@ var migrations = []string{
 	END $$;
 	CREATE TRIGGER runs_count_delete AFTER DELETE ON runs REFERENCING OLD TABLE AS deleted
 		FOR EACH STATEMENT EXECUTE FUNCTION runs_count_delete();`,
+
+	// Version 3: the JSON columns are json, not jsonb. Any valid JSON must
+	// be storable, and jsonb refuses the escape \u0000 (its strings are
+	// PostgreSQL text, which cannot hold a NUL), so a signed payload with
+	// one was answered 503 forever and the leader restored its state at
+	// every retry. json keeps the text as written; nothing queries inside
+	// these columns, so jsonb's operators and indexes were never used.
+	`ALTER TABLE log ALTER COLUMN events TYPE json USING events::json;
+	ALTER TABLE runs ALTER COLUMN data TYPE json USING data::json;
+	ALTER TABLE state ALTER COLUMN held TYPE json USING held::json;`,
 }
 
 // migrateLock is the advisory lock key that serialises migrations, so

@@ -211,3 +211,60 @@ func testKnownDeliveries(t *testing.T, h *harness) {
 		t.Errorf("KnownDeliveries of 100 ids = %v, %v; want g2 only", got, err)
 	}
 }
+
+// testNULStored checks that any valid JSON is storable: a payload whose
+// strings hold \u0000 (PostgreSQL's jsonb and text cannot hold a NUL) is
+// appended, applied and restored with nothing lost.
+func testNULStored(t *testing.T, h *harness) {
+	ctx := context.Background()
+	e := delivery(pipeline.SourceCloudflare, "nul", 1)
+	e.Kind = "pages_event_alert\x00"
+	e.Body = []byte(`{"alert_type":"pages_event_alert\u0000","name":"a\u0000b"}`)
+	e.Events = []pipeline.Event{pipeline.TriggerEvent{
+		Trigger: pipeline.Trigger{Source: pipeline.SourceCloudflare, Event: "pages\x00alert", DeliveryID: "nul", ReceivedAt: at(1), Ref: "main\x00"},
+		Type:    "pages\x00alert",
+	}}
+	h.append(t, e)
+	got := h.unapplied(t, 10)
+	if len(got) != 1 || string(got[0].Body) != string(e.Body) || !reflect.DeepEqual(got[0].Events, e.Events) {
+		t.Fatalf("Unapplied = %+v, want the entry with its body and events exactly", got)
+	}
+
+	r := run(1, "site", pipeline.StatusRunning, pipeline.SourceCloudflare, 1, 1)
+	r.Trigger = e.Events[0].(pipeline.TriggerEvent).Trigger
+	r.Triggers = []pipeline.Trigger{r.Trigger}
+	r.Stages = append(r.Stages, pipeline.Stage{Name: "build\x00x", Status: pipeline.StatusFailed, Error: "exit\x00 1"})
+	held := []pipeline.HeldJob{{Job: pipeline.WorkflowJobEvent{Repository: "acme/site", RunID: 10, RunAttempt: 1, JobID: 1, Name: "job\x00", Status: "queued", CreatedAt: at(2)}, HeldAt: at(2)}}
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		if err := tx.MarkApplied([]pipeline.AppliedEntry{{Seq: got[0].Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeIgnored, Reason: "no pipeline for trigger pages\x00alert"}}}); err != nil {
+			return err
+		}
+		if err := tx.SaveRuns([]*pipeline.Run{r}); err != nil {
+			return err
+		}
+		return tx.SaveHeld(held)
+	})
+	stored, err := h.s.Run(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRun(t, "Run", stored, r)
+	changed, err := h.s.ChangedAfter(ctx, 0, 10)
+	if err != nil || len(changed) != 1 {
+		t.Fatalf("ChangedAfter = %v, %v", ids(changed), err)
+	}
+	sameRun(t, "ChangedAfter", changed[0], r)
+
+	h.reopen(t)
+	restored, err := h.s.Restore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restored.Active) != 1 {
+		t.Fatalf("restored %d active runs, want 1", len(restored.Active))
+	}
+	sameRun(t, "restored", restored.Active[0], r)
+	if !reflect.DeepEqual(restored.Held, held) {
+		t.Errorf("restored held %+v, want %+v", restored.Held, held)
+	}
+}

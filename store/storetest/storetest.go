@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"FindGitHubRun", testFindGitHubRun},
 		{"RestoreAfterReopen", testRestore},
 		{"RunNotFound", testNotFound},
+		{"NULStored", testNULStored},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &harness{open: open}
