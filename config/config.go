@@ -340,7 +340,7 @@ func Load(path string) (*Config, error) {
 // file in errors, and relative *_file paths are resolved against its
 // directory.
 func Parse(data []byte, filename string) (*Config, error) {
-	d := &decoder{file: filename, dir: filepath.Dir(filename), lines: map[string]int{}, paths: map[position]string{}}
+	d := &decoder{file: filename, dir: filepath.Dir(filename), lines: map[string]int{}, paths: map[position]string{}, vars: map[string][]string{}}
 	return d.parse(data)
 }
 

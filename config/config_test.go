@@ -22,14 +22,14 @@ func TestLoadBad(t *testing.T) {
 		want string
 	}{
 		{"unknown_key", "testdata/bad/unknown_key.yml:6: pipelines[0].verfy: unknown key (did you mean verify?)"},
-		{"unknown_top", "testdata/bad/unknown_top.yml:3: pipeline: unknown key (did you mean pipelines?)"},
+		{"unknown_top", "testdata/bad/unknown_top.yml:1: pipelines: at least one pipeline is required\ntestdata/bad/unknown_top.yml:3: pipeline: unknown key (did you mean pipelines?)"},
 		{"merge_unknown_key", "testdata/bad/merge_unknown_key.yml:7: pipelines[1].url: unknown key"},
 		{"duplicate_key", "testdata/bad/duplicate_key.yml:6: pipelines[0].workflow: already set at line 5"},
 		{"reserved_char", "testdata/bad/reserved_char.yml:3: the character U+E000 is reserved for ${VAR} expansion"},
 		{"two_documents", "testdata/bad/two_documents.yml:3: a second YAML document is not allowed"},
 		{"syntax", "testdata/bad/syntax.yml:3: did not find expected '-' indicator"},
-		{"wrong_kind", "testdata/bad/wrong_kind.yml:3: pipelines: must be a list, not !!str"},
-		{"bad_int", "testdata/bad/bad_int.yml:3: webhooks.max_body_bytes: must be an integer, not !!str"},
+		{"wrong_kind", "testdata/bad/wrong_kind.yml:3: pipelines: expected a list, got a string"},
+		{"bad_int", "testdata/bad/bad_int.yml:3: webhooks.max_body_bytes: expected an integer, got a string"},
 		{"bad_duration", "testdata/bad/bad_duration.yml:6: pipelines[0].timeout: must be a duration such as 90s, 15m, 6h or 2d"},
 		{"negative_poll", "testdata/bad/negative_poll.yml:5: github.poll_interval: must be a duration such as 90s, 15m, 6h or 2d"},
 		{"zero_timeout", "testdata/bad/zero_timeout.yml:6: pipelines[0].timeout: must be positive"},
@@ -38,13 +38,14 @@ func TestLoadBad(t *testing.T) {
 
 		{"repo_and_repositories", "testdata/bad/repo_and_repositories.yml:4: github.repositories: set either owner and repo, or repositories, not both"},
 		{"repo_without_owner", "testdata/bad/repo_without_owner.yml:1: github.owner: is required with repo"},
-		{"bad_repositories_entry", "testdata/bad/bad_repositories_entry.yml:4: github.repositories[1]: must be owner/repo"},
+		{"bad_repositories_entry", "testdata/bad/bad_repositories_entry.yml:4: github.repositories[1]: must be owner/repo\n" +
+			"testdata/bad/bad_repositories_entry.yml:9: pipelines[0].repository: is required: github.repositories lists several, so name the one this pipeline's workflow runs in"},
 		{"repository_required", "testdata/bad/repository_required.yml:7: pipelines[0].repository: is required: github.repositories lists several, so name the one this pipeline's workflow runs in"},
 		{"bad_repository", "testdata/bad/bad_repository.yml:5: pipelines[0].repository: must be owner/repo"},
-		{"repository_not_a_string", "testdata/bad/repository_not_a_string.yml:5: pipelines[0].repository: must be a string, not !!seq"},
+		{"repository_not_a_string", "testdata/bad/repository_not_a_string.yml:5: pipelines[0].repository: expected a string, got a list"},
 		{"trigger_unknown_key", "testdata/bad/trigger_unknown_key.yml:8: pipelines[0].triggers[0].tabel: unknown key (did you mean table?)"},
-		{"branch_not_a_string", "testdata/bad/branch_not_a_string.yml:6: pipelines[0].branches[1]: must be a string, not !!map"},
-		{"pipeline_not_a_mapping", "testdata/bad/pipeline_not_a_mapping.yml:4: pipelines[0]: must be a mapping, not !!str"},
+		{"branch_not_a_string", "testdata/bad/branch_not_a_string.yml:6: pipelines[0].branches[1]: expected a string, got a mapping"},
+		{"pipeline_not_a_mapping", "testdata/bad/pipeline_not_a_mapping.yml:4: pipelines[0]: expected a mapping, got a string"},
 		{"no_repo", "testdata/bad/no_repo.yml:1: github: set owner and repo, or repositories"},
 		{"bad_api_url", "testdata/bad/bad_api_url.yml:5: github.api_url: must be an http or https URL"},
 		{"hook_both", "testdata/bad/hook_both.yml:6: github.hooks[0].organization: set either repository or organization, not both"},
@@ -57,8 +58,8 @@ func TestLoadBad(t *testing.T) {
 		{"negative_reconcile", "testdata/bad/negative_reconcile.yml:4: github.reconcile_interval: must be a duration such as 90s, 15m, 6h or 2d"},
 		{"poll_without_token", "testdata/bad/poll_without_token.yml:1: github.poll_interval: polling needs github.token or github.token_file (poll_interval: 0 disables polling)"},
 
-		{"empty_secret", "testdata/bad/empty_secret.yml:4: webhooks.supabase.secret: is empty (an unset environment variable?); remove the key to go without"},
-		{"empty_secret_file_path", "testdata/bad/empty_secret_file_path.yml:3: webhooks.mailerlite.secret_file: is empty (an unset environment variable?); remove the key to go without"},
+		{"empty_secret", "testdata/bad/empty_secret.yml:4: webhooks.supabase.secret: is empty: the environment variable ${PIPELINE_EXPORTER_TEST_UNSET} is unset or empty (set it, or remove the key to go without)"},
+		{"empty_secret_file_path", "testdata/bad/empty_secret_file_path.yml:3: webhooks.mailerlite.secret_file: is empty; remove the key to go without"},
 		{"secret_and_file", "testdata/bad/secret_and_file.yml:4: webhooks.github.secret_file: set either secret or secret_file, not both"},
 		{"missing_secret_file", "testdata/bad/missing_secret_file.yml:3: webhooks.github.secret_file: no such file (a relative path is read from the config file's directory)"},
 		{"empty_secret_file", "testdata/bad/empty_secret_file.yml:3: webhooks.github.secret_file: the file is empty"},
@@ -98,6 +99,17 @@ func TestLoadBad(t *testing.T) {
 		{"verify_both_matchers", "testdata/bad/verify_both_matchers.yml:9: pipelines[0].verify.body_regexp: set either body_contains or body_regexp, not both"},
 		{"verify_bad_regexp", "testdata/bad/verify_bad_regexp.yml:8: pipelines[0].verify.body_regexp: is not a regular expression: missing closing )"},
 		{"verify_bad_status", "testdata/bad/verify_bad_status.yml:8: pipelines[0].verify.expect_status: must be an HTTP status code (100-599)"},
+		// Every problem of a file, in the order of its lines: those that do
+		// not decode, then, once it decodes, those of its values.
+		{"many_decode_errors", "testdata/bad/many_decode_errors.yml:2: github.owner: goes with repo; repositories entries are owner/repo\n" +
+			"testdata/bad/many_decode_errors.yml:6: webhooks.supabase.secret: is empty: the environment variable ${PIPELINE_EXPORTER_TEST_UNSET} is unset or empty (set it, or remove the key to go without)\n" +
+			"testdata/bad/many_decode_errors.yml:7: webhooks.max_body_bytes: must be between 1 and 26214400 (GitHub's 25 MiB cap)\n" +
+			"testdata/bad/many_decode_errors.yml:11: pipelines[0].verfy: unknown key (did you mean verify?)\n" +
+			"testdata/bad/many_decode_errors.yml:14: pipelines[1].branches: expected a list, got a string"},
+		{"many_validation_errors", "testdata/bad/many_validation_errors.yml:5: pipelines[0].workflow: must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id\n" +
+			"testdata/bad/many_validation_errors.yml:6: pipelines[0].timeout: must be positive\n" +
+			"testdata/bad/many_validation_errors.yml:7: pipelines[1].name: duplicate pipeline name (first at line 4)\n" +
+			"testdata/bad/many_validation_errors.yml:9: pipelines[1].verify.url: must be an http or https URL"},
 		{"verify_deadline_short", "testdata/bad/verify_deadline_short.yml:9: pipelines[0].verify.deadline: must be at least timeout (30s)"},
 	}
 	files, err := filepath.Glob("testdata/bad/*.yml")
@@ -367,7 +379,7 @@ pipelines: [{ name: p, workflow: w.yml }]
 		t.Errorf("max_body_bytes = %d, poll_interval = %v; want 4096, 90d", c.Webhooks.MaxBodyBytes, c.GitHub.PollInterval)
 	}
 	_, err = Parse([]byte("${PE_SET}: 1\n"), "key.yml")
-	if want := "key.yml:1: ${PE_SET}: unknown key"; err == nil || err.Error() != want {
+	if want := "key.yml:1: ${PE_SET}: unknown key\nkey.yml:1: pipelines: at least one pipeline is required"; err == nil || err.Error() != want {
 		t.Errorf("expanded key: err = %v, want %s", err, want)
 	}
 }
@@ -400,7 +412,7 @@ func TestDesignExample(t *testing.T) {
 	// With a variable unset, the secret is explicitly empty: an error.
 	t.Setenv("MAILERLITE_WEBHOOK_SECRET", "")
 	_, err = Load("testdata/design.yml")
-	if want := "testdata/design.yml:11: webhooks.mailerlite.secret: is empty (an unset environment variable?); remove the key to go without"; err == nil || err.Error() != want {
+	if want := "testdata/design.yml:11: webhooks.mailerlite.secret: is empty: the environment variable ${MAILERLITE_WEBHOOK_SECRET} is unset or empty (set it, or remove the key to go without)"; err == nil || err.Error() != want {
 		t.Errorf("Load error = %v, want %s", err, want)
 	}
 }
@@ -547,10 +559,10 @@ func TestValuesNeverInErrors(t *testing.T) {
 	for _, secret := range []string{"s3cr", "hunter2-0123456789abcdef"} {
 		t.Setenv("PE_SECRET", secret)
 		tests := []struct{ name, config, want string }{
-			{"integer", "webhooks: { github: { secret: s }, max_body_bytes: ${PE_SECRET} }\npipelines: [{ name: p, workflow: w.yml }]\n", "leak.yml:1: webhooks.max_body_bytes: must be an integer, not !!str"},
-			{"literal in an integer", "webhooks: { github: { secret: s }, max_body_bytes: " + secret + " }\npipelines: [{ name: p, workflow: w.yml }]\n", "leak.yml:1: webhooks.max_body_bytes: must be an integer, not !!str"},
+			{"integer", "webhooks: { github: { secret: s }, max_body_bytes: ${PE_SECRET} }\npipelines: [{ name: p, workflow: w.yml }]\n", "leak.yml:1: webhooks.max_body_bytes: expected an integer, got a string"},
+			{"literal in an integer", "webhooks: { github: { secret: s }, max_body_bytes: " + secret + " }\npipelines: [{ name: p, workflow: w.yml }]\n", "leak.yml:1: webhooks.max_body_bytes: expected an integer, got a string"},
 			{"duration", "github: { owner: o, repo: r, token: t, poll_interval: ${PE_SECRET} }\nwebhooks: { github: { secret: s } }\npipelines: [{ name: p, workflow: w.yml }]\n", "leak.yml:1: github.poll_interval: must be a duration such as 90s, 15m, 6h or 2d"},
-			{"status code", "webhooks: { github: { secret: s } }\npipelines: [{ name: p, workflow: w.yml, verify: { url: 'http://x/', expect_status: ${PE_SECRET} } }]\n", "leak.yml:2: pipelines[0].verify.expect_status: must be an integer, not !!str"},
+			{"status code", "webhooks: { github: { secret: s } }\npipelines: [{ name: p, workflow: w.yml, verify: { url: 'http://x/', expect_status: ${PE_SECRET} } }]\n", "leak.yml:2: pipelines[0].verify.expect_status: expected an integer, got a string"},
 			{"regexp", "webhooks: { github: { secret: s } }\npipelines: [{ name: p, workflow: w.yml, verify: { url: 'http://x/', body_regexp: '(${PE_SECRET}' } }]\n", "leak.yml:2: pipelines[0].verify.body_regexp: is not a regular expression: missing closing )"},
 			{"name", "webhooks: { github: { secret: s } }\npipelines: [{ name: '-${PE_SECRET}', workflow: w.yml }]\n", "leak.yml:2: pipelines[0].name: must match ^[a-zA-Z_][a-zA-Z0-9_-]*$"},
 			{"repository", "webhooks: { github: { secret: s } }\npipelines: [{ name: p, repository: ${PE_SECRET}, workflow: w.yml }]\n", "leak.yml:2: pipelines[0].repository: must be owner/repo"},

@@ -41,11 +41,13 @@ func protect(text string) (string, refs) {
 // environment's value: $VAR and ${VAR} give the variable, "" when unset;
 // ${VAR:-default} gives the default when the variable is unset or empty;
 // "$$" gives "$". Keys keep the text as written. Aliases share their
-// anchor's node, so nothing expands twice.
-func (r refs) expand(n *yaml.Node) {
+// anchor's node, so nothing expands twice. named gets the names each
+// expanded value refers to, for errors about an empty one.
+func (r refs) expand(n *yaml.Node, named map[*yaml.Node][]string) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		v := refPattern.ReplaceAllStringFunc(n.Value, func(m string) string {
+			named[n] = append(named[n], r[r.index(m)])
 			return getenv(r[r.index(m)])
 		})
 		if v == n.Value {
@@ -62,11 +64,11 @@ func (r refs) expand(n *yaml.Node) {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			n.Content[i].Value = r.restore(n.Content[i].Value)
-			r.expand(n.Content[i+1])
+			r.expand(n.Content[i+1], named)
 		}
 	case yaml.SequenceNode:
 		for _, c := range n.Content {
-			r.expand(c)
+			r.expand(c, named)
 		}
 	}
 }

@@ -48,8 +48,9 @@ func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() +
 // or a large file fails instead of hanging or filling memory.
 const maxSecretFileBytes = 64 << 10
 
-// loadSecrets enforces the secret rules and reads the *_file secrets.
-func (d *decoder) loadSecrets(c *Config) error {
+// loadSecrets enforces the secret rules and reads the *_file secrets,
+// reporting each problem.
+func (d *decoder) loadSecrets(c *Config) {
 	type slot struct {
 		key   string // key path of the inline secret; the file key adds "_file"
 		value *Secret
@@ -75,21 +76,51 @@ func (d *decoder) loadSecrets(c *Config) error {
 		_, fromFile := d.lines[fileKey]
 		switch {
 		case inline && fromFile:
-			return d.errorf(fileKey, "set either %s or %s, not both", lastKey(s.key), lastKey(fileKey))
+			d.report(d.errorf(fileKey, "set either %s or %s, not both", lastKey(s.key), lastKey(fileKey)))
 		case inline && *s.value == "":
 			// An empty secret would silently turn signature checks off.
-			return d.errorf(s.key, "is empty (an unset environment variable?); remove the key to go without")
+			d.report(d.errorf(s.key, "is empty%s", d.emptyBecause(s.key)))
 		case fromFile && s.file == "":
-			return d.errorf(fileKey, "is empty (an unset environment variable?); remove the key to go without")
+			d.report(d.errorf(fileKey, "is empty%s", d.emptyBecause(fileKey)))
 		case fromFile:
 			v, err := d.readSecretFile(s.file)
 			if err != nil {
-				return d.errorf(fileKey, "%v", err)
+				d.report(d.errorf(fileKey, "%v", err))
+				break
 			}
 			*s.value = v
+			continue
+		default:
+			continue
+		}
+		// The config is refused; validation goes on as if the secret were
+		// set, so that it reports only problems of its own (not "needs
+		// webhooks.supabase.secret" after "webhooks.supabase.secret: is
+		// empty").
+		*s.value = "unusable"
+	}
+}
+
+// emptyBecause ends the message about the empty value of the key at path:
+// it names the environment variables the value came from, when it has
+// some.
+func (d *decoder) emptyBecause(path string) string {
+	var unset []string
+	for _, name := range d.vars[path] {
+		if v, _, ok := strings.Cut(name, ":-"); ok {
+			name = v
+		}
+		if name != "$" && os.Getenv(name) == "" {
+			unset = append(unset, "${"+name+"}")
 		}
 	}
-	return nil
+	switch len(unset) {
+	case 0:
+		return "; remove the key to go without"
+	case 1:
+		return ": the environment variable " + unset[0] + " is unset or empty (set it, or remove the key to go without)"
+	}
+	return ": the environment variables " + strings.Join(unset, ", ") + " are unset or empty (set them, or remove the key to go without)"
 }
 
 func lastKey(path string) string {

@@ -40,41 +40,35 @@ var githubEvents = []string{
 }
 
 // validate checks what the schema cannot express and normalises the API
-// URLs. Secrets are already loaded, so the checks see *_file secrets too.
-func (d *decoder) validate(c *Config) error {
+// URLs, reporting every problem. Secrets are already loaded, so the checks
+// see *_file secrets too.
+func (d *decoder) validate(c *Config) {
 	if c.GitHub != nil {
-		if err := d.validateGitHub(c.GitHub); err != nil {
-			return err
-		}
+		d.report(d.validateGitHub(c.GitHub))
 	}
-	if err := d.validateWebhooks(&c.Webhooks); err != nil {
-		return err
-	}
+	d.report(d.validateWebhooks(&c.Webhooks))
 	if c.Cloudflare != nil {
-		if err := d.validateCloudflare(c.Cloudflare); err != nil {
-			return err
-		}
+		d.report(d.validateCloudflare(c.Cloudflare))
 	}
 	if len(c.Pipelines) == 0 {
-		return d.errorf("pipelines", "at least one pipeline is required")
+		d.report(d.errorf("pipelines", "at least one pipeline is required"))
+		return
 	}
 	polling := c.GitHub != nil && c.GitHub.PollInterval > 0
 	if !polling && c.Webhooks.GitHub.Secret == "" {
-		return d.errorf("pipelines", "no source of workflow runs: set webhooks.github.secret, or a github section with a token to poll")
+		d.report(d.errorf("pipelines", "no source of workflow runs: set webhooks.github.secret, or a github section with a token to poll"))
 	}
 	names := map[string]int{}
 	for i := range c.Pipelines {
 		path := fmt.Sprintf("pipelines[%d]", i)
 		p := &c.Pipelines[i]
 		if first, dup := names[p.Name]; dup && p.Name != "" {
-			return d.errorf(path+".name", "duplicate pipeline name (first at line %d)", first)
+			d.report(d.errorf(path+".name", "duplicate pipeline name (first at line %d)", first))
+		} else {
+			names[p.Name] = d.line(path + ".name")
 		}
-		names[p.Name] = d.line(path + ".name")
-		if err := d.validatePipeline(c, p, path); err != nil {
-			return err
-		}
+		d.validatePipeline(c, p, path)
 	}
-	return nil
 }
 
 func (d *decoder) validateGitHub(g *GitHub) error {
@@ -124,33 +118,38 @@ var owner = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$`
 func (d *decoder) validateHooks(g *GitHub) error {
 	seen := map[Hook]int{}
 	for i, h := range g.Hooks {
-		path := fmt.Sprintf("github.hooks[%d]", i)
-		switch {
-		case h.Repository != "" && h.Organization != "":
-			return d.errorf(path+".organization", "set either repository or organization, not both")
-		case h.Repository != "":
-			if !repository.MatchString(h.Repository) {
-				return d.errorf(path+".repository", "must be owner/repo")
-			}
-		case h.Organization != "":
-			if !owner.MatchString(h.Organization) {
-				return d.errorf(path+".organization", "must be an organization name (no '/')")
-			}
-		default:
-			return d.errorf(path, "set repository (a repository's webhook) or organization (an organization's webhook)")
-		}
-		if h.ID <= 0 {
-			return d.errorf(path+".id", "is required: the webhook's numeric id, the number at the end of its settings page's URL")
-		}
-		key := Hook{Repository: strings.ToLower(h.Repository), Organization: strings.ToLower(h.Organization), ID: h.ID}
-		if first, dup := seen[key]; dup {
-			return d.errorf(path, "duplicate hook (first at line %d)", first)
-		}
-		seen[key] = d.line(path)
+		d.report(d.validateHook(h, fmt.Sprintf("github.hooks[%d]", i), seen))
 	}
 	if len(g.Hooks) > 0 && g.ReconcileInterval > 0 && g.Token == "" {
 		return d.errorf("github.hooks", "reading webhook deliveries needs github.token or github.token_file (reconcile_interval: 0 disables it)")
 	}
+	return nil
+}
+
+// validateHook checks one of github.hooks; seen holds those before it.
+func (d *decoder) validateHook(h Hook, path string, seen map[Hook]int) error {
+	switch {
+	case h.Repository != "" && h.Organization != "":
+		return d.errorf(path+".organization", "set either repository or organization, not both")
+	case h.Repository != "":
+		if !repository.MatchString(h.Repository) {
+			return d.errorf(path+".repository", "must be owner/repo")
+		}
+	case h.Organization != "":
+		if !owner.MatchString(h.Organization) {
+			return d.errorf(path+".organization", "must be an organization name (no '/')")
+		}
+	default:
+		return d.errorf(path, "set repository (a repository's webhook) or organization (an organization's webhook)")
+	}
+	if h.ID <= 0 {
+		return d.errorf(path+".id", "is required: the webhook's numeric id, the number at the end of its settings page's URL")
+	}
+	key := Hook{Repository: strings.ToLower(h.Repository), Organization: strings.ToLower(h.Organization), ID: h.ID}
+	if first, dup := seen[key]; dup {
+		return d.errorf(path, "duplicate hook (first at line %d)", first)
+	}
+	seen[key] = d.line(path)
 	return nil
 }
 
@@ -198,46 +197,41 @@ func (d *decoder) httpURL(path, raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
+// validatePipeline reports each of the pipeline's problems.
+func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) {
 	switch {
 	case p.Name == "":
-		return d.errorf(path+".name", "is required")
+		d.report(d.errorf(path+".name", "is required"))
 	case !pipelineName.MatchString(p.Name):
-		return d.errorf(path+".name", "must match %s", pipelineName)
+		d.report(d.errorf(path+".name", "must match %s", pipelineName))
+	}
+	switch {
 	case p.Workflow == "":
-		return d.errorf(path+".workflow", "is required")
+		d.report(d.errorf(path+".workflow", "is required"))
 	case !workflowFile.MatchString(p.Workflow) && !workflowID.MatchString(p.Workflow):
-		return d.errorf(path+".workflow", "must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id")
+		d.report(d.errorf(path+".workflow", "must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id"))
 	}
-	if err := d.validateRepository(c, p, path); err != nil {
-		return err
-	}
+	d.report(d.validateRepository(c, p, path))
 	for i, b := range p.Branches {
 		if b == "" {
-			return d.errorf(fmt.Sprintf("%s.branches[%d]", path, i), "must not be empty")
+			d.report(d.errorf(fmt.Sprintf("%s.branches[%d]", path, i), "must not be empty"))
 		}
 	}
 	for i := range p.Triggers {
-		if err := d.validateTrigger(c, &p.Triggers[i], fmt.Sprintf("%s.triggers[%d]", path, i)); err != nil {
-			return err
-		}
+		d.report(d.validateTrigger(c, &p.Triggers[i], fmt.Sprintf("%s.triggers[%d]", path, i)))
 	}
 	if p.PagesProject != "" {
-		if c.Cloudflare == nil {
-			return d.errorf(path+".pages_project", "needs the cloudflare section")
-		}
-		if c.Cloudflare.PollInterval == 0 && c.Webhooks.Cloudflare.Secret == "" {
-			return d.errorf(path+".pages_project", "needs cloudflare polling or webhooks.cloudflare.secret")
+		switch {
+		case c.Cloudflare == nil:
+			d.report(d.errorf(path+".pages_project", "needs the cloudflare section"))
+		case c.Cloudflare.PollInterval == 0 && c.Webhooks.Cloudflare.Secret == "":
+			d.report(d.errorf(path+".pages_project", "needs cloudflare polling or webhooks.cloudflare.secret"))
 		}
 	}
 	if p.Verify != nil {
-		if err := d.validateVerify(p.Verify, path+".verify"); err != nil {
-			return err
-		}
+		d.report(d.validateVerify(p.Verify, path+".verify"))
 		if p.Verify.Build != nil {
-			if err := d.validateBuild(p.Verify.Build, p.PagesProject, path+".verify.build"); err != nil {
-				return err
-			}
+			d.report(d.validateBuild(p.Verify.Build, p.PagesProject, path+".verify.build"))
 		}
 	}
 	for _, f := range []struct {
@@ -249,10 +243,9 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) error {
 		{"slow_threshold", int64(p.SlowThreshold)},
 	} {
 		if f.value <= 0 {
-			return d.errorf(path+"."+f.key, "must be positive")
+			d.report(d.errorf(path+"."+f.key, "must be positive"))
 		}
 	}
-	return nil
 }
 
 // validateRepository checks the pipeline's repository, which it must name

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,68 @@ type decoder struct {
 	lines map[string]int
 	// paths names the mappings and lists of the file by their position.
 	paths map[position]string
+	// vars holds the environment variables a value refers to, by the key
+	// path of the value, and named by node until the paths are known.
+	vars  map[string][]string
+	named map[*yaml.Node][]string
+	// errs is every problem found so far (report).
+	errs []*lineError
+}
+
+// lineError is one problem of the file: "file:line: key.path: message".
+type lineError struct {
+	line int
+	path string
+	msg  string
+	// decode marks a value that did not decode.
+	decode bool
+}
+
+func (e *lineError) Error() string { return e.msg }
+
+// report keeps a problem; nil is none.
+func (d *decoder) report(err error) {
+	if err == nil {
+		return
+	}
+	e, ok := errors.AsType[*lineError](err)
+	if !ok {
+		e = &lineError{line: 1, msg: err.Error()}
+	}
+	d.errs = append(d.errs, e)
+}
+
+// result is every reported problem in the order of the file, one a line.
+// It leaves out what validation says of a value that did not decode (it is
+// zero, so validation would report it again) and of the list holding it
+// (yaml.v3 drops a list item that does not decode, so the items after it
+// move up and the list looks shorter).
+func (d *decoder) result() error {
+	var failed []string
+	for _, e := range d.errs {
+		if e.decode {
+			scope, _, _ := strings.Cut(e.path, "[")
+			failed = append(failed, scope)
+		}
+	}
+	var out []error
+	for _, e := range d.errs {
+		if !e.decode && slices.ContainsFunc(failed, func(scope string) bool { return under(e.path, scope) || under(scope, e.path) }) {
+			continue
+		}
+		out = append(out, e)
+	}
+	slices.SortStableFunc(out, func(a, b error) int { return a.(*lineError).line - b.(*lineError).line })
+	return errors.Join(out...)
+}
+
+// under reports whether key path is parent or one of its keys or items.
+func under(path, parent string) bool {
+	if parent == "" || path == parent {
+		return true
+	}
+	rest, ok := strings.CutPrefix(path, parent)
+	return ok && (rest[0] == '.' || rest[0] == '[')
 }
 
 // position identifies a node of the file.
@@ -65,10 +128,18 @@ func (d *decoder) parse(data []byte) (*Config, error) {
 	doc := &document{d: d, refs: refs, cfg: &Config{Webhooks: DefaultWebhooks}}
 	d.lines[""] = 1
 	if err := dec.Decode(doc); err != nil && !errors.Is(err, io.EOF) {
-		if e, ok := errors.AsType[*nodeError](err); ok {
-			return nil, d.errorAt(e.line, join(d.paths[e.at], e.key), "%s", e.msg)
+		te, ok := errors.AsType[*yaml.TypeError](err)
+		if !ok {
+			return nil, d.yamlError(refs.restore(err.Error()))
 		}
-		return nil, d.yamlError(refs.restore(err.Error()))
+		// Every key that did not decode, each once; the rest decoded.
+		for _, msg := range te.Errors {
+			if e, ok := decodeNodeError(msg); ok {
+				d.report(d.decodeError(e))
+			} else {
+				d.report(d.yamlError(refs.restore(goTypes.ReplaceAllString(msg, ""))))
+			}
+		}
 	}
 	// yaml.v3 would silently ignore what follows a "---".
 	var next yaml.Node
@@ -78,14 +149,25 @@ func (d *decoder) parse(data []byte) (*Config, error) {
 		return nil, d.yamlError(refs.restore(err.Error()))
 	}
 	cfg := doc.cfg
-	if err := d.loadSecrets(cfg); err != nil {
-		return nil, err
-	}
-	if err := d.validate(cfg); err != nil {
-		return nil, err
+	d.loadSecrets(cfg)
+	d.validate(cfg)
+	if len(d.errs) > 0 {
+		return nil, d.result()
 	}
 	return cfg, nil
 }
+
+// decodeError places a nodeError in the file.
+func (d *decoder) decodeError(e *nodeError) error {
+	path := join(d.paths[e.at], e.key)
+	err := d.errorAt(e.line, path, "%s", e.msg)
+	err.(*lineError).decode = true
+	return err
+}
+
+// goTypes is how yaml.v3 names the Go type a key was not found in, which
+// means nothing to whoever wrote the file.
+var goTypes = regexp.MustCompile(` in type \S+$`)
 
 // document is the file's root. Its unmarshaler sees the parsed tree before
 // the Config is decoded from it, to expand environment variables in place
@@ -103,7 +185,8 @@ func (doc *document) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := unmarshal(&root); err != nil {
 		return err
 	}
-	doc.refs.expand(root.n)
+	doc.d.named = map[*yaml.Node][]string{}
+	doc.refs.expand(root.n, doc.d.named)
 	doc.d.index(root.n, "")
 	return unmarshal(doc.cfg)
 }
@@ -126,6 +209,9 @@ func (d *decoder) index(n *yaml.Node, path string) {
 			key := join(path, k.Value)
 			if _, ok := d.lines[key]; !ok {
 				d.lines[key] = k.Line
+			}
+			if names := d.named[v]; len(names) > 0 {
+				d.vars[key] = names
 			}
 			d.index(v, key)
 		}
@@ -217,6 +303,41 @@ type nodeError struct {
 
 func (e *nodeError) Error() string { return e.msg }
 
+// A nodeError travels to parse inside a *yaml.TypeError, whose Errors are
+// strings: yaml.v3 decodes on past a TypeError (the other keys, the other
+// pipelines) and stops at any other error, so that every key that does not
+// decode is reported, not only the first. encode writes the fields apart
+// with NULs, which neither a key nor a message holds (the file may not:
+// YAML does not allow the character unescaped).
+func (e *nodeError) encode() string {
+	return fmt.Sprintf("\x00%d\x00%d\x00%d\x00%d\x00%s\x00%s", e.at.line, e.at.column, e.at.kind, e.line, e.key, e.msg)
+}
+
+func decodeNodeError(s string) (*nodeError, bool) {
+	f := strings.SplitN(s, "\x00", 7)
+	if len(f) != 7 || f[0] != "" {
+		return nil, false
+	}
+	var n [4]int
+	for i := range n {
+		v, err := strconv.Atoi(f[i+1])
+		if err != nil {
+			return nil, false
+		}
+		n[i] = v
+	}
+	return &nodeError{at: position{n[0], n[1], yaml.Kind(n[2])}, line: n[3], key: f[5], msg: f[6]}, true
+}
+
+// asTypeError hands nodeErrors to yaml.v3 as a TypeError (see encode).
+func asTypeError(es ...*nodeError) error {
+	te := &yaml.TypeError{}
+	for _, e := range es {
+		te.Errors = append(te.Errors, e.encode())
+	}
+	return te
+}
+
 // decodeStruct is the body of every config struct's UnmarshalYAML: it
 // decodes the node into v, a pointer to the struct's plain twin (a type
 // without the method), and turns the errors about the node's own keys into
@@ -231,15 +352,21 @@ func decodeStruct(unmarshal func(any) error, v any) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := errors.AsType[*nodeError](err); ok {
-		return err
-	}
 	t := reflect.TypeOf(v).Elem()
 	if te, ok := errors.AsType[*yaml.TypeError](err); ok {
-		return typeError(n, t, te.Errors[0])
+		// This mapping's own problems, and those of the mappings in it,
+		// already placed (decodeNodeError).
+		out := &yaml.TypeError{}
+		for _, msg := range te.Errors {
+			if _, ok := decodeNodeError(msg); !ok {
+				msg = typeError(n, t, msg).encode()
+			}
+			out.Errors = append(out.Errors, msg)
+		}
+		return out
 	}
 	if e := valueError(n, t); e != nil {
-		return e
+		return asTypeError(e)
 	}
 	// yaml.v3's own failures (excessive aliasing, an unknown anchor) name
 	// no value.
@@ -254,7 +381,7 @@ var (
 
 // typeError rewrites one of yaml.v3's type errors about mapping n, decoded
 // into struct type t.
-func typeError(n *yaml.Node, t reflect.Type, msg string) error {
+func typeError(n *yaml.Node, t reflect.Type, msg string) *nodeError {
 	at := positionOf(n)
 	if m := unknownKey.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
@@ -273,7 +400,7 @@ func typeError(n *yaml.Node, t reflect.Type, msg string) error {
 		line, _ := strconv.Atoi(m[1])
 		tag := m[2]
 		if n.Line == line && n.ShortTag() == tag {
-			return &nodeError{at: at, line: line, msg: "must be a mapping, not " + tag}
+			return &nodeError{at: at, line: line, msg: "expected a mapping, got " + tagWord(tag)}
 		}
 		for _, p := range pairs(n) {
 			k, v := p[0], p[1]
@@ -287,11 +414,11 @@ func typeError(n *yaml.Node, t reflect.Type, msg string) error {
 			// A flow mapping holds several values on one line: the one
 			// meant is the one whose field cannot take its kind.
 			if v.Line == line && v.ShortTag() == tag && !accepts(f, tag) {
-				return &nodeError{at: at, key: k.Value, line: line, msg: "must be " + describe(f) + ", not " + tag}
+				return &nodeError{at: at, key: k.Value, line: line, msg: "expected " + describe(f) + ", got " + tagWord(tag)}
 			}
 			for i, item := range v.Content {
 				if v.Kind == yaml.SequenceNode && item.Line == line && item.ShortTag() == tag && !accepts(f.Elem(), tag) {
-					return &nodeError{at: at, key: fmt.Sprintf("%s[%d]", k.Value, i), line: line, msg: "must be " + describe(f.Elem()) + ", not " + tag}
+					return &nodeError{at: at, key: fmt.Sprintf("%s[%d]", k.Value, i), line: line, msg: "expected " + describe(f.Elem()) + ", got " + tagWord(tag)}
 				}
 			}
 		}
@@ -347,6 +474,28 @@ func accepts(t reflect.Type, tag string) bool {
 		return tag == "!!bool"
 	}
 	return tag != "!!map" && tag != "!!seq"
+}
+
+// tagWord names what a YAML tag is written as: a config's author writes
+// a list, not a !!seq.
+func tagWord(tag string) string {
+	switch tag {
+	case "!!str":
+		return "a string"
+	case "!!seq":
+		return "a list"
+	case "!!map":
+		return "a mapping"
+	case "!!int":
+		return "an integer"
+	case "!!float":
+		return "a number"
+	case "!!bool":
+		return "true or false"
+	case "!!null":
+		return "nothing"
+	}
+	return tag
 }
 
 // keysOf returns the YAML keys of struct type t.
@@ -455,7 +604,7 @@ func (d *decoder) errorAt(line int, path, format string, args ...any) error {
 	if path != "" {
 		msg = path + ": " + msg
 	}
-	return fmt.Errorf("%s:%d: %s", d.file, line, msg)
+	return &lineError{line: line, path: path, msg: fmt.Sprintf("%s:%d: %s", d.file, line, msg)}
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -465,7 +614,8 @@ var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 // so a message without one is about line 1.
 func (d *decoder) yamlError(msg string) error {
 	if sm := yamlLine.FindStringSubmatch(msg); sm != nil {
-		return fmt.Errorf("%s:%s: %s", d.file, sm[1], sm[2])
+		line, _ := strconv.Atoi(sm[1])
+		return &lineError{line: line, msg: fmt.Sprintf("%s:%s: %s", d.file, sm[1], sm[2]), decode: true}
 	}
-	return fmt.Errorf("%s:1: %s", d.file, strings.TrimPrefix(msg, "yaml: "))
+	return &lineError{line: 1, msg: fmt.Sprintf("%s:1: %s", d.file, strings.TrimPrefix(msg, "yaml: ")), decode: true}
 }
