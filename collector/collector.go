@@ -126,6 +126,7 @@ type Collector struct {
 	stageQueued   *prometheus.HistogramVec
 	verify        *prometheus.HistogramVec
 	labelsLimited *prometheus.CounterVec
+	live          *liveMetrics
 
 	// mu guards the fields below, and orders making series (Observe)
 	// against deleting them (a pipeline removed, a stage evicted).
@@ -219,6 +220,8 @@ func New(opts Options) (*Collector, error) {
 			Help: "Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
 		}, []string{"reason"}),
 
+		live: newLiveMetrics(),
+
 		pipelines: map[string]*pipelineSeries{},
 	}
 	c.labelsLimited.WithLabelValues("truncated")
@@ -248,13 +251,16 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	for _, d := range c.live.descs() {
+		ch <- d
+	}
 	for _, v := range c.vecs() {
 		v.Describe(ch)
 	}
 }
 
 func (c *Collector) vecs() []prometheus.Collector {
-	return []prometheus.Collector{c.runs, c.runDuration, c.stageRuns, c.stageDuration, c.stageQueued, c.verify, c.labelsLimited}
+	return []prometheus.Collector{c.runs, c.runDuration, c.stageRuns, c.stageDuration, c.stageQueued, c.verify, c.labelsLimited, c.live.leadTime}
 }
 
 func (c *Collector) summaries() ([]pipeline.PipelineSummary, error) {
@@ -336,6 +342,7 @@ func (c *Collector) gauges(specs []pipeline.Spec, sums []pipeline.PipelineSummar
 		if r := sum.LastSuccess; r != nil && r.FinishedAt != nil && unixTime(*r.FinishedAt) {
 			gauge(c.lastSuccessTimestamp, unixSeconds(*r.FinishedAt), name)
 		}
+		out = append(out, c.live.gauges(name, sum)...)
 		r := sum.LastFinished
 		if r == nil {
 			continue
@@ -399,6 +406,7 @@ func (c *Collector) Observe(u pipeline.Update) {
 			c.verify.WithLabelValues(name).Observe(st.ResponseSeconds)
 		}
 	}
+	c.live.observe(name, u)
 	if u.Finished {
 		status := string(u.Run.Status)
 		c.runs.WithLabelValues(name, string(u.Run.Trigger.Source), status).Inc()

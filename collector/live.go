@@ -1,0 +1,82 @@
+package collector
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+)
+
+// leadBuckets span a commit live within a minute to one that took a week,
+// DORA's bands (under a day, a day to a week) among them. The histogram
+// has one label set per pipeline, so classic buckets cost little.
+var leadBuckets = []float64{60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400}
+
+// maxLeadTime bounds the lead time observed: a commit time is its author's
+// clock, and no duration the exporter reports exceeds a year.
+const maxLeadTime = 365 * 24 * 3600
+
+// liveMetrics are the metrics of each pipeline's live build: gauges
+// projected at each scrape from the pipeline's last success, and the lead
+// time of each run verified live.
+type liveMetrics struct {
+	stale     *prometheus.Desc
+	lastCheck *prometheus.Desc
+	build     *prometheus.Desc
+	leadTime  *prometheus.HistogramVec
+}
+
+func newLiveMetrics() *liveMetrics {
+	pl := []string{"pipeline"}
+	return &liveMetrics{
+		stale: prometheus.NewDesc("pipeline_live_stale",
+			"1 when the site stopped serving the pipeline's latest verified build (two rechecks in a row did not find it and no newer run started), else 0.", pl, nil),
+		lastCheck: prometheus.NewDesc("pipeline_live_last_check_timestamp_seconds",
+			"Unix time in seconds when the site was last checked for the pipeline's latest verified build.", pl, nil),
+		build: prometheus.NewDesc("pipeline_live_build_timestamp_seconds",
+			"Unix time in seconds when the pipeline's latest verified build was first seen live.", pl, nil),
+		leadTime: durationHistogram(prometheus.HistogramOpts{
+			Name:    "pipeline_lead_time_seconds",
+			Help:    "Seconds from a commit's time to its build verified live on the site, for runs that verify a build (DORA's lead time for changes).",
+			Buckets: leadBuckets,
+		}, "pipeline"),
+	}
+}
+
+func (m *liveMetrics) descs() []*prometheus.Desc {
+	return []*prometheus.Desc{m.stale, m.lastCheck, m.build}
+}
+
+// gauges returns the live-build gauges of the pipeline: none until a build
+// of it was verified live.
+func (m *liveMetrics) gauges(name string, sum *pipeline.PipelineSummary) []prometheus.Metric {
+	r := sum.LastSuccess
+	if r == nil || !r.Live() {
+		return nil
+	}
+	v := r.Verify
+	stale := 0.0
+	if v.Stale {
+		stale = 1
+	}
+	out := []prometheus.Metric{prometheus.MustNewConstMetric(m.stale, prometheus.GaugeValue, stale, name)}
+	if unixTime(v.CheckedAt) {
+		out = append(out, prometheus.MustNewConstMetric(m.lastCheck, prometheus.GaugeValue, unixSeconds(v.CheckedAt), name))
+	}
+	if unixTime(*v.VerifiedAt) {
+		out = append(out, prometheus.MustNewConstMetric(m.build, prometheus.GaugeValue, unixSeconds(*v.VerifiedAt), name))
+	}
+	return out
+}
+
+// observe records the lead time of a run that just finished verified live.
+func (m *liveMetrics) observe(name string, u pipeline.Update) {
+	r := u.Run
+	if !u.Finished || !r.Live() || r.GitHub == nil || r.GitHub.HeadCommitAt == nil {
+		return
+	}
+	lead := r.Verify.VerifiedAt.Sub(*r.GitHub.HeadCommitAt).Seconds()
+	if lead < 0 || lead > maxLeadTime {
+		return
+	}
+	m.leadTime.WithLabelValues(name).Observe(lead)
+}
