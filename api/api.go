@@ -77,6 +77,8 @@ type Runs interface {
 	Run(ctx context.Context, id int64) (*pipeline.Run, error)
 	// ListRuns returns the runs q selects, newest first.
 	ListRuns(ctx context.Context, q pipeline.RunQuery) ([]*pipeline.Run, error)
+	// Summaries returns the summary of every pipeline that has runs.
+	Summaries(ctx context.Context) ([]pipeline.PipelineSummary, error)
 }
 
 // Options tune the handler; the zero value takes the defaults.
@@ -92,6 +94,9 @@ type Options struct {
 	// QueryTimeout bounds each history query; zero means
 	// DefaultQueryTimeout.
 	QueryTimeout time.Duration
+	// Specs returns the configured pipelines, which GET /api/pipelines
+	// lists with those the history knows.
+	Specs func() []pipeline.Spec
 }
 
 // Error types, as in the Prometheus HTTP API.
@@ -167,12 +172,13 @@ type handler struct {
 	logger       *slog.Logger
 	externalURL  *url.URL
 	queryTimeout time.Duration
+	specs        func() []pipeline.Spec
 	// slots holds a token per request being served.
 	slots chan struct{}
 }
 
 // New returns the handler of GET /api/pipeline-runs,
-// GET /api/pipeline-runs/{id} and GET /api/status, whose data is what
+// GET /api/pipeline-runs/{id}, GET /api/pipelines and GET /api/status, whose data is what
 // status returns. Unknown query parameters are ignored, as Prometheus does.
 func New(runs Runs, status func() any, logger *slog.Logger, opts Options) http.Handler {
 	if opts.MaxRequests <= 0 {
@@ -183,12 +189,13 @@ func New(runs Runs, status func() any, logger *slog.Logger, opts Options) http.H
 	}
 	h := &handler{
 		runs: runs, status: status, logger: logger,
-		externalURL: opts.ExternalURL, queryTimeout: opts.QueryTimeout,
+		externalURL: opts.ExternalURL, queryTimeout: opts.QueryTimeout, specs: opts.Specs,
 		slots: make(chan struct{}, opts.MaxRequests),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/pipeline-runs", h.listRuns)
 	mux.HandleFunc("GET /api/pipeline-runs/{id}", h.getRun)
+	mux.HandleFunc("GET /api/pipelines", h.listPipelines)
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
 		h.respond(w, h.status())
 	})
