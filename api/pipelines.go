@@ -13,11 +13,11 @@ import (
 // Pipeline is one pipeline as GET /api/pipelines and the landing page show
 // it: its last run, last success and live build.
 type Pipeline struct {
-	Name       string       `json:"name"`
-	Repository string       `json:"repository,omitempty"`
-	LastRun    *LastRun     `json:"last_run"`
+	Name        string       `json:"name"`
+	Repository  string       `json:"repository,omitempty"`
+	LastRun     *LastRun     `json:"last_run"`
 	LastSuccess *LastSuccess `json:"last_success"`
-	Live       *Live        `json:"live"`
+	Live        *Live        `json:"live"`
 }
 
 // LastRun is a pipeline's last finished run.
