@@ -146,6 +146,34 @@ func TestRunPage(t *testing.T) {
 	}
 }
 
+// TestRunPageRecovered: what was read back from GitHub's record of a
+// hook's deliveries says so, on the trigger and on the GitHub run.
+func TestRunPageRecovered(t *testing.T) {
+	h := newMemHistory()
+	r := testRun(7, pipeline.StatusFailed)
+	r.Triggers[1].Recovered = true
+	r.GitHub.Recovered = true
+	h.commit(r)
+	h.commit(testRun(8, pipeline.StatusFailed))
+	_, srv := newTestWeb(t, h, Options{Name: "Pipeline Exporter"})
+	_, body := get(t, srv.URL+"/runs/7")
+	for _, s := range []string{
+		`<td>mailerlite</td><td>campaign.sent</td><td><code>ml-2</code></td><td>2026-03-02 10:00:05Z <span class="recovered"`,
+		`<td>supabase</td><td>INSERT</td><td><code>msg_1</code></td><td>2026-03-02 10:00:00Z</td>`,
+		`<code>acb5820ced9479c074f688cc328bf03f341a511d</code> <span class="recovered" title="GitHub did not deliver some of its events; read back from the hook's record of its deliveries">recovered</span></dd>`,
+	} {
+		if !strings.Contains(body, s) {
+			t.Errorf("run page lacks %s", s)
+		}
+	}
+	if n := strings.Count(body, `class="recovered"`); n != 2 {
+		t.Errorf("%d recovered marks, want 2 (the first trigger was received)", n)
+	}
+	if _, body := get(t, srv.URL+"/runs/8"); strings.Contains(body, `class="recovered"`) {
+		t.Error("a run received whole is marked recovered")
+	}
+}
+
 // TestRunPageRunning checks a run in progress: the scale ends now and the
 // running stage reaches it.
 func TestRunPageRunning(t *testing.T) {
