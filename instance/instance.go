@@ -64,6 +64,10 @@ type Options struct {
 	// StageBuckets gives the per-stage histograms classic buckets too
 	// (--metrics.stage-buckets; collector.Options.StageBuckets).
 	StageBuckets bool
+	// Retention is how long the store keeps log entries (0: forever). The
+	// reading back of missed GitHub deliveries looks no further back, or
+	// it would recover a pruned delivery again.
+	Retention time.Duration
 	// Logger defaults to one that discards everything.
 	Logger *slog.Logger
 }
@@ -121,7 +125,7 @@ func New(o Options) (*Instance, error) {
 	}
 	reg := o.Registry
 	reg.MustRegister(in.leader, in.lag)
-	in.pollers = newPollers(o.Config, in, reg, o.Logger)
+	in.pollers = newPollers(o.Config, in, o.Store, leaderIngester{in}, o.Retention, reg, o.Logger)
 	in.verifier = newVerifier(o.Config, in, o.Store, o.Logger)
 
 	coll, err := collector.New(collector.Options{

@@ -25,7 +25,8 @@ const prunePeriod = time.Minute
 // Leader-only work is added here, and only here.
 func (in *Instance) leaderTasks() []func(ctx context.Context) {
 	tasks := []func(ctx context.Context){
-		// GitHub and Cloudflare Pages polling, restarted on reload.
+		// GitHub and Cloudflare Pages polling and the reading back of
+		// missed GitHub deliveries, restarted on reload.
 		in.pollers.run,
 		// Rechecks of each pipeline's live build.
 		in.verifier.recheck,
@@ -200,6 +201,19 @@ func (in *Instance) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Res
 		return pipeline.Result{Outcome: pipeline.OutcomeQueued}, nil
 	}
 	return res, nil
+}
+
+// leaderIngester hands deliveries read back from GitHub to the Applier of
+// the current term, and refuses them between terms: unlike a webhook's,
+// such a delivery is never appended by a replica that does not lead.
+type leaderIngester struct{ in *Instance }
+
+func (l leaderIngester) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error) {
+	a := l.in.current()
+	if a == nil {
+		return pipeline.Result{}, errNotLeading
+	}
+	return a.Ingest(ctx, e)
 }
 
 // Apply hands polled events and verify results to the Applier.

@@ -13,27 +13,40 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/poller"
 )
 
-// pollers runs the GitHub and Cloudflare Pages pollers the current config
-// asks for while this instance leads, and restarts them when a reload
-// changes the config.
+// pollers runs the GitHub and Cloudflare Pages pollers and the reading back
+// of missed GitHub deliveries the current config asks for while this
+// instance leads, and restarts them when a reload changes the config.
 type pollers struct {
 	safe   *config.SafeConfig
 	sink   poller.Sink
-	reg    prometheus.Registerer
-	logger *slog.Logger
-	client *http.Client
+	log    poller.DeliveryLog
+	ingest poller.Ingester
+	// lookBack bounds how far back deliveries are read: within the
+	// retention of the log, or a pruned one would come back.
+	lookBack time.Duration
+	reg      prometheus.Registerer
+	logger   *slog.Logger
+	client   *http.Client
 	// reloaded receives a value after a successful reload.
 	reloaded chan struct{}
 
-	mu     sync.Mutex
-	github *poller.GitHubPoller
-	pages  *poller.PagesPoller
+	mu         sync.Mutex
+	github     *poller.GitHubPoller
+	pages      *poller.PagesPoller
+	reconciler *poller.Reconciler
 }
 
-func newPollers(safe *config.SafeConfig, sink poller.Sink, reg prometheus.Registerer, logger *slog.Logger) *pollers {
+func newPollers(safe *config.SafeConfig, sink poller.Sink, log poller.DeliveryLog, ingest poller.Ingester, retention time.Duration, reg prometheus.Registerer, logger *slog.Logger) *pollers {
+	lookBack := poller.DefaultLookBack
+	if retention > 0 {
+		lookBack = min(lookBack, retention)
+	}
 	return &pollers{
 		safe:     safe,
 		sink:     sink,
+		log:      log,
+		ingest:   ingest,
+		lookBack: lookBack,
 		reg:      reg,
 		logger:   logger,
 		client:   &http.Client{Timeout: 30 * time.Second},
@@ -62,7 +75,7 @@ func (p *pollers) run(ctx context.Context) {
 		cancel()
 		wg.Wait()
 		p.mu.Lock()
-		p.github, p.pages = nil, nil
+		p.github, p.pages, p.reconciler = nil, nil, nil
 		p.mu.Unlock()
 		if ctx.Err() != nil {
 			return
@@ -102,6 +115,26 @@ func (p *pollers) start(ctx context.Context, wg *sync.WaitGroup, cfg *config.Con
 		}, p.sink, p.reg, p.logger.With("component", "poller", "source", "github"))
 		goRun(p.github.Run)
 	}
+	if gh := cfg.GitHub; gh != nil && len(gh.Hooks) > 0 {
+		if gh.ReconcileInterval <= 0 {
+			p.logger.Info("Missed GitHub deliveries are not read back: github.reconcile_interval is 0")
+		} else {
+			hooks := make([]poller.Hook, len(gh.Hooks))
+			for i, h := range gh.Hooks {
+				hooks[i] = poller.Hook{Repository: h.Repository, Organization: h.Organization, ID: h.ID}
+			}
+			token := gh.Token
+			p.reconciler = poller.NewReconciler(poller.ReconcilerOptions{
+				APIURL:     gh.APIURL,
+				Token:      func() string { return token.Value() },
+				Hooks:      hooks,
+				Interval:   time.Duration(gh.ReconcileInterval),
+				LookBack:   p.lookBack,
+				HTTPClient: p.client,
+			}, p.log, p.ingest, p.reg, p.logger.With("component", "reconciler", "source", "github"))
+			goRun(p.reconciler.Run)
+		}
+	}
 	if cf := cfg.Cloudflare; cf != nil && cf.PollInterval > 0 {
 		var projects []string
 		for _, pl := range cfg.Pipelines {
@@ -132,6 +165,17 @@ func (p *pollers) triggerPages() {
 	if p.pages != nil {
 		p.pages.Trigger()
 	}
+}
+
+// hookStatuses reports the hooks whose deliveries are read back: an empty
+// list, not null, when none are (or this instance does not lead).
+func (p *pollers) hookStatuses() []poller.HookStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reconciler == nil {
+		return []poller.HookStatus{}
+	}
+	return p.reconciler.Status()
 }
 
 // statuses reports every running poller's health for /api/status: an empty

@@ -19,7 +19,9 @@ type status struct {
 	Pipelines []pipelineStatus `json:"pipelines"`
 	Sources   []sourceStatus   `json:"webhook_sources"`
 	Pollers   []poller.Status  `json:"pollers"`
-	Store     storeStatus      `json:"store"`
+	// Hooks are the webhooks whose missed deliveries the leader reads back.
+	Hooks []poller.HookStatus `json:"hooks"`
+	Store storeStatus         `json:"store"`
 	// Leader is true on the instance that applies the delivery log (always
 	// with SQLite); LogLag counts entries appended but not applied.
 	Leader bool  `json:"leader"`
@@ -61,6 +63,7 @@ func (in *Instance) status(ctx context.Context) status {
 		Uptime:    time.Since(started).Seconds(),
 		Pipelines: []pipelineStatus{},
 		Pollers:   in.pollers.statuses(),
+		Hooks:     in.pollers.hookStatuses(),
 		Store:     storeStatus{Path: be.Describe()},
 		Leader:    in.Leading(),
 	}

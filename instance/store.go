@@ -17,6 +17,9 @@ import (
 type Store interface {
 	pipeline.Storage
 	pipeline.History
+	// KnownDeliveries says which delivery ids the log holds, for the
+	// reading back of missed GitHub deliveries.
+	KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error)
 	// Describe names the store for logs and /api/status, never with a
 	// password.
 	Describe() string

@@ -144,6 +144,7 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 			MaxEventStreams:  f.maxEventStreams,
 			SeparateWebhooks: f.webhookAddress != "",
 			StageBuckets:     f.stageBuckets,
+			Retention:        time.Duration(f.retention),
 			Logger:           logger,
 		})
 		if err != nil {
