@@ -141,6 +141,7 @@ func New(o Options) (*Instance, error) {
 	reg.MustRegister(coll)
 	in.pages = webui.New(webui.Options{
 		History:     o.Store,
+		Specs:       func() []pipeline.Spec { return o.Config.Get().Specs() },
 		ExternalURL: o.ExternalURL,
 		MaxStreams:  o.MaxEventStreams,
 		Registerer:  reg,
@@ -150,6 +151,7 @@ func New(o Options) (*Instance, error) {
 		Version:     version.Info(),
 		Links: []webui.Link{
 			{Address: o.TelemetryPath, Text: "Metrics"},
+			{Address: "/api/pipelines", Text: "Pipelines", Description: "Each pipeline's last run, last success and live build, as JSON"},
 			{Address: "/api/pipeline-runs?limit=20", Text: "Pipeline runs", Description: "Run history, newest first, as JSON"},
 			{Address: "/api/pipeline-runs?status=failed,timed_out", Text: "Failed runs"},
 			{Address: "/api/events", Text: "Live events", Description: "Server-Sent Events of run changes"},

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,8 +103,37 @@ func (h *memHistory) ChangedAfter(_ context.Context, seq int64, limit int) ([]*p
 	return out, nil
 }
 
+// Summaries returns each pipeline's latest finished and successful run,
+// by name, as the stores do.
 func (h *memHistory) Summaries(context.Context) ([]pipeline.PipelineSummary, error) {
-	return nil, nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return nil, h.err
+	}
+	by := map[string]*pipeline.PipelineSummary{}
+	for _, r := range h.runs {
+		s := by[r.Pipeline]
+		if s == nil {
+			s = &pipeline.PipelineSummary{Pipeline: r.Pipeline}
+			by[r.Pipeline] = s
+		}
+		switch {
+		case !r.Status.Terminal():
+			s.InProgress++
+		case s.LastFinished == nil || r.ID > s.LastFinished.ID:
+			s.LastFinished = r
+		}
+		if r.Status == pipeline.StatusSuccess && (s.LastSuccess == nil || r.ID > s.LastSuccess.ID) {
+			s.LastSuccess = r
+		}
+	}
+	var out []pipeline.PipelineSummary
+	for _, s := range by {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b pipeline.PipelineSummary) int { return strings.Compare(a.Pipeline, b.Pipeline) })
+	return out, nil
 }
 
 var t0 = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/api"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -51,12 +52,22 @@ type landingHeader struct {
 
 type landingPage struct {
 	page
-	Header landingHeader
-	Runs   []runRow
+	Header    landingHeader
+	Pipelines []pipelineRow
+	Runs      []runRow
 	// Seq is the change sequence the table was read at: the live events
 	// start after it.
 	Seq   int64
 	Error string
+}
+
+// pipelineRow is one row of the landing page's Pipelines table.
+type pipelineRow struct {
+	api.Pipeline
+	// LiveCommit is the live build's short commit; Checked how long ago
+	// the site was last checked for it.
+	LiveCommit string
+	Checked    string
 }
 
 type runRow struct {
@@ -81,6 +92,13 @@ func (w *Web) serveLanding(rw http.ResponseWriter, r *http.Request) {
 		data.Error = "The run history cannot be read right now."
 	}
 	now := time.Now()
+	if err == nil {
+		data.Pipelines, err = w.pipelines(r, now)
+		if err != nil {
+			w.logger.Error("Reading the pipelines failed", "err", err)
+			data.Error = "The run history cannot be read right now."
+		}
+	}
 	for _, run := range runs {
 		data.Runs = append(data.Runs, runRow{
 			ID:       run.ID,
@@ -95,6 +113,30 @@ func (w *Web) serveLanding(rw http.ResponseWriter, r *http.Request) {
 	}
 	data.Seq = seq
 	w.render(rw, http.StatusOK, "landing", data)
+}
+
+// pipelines returns the rows of the Pipelines table.
+func (w *Web) pipelines(r *http.Request, now time.Time) ([]pipelineRow, error) {
+	ctx, cancel := queryContext(r)
+	defer cancel()
+	sums, err := w.history.Summaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var specs []pipeline.Spec
+	if w.specs != nil {
+		specs = w.specs()
+	}
+	var rows []pipelineRow
+	for _, p := range api.Pipelines(specs, sums) {
+		row := pipelineRow{Pipeline: p}
+		if l := p.Live; l != nil {
+			row.LiveCommit = l.Commit[:min(len(l.Commit), 7)]
+			row.Checked = age(now.Sub(l.CheckedAt))
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
 }
 
 // recent returns the newest runs and the newest failures, newest first

@@ -36,6 +36,9 @@ type Link struct {
 type Options struct {
 	// History is the committed run history; the only thing read.
 	History pipeline.History
+	// Specs returns the configured pipelines, listed on the landing page
+	// with those the history knows.
+	Specs func() []pipeline.Spec
 	// ExternalURL is where users reach the exporter (--web.external-url):
 	// run page links in the events' page_url are made absolute with it.
 	// Nil leaves them relative to the exporter's root.
@@ -56,6 +59,7 @@ type Options struct {
 // the event streams after a commit; Close ends them.
 type Web struct {
 	history  pipeline.History
+	specs    func() []pipeline.Spec
 	external *url.URL
 	logger   *slog.Logger
 	landing  landingHeader
@@ -80,6 +84,7 @@ func New(o Options) *Web {
 	}
 	w := &Web{
 		history:  o.History,
+		specs:    o.Specs,
 		external: o.ExternalURL,
 		logger:   o.Logger,
 		landing:  landingHeader{Name: o.Name, Description: o.Description, Version: o.Version, Links: links},
