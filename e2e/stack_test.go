@@ -419,14 +419,15 @@ pipelines:
 	resolved := func(n stackNotification, a stackAlert) bool { return failure(n, a) && a.Status == "resolved" }
 
 	// 1. A run whose job fails: PipelineFailure fires, with the labels and
-	// the link the rules promise.
+	// the link the rules promise: once across replicas, so without an
+	// instance label, and linking to the replica that leads.
 	for _, d := range exampleRun(t, exampleRunID, "failure") {
 		e.mustPost(d, http.StatusAccepted)
 	}
 	first, next := receiver.wait(t, 0, 45*time.Second, "PipelineFailure firing", firing)
 	for k, want := range map[string]string{
 		"alert_type": "pipeline_failure", "severity": "critical", "status": "failed",
-		"job": "pipeline_exporter", "instance": exporterAddr,
+		"job": "pipeline_exporter", "instance": "",
 	} {
 		if first.Labels[k] != want {
 			t.Errorf("PipelineFailure label %s = %q, want %q", k, first.Labels[k], want)
