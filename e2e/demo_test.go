@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"html"
 	"net/http"
+	"net/url"
+	"regexp"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -49,6 +52,7 @@ func TestWebhookDemo(t *testing.T) {
 		if !strings.Contains(out, fmt.Sprintf("/runs/%d", r.ID)) {
 			t.Errorf("demo %d does not point at its run's page:\n%s", i+1, out)
 		}
+		checkRunPageLinks(t, e, r.ID)
 		ids = append(ids, r.ID)
 	}
 	if ids[0] == ids[1] {
@@ -99,4 +103,39 @@ func demoBinary(t *testing.T) string {
 		t.Fatalf("go build webhook-demo: %v\n%s", err, out)
 	}
 	return demo
+}
+
+var href = regexp.MustCompile(`href="([^"]*)"`)
+
+// checkRunPageLinks follows every link of a run's page: the demo's run
+// exists only in the exporter, so each must be a page of the exporter that
+// answers 200, not GitHub's page of the example the demo was made from.
+func checkRunPageLinks(t *testing.T, e *exporter, id int64) {
+	t.Helper()
+	page, err := url.Parse(fmt.Sprintf("%s/runs/%d", e.url, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.get(page.Path)
+	if a.code != http.StatusOK {
+		t.Fatalf("GET %s = %d", page.Path, a.code)
+	}
+	links := href.FindAllStringSubmatch(string(a.body), -1)
+	if len(links) == 0 {
+		t.Fatalf("run %d's page has no links", id)
+	}
+	for _, m := range links {
+		u, err := page.Parse(html.UnescapeString(m[1]))
+		if err != nil {
+			t.Errorf("run %d's page links to %q: %v", id, m[1], err)
+			continue
+		}
+		if u.Host != page.Host {
+			t.Errorf("run %d's page links to %s, which is not the demo run's", id, u)
+			continue
+		}
+		if got := e.get(u.RequestURI()); got.code != http.StatusOK {
+			t.Errorf("run %d's page links to %s, which answers %d", id, u.RequestURI(), got.code)
+		}
+	}
 }

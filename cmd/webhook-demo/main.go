@@ -3,8 +3,9 @@
 // GitHub's published workflow_run and workflow_job example webhooks,
 // signed, as the workflow run the trigger dispatched. Each call is a new
 // publish: the examples get fresh run and job ids and the current time, and
-// nothing else of them is changed, so the run is neither a duplicate of the
-// last one nor dated 2020 (which retention would prune).
+// lose their links to the example's run on GitHub; nothing else of them is
+// changed, so the run is neither a duplicate of the last one nor dated 2020
+// (which retention would prune), nor linked to a GitHub run that is not it.
 package main
 
 import (
@@ -70,13 +71,16 @@ func demo(url, secret, supabaseSecret string, now time.Time) (int64, error) {
 
 	// The workflow run the trigger dispatched: created a second after it,
 	// its job queued, started and done within seconds.
+	// Their html_url is the page of the published example's run or job on
+	// GitHub, not of this one, which GitHub never ran: it goes, so that
+	// the run page links only to what exists for this run.
 	run := func(name string, updated time.Duration) []byte {
-		return fixtures.MustEdit(fixtures.MustLoad(name), map[string]any{
+		return fixtures.MustWithout(fixtures.MustEdit(fixtures.MustLoad(name), map[string]any{
 			"workflow_run.id":             runID,
 			"workflow_run.created_at":     at(time.Second),
 			"workflow_run.run_started_at": at(time.Second),
 			"workflow_run.updated_at":     at(updated),
-		})
+		}), "workflow_run.html_url")
 	}
 	// The published job examples share one job id: they are the same job
 	// queued, in progress and completed.
@@ -90,7 +94,7 @@ func demo(url, secret, supabaseSecret string, now time.Time) (int64, error) {
 		if completed > 0 {
 			set["workflow_job.completed_at"] = at(completed)
 		}
-		return fixtures.MustEdit(fixtures.MustLoad(name), set)
+		return fixtures.MustWithout(fixtures.MustEdit(fixtures.MustLoad(name), set), "workflow_job.html_url")
 	}
 	github := []step{
 		{event: "workflow_run", body: run("github/workflow_run/requested.json", time.Second)},
