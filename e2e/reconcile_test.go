@@ -135,11 +135,13 @@ func TestRecoverOutage(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // a pass over what it has
 	e.stop(syscall.SIGTERM)
 	gh.Add(hook, recorded[15:]...) // failed to connect: StatusCode 0
+	restarted := time.Now()
 	e = startExporter(t, cfg, data)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if v, _ := e.metric(`pipeline_exporter_github_deliveries_recovered_total{hook="octo-org/octo-repo#109948940"}`); v == "105" {
+			t.Logf("105 deliveries recovered %v after the restart", time.Since(restarted).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
