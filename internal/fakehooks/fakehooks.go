@@ -186,16 +186,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, hook, cursor strin
 	template := listItem()
 	items := make([]json.RawMessage, 0, end-start)
 	for _, d := range all[start:end] {
-		items = append(items, fixtures.MustEdit(template, map[string]any{
-			"id":           d.ID,
-			"guid":         d.GUID,
-			"delivered_at": d.DeliveredAt.UTC().Format(time.RFC3339),
-			"redelivery":   d.Redelivery,
-			"status":       status(d.StatusCode),
-			"status_code":  d.StatusCode,
-			"event":        d.Event,
-			"action":       nullable(d.Action),
-		}))
+		items = append(items, fixtures.MustEdit(template, d.values()))
 	}
 	if end < len(all) {
 		next := fmt.Sprintf("%s%s?per_page=%d&cursor=%d", s.URL, r.URL.Path, PageSize, end)
@@ -226,22 +217,28 @@ func (s *Server) get(w http.ResponseWriter, hook, idText string) int {
 	if err := json.Unmarshal(d.Payload, &payload); err != nil {
 		panic(fmt.Sprintf("fakehooks: payload of delivery %d: %v", d.ID, err))
 	}
-	body := fixtures.MustEdit(fixtures.MustLoad("github/rest/hooks/get-webhook-delivery.json"), map[string]any{
-		"id":                                d.ID,
-		"guid":                              d.GUID,
-		"delivered_at":                      d.DeliveredAt.UTC().Format(time.RFC3339),
-		"redelivery":                        d.Redelivery,
-		"status":                            status(d.StatusCode),
-		"status_code":                       d.StatusCode,
-		"event":                             d.Event,
-		"action":                            nullable(d.Action),
-		"request.headers.X-GitHub-Delivery": d.GUID,
-		"request.headers.X-GitHub-Event":    d.Event,
-		"request.payload":                   payload,
-	})
+	values := d.values()
+	values["request.headers.X-GitHub-Delivery"] = d.GUID
+	values["request.headers.X-GitHub-Event"] = d.Event
+	values["request.payload"] = payload
+	body := fixtures.MustEdit(fixtures.MustLoad("github/rest/hooks/get-webhook-delivery.json"), values)
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
 	return http.StatusOK
+}
+
+// values are the attempt's values at the keys of the published shapes.
+func (d Delivery) values() map[string]any {
+	return map[string]any{
+		"id":           d.ID,
+		"guid":         d.GUID,
+		"delivered_at": d.DeliveredAt.UTC().Format(time.RFC3339),
+		"redelivery":   d.Redelivery,
+		"status":       status(d.StatusCode),
+		"status_code":  d.StatusCode,
+		"event":        d.Event,
+		"action":       nullable(d.Action),
+	}
 }
 
 // listItem is the published list's first item, the shape of every item.
