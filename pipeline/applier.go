@@ -33,6 +33,12 @@ type ApplierOptions struct {
 	// Wake, when not nil, tells the Applier that another instance appended
 	// to the shared log.
 	Wake <-chan struct{}
+	// MaxPipelines bounds the pipelines discovered from patterns;
+	// DefaultMaxPipelines when 0.
+	MaxPipelines int
+	// PipelinesLimited, when not nil, hears after each commit how many
+	// runs it turned away because MaxPipelines were discovered already.
+	PipelinesLimited func(n int)
 	// Logger receives commit failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -93,6 +99,9 @@ func NewApplier(st Storage, specs []Spec, opts ApplierOptions) *Applier {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxPipelines == 0 {
+		opts.MaxPipelines = DefaultMaxPipelines
 	}
 	return &Applier{st: st, opts: opts, specs: slices.Clone(specs), queue: make(chan *submission, maxBatch)}
 }
@@ -237,6 +246,9 @@ func (a *Applier) restore(ctx context.Context) error {
 		return fmt.Errorf("restoring the committed runs: %w", err)
 	}
 	a.t = NewTracker(a.specs, a.opts.Now)
+	a.t.SetMaxPipelines(a.opts.MaxPipelines)
+	// Before the runs, so that those of discovered pipelines find them.
+	a.t.RestoreDiscovered(r.Discovered)
 	a.t.Restore(r.Active, r.LastFinished, r.MaxRunID, r.Held)
 	a.t.RestoreSuccess(r.LastSuccess)
 	a.changeSeq = r.MaxChangeSeq
@@ -402,6 +414,11 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 			return nil, nil, fmt.Errorf("saving held job events: %w", err)
 		}
 	}
+	if discovered, changed := a.t.Discovered(); changed {
+		if err := tx.SaveDiscovered(discovered); err != nil {
+			return nil, nil, fmt.Errorf("saving discovered pipelines: %w", err)
+		}
+	}
 	if err := tx.MarkApplied(applied); err != nil {
 		return nil, nil, fmt.Errorf("marking entries applied: %w", err)
 	}
@@ -411,6 +428,9 @@ func (a *Applier) commit(ctx context.Context, subs []*submission, readLog bool) 
 		return nil, nil, err
 	}
 	a.changeSeq += int64(len(runs))
+	if n := a.t.TakeLimited(); n > 0 && a.opts.PipelinesLimited != nil {
+		a.opts.PipelinesLimited(n)
+	}
 	return results, updates, nil
 }
 

@@ -26,6 +26,7 @@ func (t memTx) Append(entries []*Entry) error {
 func (memTx) MarkApplied([]AppliedEntry) error       { return nil }
 func (memTx) SaveRuns([]*Run) error                  { return nil }
 func (memTx) SaveHeld([]HeldJob) error               { return nil }
+func (memTx) SaveDiscovered([]Discovered) error      { return nil }
 func (memTx) FindGitHubRun(int64, int) (*Run, error) { return nil, nil }
 func (memTx) Commit() error                          { return nil }
 func (memTx) Rollback() error                        { return nil }

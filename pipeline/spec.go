@@ -25,6 +25,12 @@ type Spec struct {
 	// ClockSkew is how much earlier than the first trigger a workflow run may
 	// be created and still claim a pending run.
 	ClockSkew time.Duration
+	// Discover makes the Spec a pattern: Repository is a path.Match
+	// pattern over owner/repo (compared in lower case) and Name a
+	// text/template over NameData. The Tracker makes a pipeline of its own
+	// for each repository that matches when it first sees a run of
+	// Workflow there (see Discovered); the pattern itself has no runs.
+	Discover bool
 }
 
 // TriggerRule says which triggers start a run of a pipeline.

@@ -66,6 +66,8 @@ type Restored struct {
 	// Held are the job events the Tracker was keeping for runs not seen
 	// yet when it last committed.
 	Held []HeldJob
+	// Discovered are the pipelines made from patterns, oldest first.
+	Discovered []Discovered
 }
 
 // Storage is the durable side of the Applier, in the domain's terms. It is
@@ -95,6 +97,8 @@ type StorageTx interface {
 	SaveRuns(runs []*Run) error
 	// SaveHeld replaces the Tracker's held job events.
 	SaveHeld(held []HeldJob) error
+	// SaveDiscovered replaces the list of discovered pipelines.
+	SaveDiscovered(discovered []Discovered) error
 	// FindGitHubRun returns the stored run that follows the GitHub run id
 	// and attempt, or nil when there is none.
 	FindGitHubRun(runID int64, attempt int) (*Run, error)

@@ -60,12 +60,26 @@ func (tr *tracked) key() (runKey, bool) {
 // has not finished its workflow). Everything older is looked up by the
 // caller: NeedsRun names the run an event concerns, Recall hands it over.
 type Tracker struct {
-	specs []Spec
-	// matchOrder is specs with the pipelines that name their repository
-	// first, each group in config order: the order workflow runs are
-	// matched in.
+	// written are the pipelines of the config, patterns included.
+	written []Spec
+	// specs are the written pipelines, the discovered ones and the
+	// patterns (Instantiate); byName indexes all but the patterns.
+	specs  []Spec
+	byName map[string]*Spec
+	// matchOrder is specs in the order workflow runs are matched in: the
+	// pipelines that name their repository (written, then discovered), the
+	// patterns, then those that name none, each group in config order.
 	matchOrder []*Spec
 	now        func() time.Time
+
+	// discovered are the pipelines made from patterns, oldest first, at
+	// most maxDiscovered; discoveredChanged says the list changed since
+	// Discovered last reported it; limited counts the runs maxDiscovered
+	// turned away since TakeLimited.
+	discovered        []Discovered
+	discoveredChanged bool
+	maxDiscovered     int
+	limited           int
 
 	lastID int64
 	// active holds the non-terminal runs by ID.
@@ -125,19 +139,42 @@ func NewTracker(specs []Spec, now func() time.Time) *Tracker {
 		pages:        newPagesBuffer(pagesBufferSize),
 
 		workflowFiles: make(map[workflowRef]string),
+		maxDiscovered: DefaultMaxPipelines,
 	}
 	t.setSpecs(specs)
 	return t
 }
 
 func (t *Tracker) setSpecs(specs []Spec) {
-	t.specs = slices.Clone(specs)
+	t.written = slices.Clone(specs)
+	t.rebuildSpecs()
+}
+
+// rebuildSpecs makes specs, byName and matchOrder from the written and
+// discovered pipelines.
+func (t *Tracker) rebuildSpecs() {
+	t.specs = Instantiate(t.written, t.discovered)
+	for _, s := range t.written {
+		if s.Discover {
+			t.specs = append(t.specs, s)
+		}
+	}
+	t.byName = make(map[string]*Spec, len(t.specs))
 	t.matchOrder = t.matchOrder[:0]
-	for _, named := range []bool{true, false} {
+	for _, group := range []func(*Spec) bool{
+		func(s *Spec) bool { return !s.Discover && s.Repository != "" },
+		func(s *Spec) bool { return s.Discover },
+		func(s *Spec) bool { return s.Repository == "" },
+	} {
 		for i := range t.specs {
-			if (t.specs[i].Repository != "") == named {
+			if group(&t.specs[i]) {
 				t.matchOrder = append(t.matchOrder, &t.specs[i])
 			}
+		}
+	}
+	for i := range t.specs {
+		if !t.specs[i].Discover {
+			t.byName[t.specs[i].Name] = &t.specs[i]
 		}
 	}
 }
@@ -156,12 +193,7 @@ func (t *Tracker) SetSpecs(specs []Spec) {
 }
 
 func (t *Tracker) spec(name string) *Spec {
-	for i := range t.specs {
-		if t.specs[i].Name == name {
-			return &t.specs[i]
-		}
-	}
-	return nil
+	return t.byName[name]
 }
 
 // Restore loads the state kept in the store after a restart: the

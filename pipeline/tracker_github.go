@@ -106,12 +106,6 @@ func refOf(repo string, id int64) workflowRef {
 	return workflowRef{strings.ToLower(repo), id}
 }
 
-// sameRepository reports whether a pipeline's repository, empty for any,
-// is the event's.
-func sameRepository(spec *Spec, repo string) bool {
-	return spec.Repository == "" || strings.EqualFold(spec.Repository, repo)
-}
-
 // fileOf is the workflow file of a run event: from its path, else as learnt
 // from other runs of the same workflow.
 func (t *Tracker) fileOf(e WorkflowRunEvent) string {
@@ -127,13 +121,14 @@ func (t *Tracker) fileOf(e WorkflowRunEvent) string {
 // matchWorkflow returns the pipeline that follows the workflow run: one of
 // its repository (or of any, when it names none; those that name it come
 // first), by numeric workflow id or by file name, on a listed branch.
-// Without one, it says why.
+// Without one, it says why. The pipeline may be a pattern (Spec.Discover):
+// applyWorkflowRun then makes the repository's pipeline from it.
 func (t *Tracker) matchWorkflow(e WorkflowRunEvent) (*Spec, string) {
 	file := t.fileOf(e)
 	id := strconv.FormatInt(e.WorkflowID, 10)
 	var otherBranch *Spec
 	for _, s := range t.matchOrder {
-		if !sameRepository(s, e.Repository) || s.Workflow != file && (e.WorkflowID == 0 || s.Workflow != id) {
+		if !s.matchesRepository(e.Repository) || s.Workflow != file && (e.WorkflowID == 0 || s.Workflow != id) {
 			continue
 		}
 		if len(s.Branches) == 0 || slices.Contains(s.Branches, e.HeadBranch) {
@@ -159,7 +154,7 @@ func (t *Tracker) mayNameLater(e WorkflowRunEvent) bool {
 	}
 	return slices.ContainsFunc(t.matchOrder, func(s *Spec) bool {
 		_, numeric := strconv.ParseInt(s.Workflow, 10, 64)
-		return numeric != nil && sameRepository(s, e.Repository) &&
+		return numeric != nil && s.matchesRepository(e.Repository) &&
 			(len(s.Branches) == 0 || slices.Contains(s.Branches, e.HeadBranch))
 	})
 }
@@ -267,6 +262,9 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 		return fmt.Sprintf("run %d already finished", tr.run.ID)
 	}
 	spec, reason := t.matchWorkflow(e)
+	if spec != nil && spec.Discover {
+		spec, reason = t.discover(spec, e.Repository)
+	}
 	if spec == nil {
 		if t.mayNameLater(e) {
 			t.orphans.add(key, HeldJob{Run: &e, HeldAt: t.now()})
@@ -479,7 +477,7 @@ func (t *Tracker) applyJob(e WorkflowJobEvent) string {
 		tr = t.finished.byKey[key]
 	}
 	if tr == nil {
-		if !slices.ContainsFunc(t.specs, func(s Spec) bool { return sameRepository(&s, e.Repository) }) {
+		if !slices.ContainsFunc(t.specs, func(s Spec) bool { return s.matchesRepository(e.Repository) }) {
 			return "no pipeline for repository " + e.Repository
 		}
 		t.orphans.add(key, HeldJob{Job: e, HeldAt: t.now()})

@@ -12,7 +12,9 @@ func (t *Tracker) applyTrigger(e TriggerEvent) string {
 	matched := false
 	for i := range t.specs {
 		spec := &t.specs[i]
-		if !triggerMatches(spec, e) || t.shadowed(spec, e) {
+		// A pattern's triggers open runs in the pipelines discovered
+		// from it, which have them too.
+		if spec.Discover || !triggerMatches(spec, e) || t.shadowed(spec, e) {
 			continue
 		}
 		matched = true
@@ -47,7 +49,7 @@ func triggerName(e TriggerEvent) string {
 }
 
 func triggerMatches(spec *Spec, e TriggerEvent) bool {
-	if e.Trigger.Source == SourceGitHub && (!sameRepository(spec, e.Repository) ||
+	if e.Trigger.Source == SourceGitHub && (!spec.matchesRepository(e.Repository) ||
 		e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch)) {
 		return false
 	}

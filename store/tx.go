@@ -13,8 +13,11 @@ import (
 
 // Keys of the state table.
 const (
-	stateHeld      = "held"
-	stateChangeSeq = "change_seq"
+	stateHeld = "held"
+	// stateDiscovered holds the discovered pipelines, as JSON: at most
+	// max_pipelines small records, rewritten when one is added.
+	stateDiscovered = "discovered"
+	stateChangeSeq  = "change_seq"
 )
 
 // activeStatuses is the SQL list of non-terminal run statuses.
@@ -205,6 +208,16 @@ func (t *storeTx) saveHeld(held []pipeline.HeldJob) error {
 	return err
 }
 
+// SaveDiscovered replaces the list of discovered pipelines.
+func (t *storeTx) SaveDiscovered(discovered []pipeline.Discovered) error {
+	data, err := json.Marshal(discovered)
+	if err != nil {
+		return t.check(err)
+	}
+	_, err = t.tx.Stmt(t.s.writes.setState).Exec(stateDiscovered, data)
+	return t.check(err)
+}
+
 // FindGitHubRun returns the run following the given GitHub workflow run
 // id and attempt, or nil when there is none. It reads in the transaction,
 // on the write connection: a read connection would find its page cache
@@ -298,18 +311,36 @@ func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 		COALESCE((SELECT CAST(value AS INTEGER) FROM state WHERE key = ?), 0)`, stateChangeSeq).Scan(&r.MaxRunID, &r.MaxChangeSeq); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	var held []byte
-	err = s.rdb.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, stateHeld).Scan(&held)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return nil, fmt.Errorf("store: %w", err)
-	default:
-		if err := json.Unmarshal(held, &r.Held); err != nil {
-			return nil, fmt.Errorf("store: decoding held job events: %w", err)
-		}
+	if err := s.readState(ctx, stateHeld, &r.Held); err != nil {
+		return nil, fmt.Errorf("store: decoding held job events: %w", err)
+	}
+	if r.Discovered, err = s.Discovered(ctx); err != nil {
+		return nil, err
 	}
 	return &r, nil
+}
+
+// Discovered returns the pipelines discovered from patterns, oldest first.
+func (s *Store) Discovered(ctx context.Context) ([]pipeline.Discovered, error) {
+	var d []pipeline.Discovered
+	if err := s.readState(ctx, stateDiscovered, &d); err != nil {
+		return nil, fmt.Errorf("store: reading discovered pipelines: %w", err)
+	}
+	return d, nil
+}
+
+// readState decodes the JSON value of a state key into v, leaving v as it
+// is when the key was never written.
+func (s *Store) readState(ctx context.Context, key string, v any) error {
+	var data []byte
+	err := s.rdb.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, key).Scan(&data)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	return json.Unmarshal(data, v)
 }
 
 // nanos maps the zero time to 0: time.Time{}.UnixNano() is out of range.

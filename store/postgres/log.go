@@ -157,6 +157,21 @@ func (t *tx) SaveHeld(held []pipeline.HeldJob) error {
 	return nil
 }
 
+// SaveDiscovered replaces the list of discovered pipelines.
+func (t *tx) SaveDiscovered(discovered []pipeline.Discovered) error {
+	if discovered == nil {
+		discovered = []pipeline.Discovered{}
+	}
+	data, err := json.Marshal(discovered)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if _, err := t.tx.Exec(t.ctx, `UPDATE state SET discovered = $1 WHERE id = 1`, data); err != nil {
+		return t.s.errorf("%w: saving discovered pipelines: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Commit commits the transaction if this store still leads under the epoch
 // the transaction began with. The update of the state row checks the epoch
 // and locks the row, and a new leader increments the epoch on that row, so

@@ -240,6 +240,19 @@ func (s *Store) Restore(ctx context.Context) (*pipeline.Restored, error) {
 	return r, nil
 }
 
+// Discovered returns the pipelines discovered from patterns, oldest first.
+func (s *Store) Discovered(ctx context.Context) ([]pipeline.Discovered, error) {
+	var data []byte
+	if err := s.pool.QueryRow(ctx, `SELECT discovered FROM state WHERE id = 1`).Scan(&data); err != nil {
+		return nil, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	var d []pipeline.Discovered
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, fmt.Errorf("store: discovered pipelines: %w", err)
+	}
+	return d, nil
+}
+
 // LastChange returns the newest committed change sequence.
 func (s *Store) LastChange(ctx context.Context) (int64, error) {
 	var seq int64
@@ -251,13 +264,16 @@ func (s *Store) LastChange(ctx context.Context) (int64, error) {
 
 func (s *Store) restore(ctx context.Context, q querier) (*pipeline.Restored, error) {
 	var r pipeline.Restored
-	var held []byte
-	if err := q.QueryRow(ctx, `SELECT max_run_id, max_change_seq, held FROM state WHERE id = 1`).
-		Scan(&r.MaxRunID, &r.MaxChangeSeq, &held); err != nil {
+	var held, discovered []byte
+	if err := q.QueryRow(ctx, `SELECT max_run_id, max_change_seq, held, discovered FROM state WHERE id = 1`).
+		Scan(&r.MaxRunID, &r.MaxChangeSeq, &held, &discovered); err != nil {
 		return nil, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
 	}
 	if err := json.Unmarshal(held, &r.Held); err != nil {
 		return nil, fmt.Errorf("store: held jobs: %w", err)
+	}
+	if err := json.Unmarshal(discovered, &r.Discovered); err != nil {
+		return nil, fmt.Errorf("store: discovered pipelines: %w", err)
 	}
 	var err error
 	if r.Active, err = s.query(ctx, q, activeRunsQuery); err != nil {

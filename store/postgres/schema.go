@@ -126,6 +126,11 @@ var migrations = []string{
 	`ALTER TABLE log ALTER COLUMN events TYPE json USING events::json;
 	ALTER TABLE runs ALTER COLUMN data TYPE json USING data::json;
 	ALTER TABLE state ALTER COLUMN held TYPE json USING held::json;`,
+
+	// Version 4: state.discovered holds the pipelines discovered from
+	// repository patterns (at most max_pipelines small records), written
+	// by the applier in the transaction of the run that made one.
+	`ALTER TABLE state ADD COLUMN discovered json NOT NULL DEFAULT '[]';`,
 }
 
 // migrateLock is the advisory lock key that serialises migrations, so

@@ -307,6 +307,50 @@ func testRestore(t *testing.T, h *harness) {
 	}
 }
 
+func testDiscovered(t *testing.T, h *harness) {
+	ctx := context.Background()
+	if d, err := h.s.Discovered(ctx); err != nil || len(d) != 0 {
+		t.Fatalf("Discovered of an empty store: %+v, %v", d, err)
+	}
+	want := []pipeline.Discovered{
+		{Name: "site", Repository: "acme/site", Pattern: "acme/*", Template: "{{ .Repo }}", CreatedAt: at(1)},
+		{Name: "docs", Repository: "Acme/Docs", Pattern: "acme/*", Template: "{{ .Repo }}", CreatedAt: at(2)},
+	}
+	h.commit(t, func(tx pipeline.StorageTx) error { return tx.SaveDiscovered(want[:1]) })
+	h.commit(t, func(tx pipeline.StorageTx) error { return tx.SaveDiscovered(want) })
+	// A rolled-back transaction leaves the list as it was.
+	tx, err := h.s.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.SaveDiscovered(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	h.reopen(t)
+	r, err := h.s.Restore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.s.Discovered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]pipeline.Discovered{"Restore": r.Discovered, "Discovered": d} {
+		if len(got) != len(want) {
+			t.Fatalf("%s: %+v, want %+v", name, got, want)
+		}
+		for i := range want {
+			if got[i].Name != want[i].Name || got[i].Repository != want[i].Repository || got[i].Pattern != want[i].Pattern ||
+				got[i].Template != want[i].Template || !got[i].CreatedAt.Equal(want[i].CreatedAt) {
+				t.Errorf("%s[%d] = %+v, want %+v", name, i, got[i], want[i])
+			}
+		}
+	}
+}
+
 func testNotFound(t *testing.T, h *harness) {
 	ctx := context.Background()
 	h.save(t, run(1, "site", pipeline.StatusRunning, pipeline.SourceGitHub, 1, 1))

@@ -20,6 +20,8 @@ type Store interface {
 	pipeline.History
 	// KnownDeliveries returns which of ids the log holds for source.
 	KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error)
+	// Discovered returns the pipelines discovered from patterns.
+	Discovered(ctx context.Context) ([]pipeline.Discovered, error)
 	Close() error
 }
 
@@ -50,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"ListRuns", testListRuns},
 		{"FindGitHubRun", testFindGitHubRun},
 		{"RestoreAfterReopen", testRestore},
+		{"Discovered", testDiscovered},
 		{"RunNotFound", testNotFound},
 		{"NULStored", testNULStored},
 	} {
