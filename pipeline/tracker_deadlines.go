@@ -14,7 +14,7 @@ import (
 // "BenchmarkTrackerNextDeadline/unfinished=0" and ".../unfinished=30000"
 // pay for it: with 30,000 unfinished runs a delivery's Apply and
 // NextDeadline took 19-31 ms walking the runs and 3-15 µs with the heap,
-// about what they take with none (3-8 µs).
+// about what they take with none (3-13 µs).
 //
 // A run's deadline depends on its status, its spec and SeenAt; the Tracker
 // calls schedule after every change of those (the runs an Apply or Expire
