@@ -117,6 +117,6 @@ helm-lint: $(HELM)
 release-check: $(GORELEASER)
 	$(GORELEASER) check
 
-## k8s-rules: regenerate the Kubernetes PrometheusRule and ConfigMap, and the chart's rules, from alerting-rules/ and deploy/.
+## k8s-rules: regenerate the Kubernetes PrometheusRule and ConfigMap, and the chart's rules, from alerting-rules/ and deploy/, and write VERSION into the chart, compose and the Deployments.
 k8s-rules:
 	$(GO) run ./deploy/kubernetes/gen

@@ -5,7 +5,10 @@
 //     PrometheusRule holding every group of alerting-rules/*.rules.yml;
 //   - deploy/kubernetes/common/configmap.yaml, holding deploy/pipeline_exporter.yml;
 //   - deploy/helm/pipeline-exporter/rules/*.rules.yml, the rule files as the
-//     Helm chart's PrometheusRule reads them (a chart sees only its own files).
+//     Helm chart's PrometheusRule reads them (a chart sees only its own files);
+//   - the release's version, from VERSION, in the chart's version and
+//     appVersion and in the image tag of deploy/docker-compose.yml and the
+//     Kubernetes Deployments (the release itself is the tag v<VERSION>).
 //
 // Run it from the repository root (make k8s-rules):
 //
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -71,7 +75,65 @@ func generate(root string) ([]manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(ms, chartRules...), nil
+	ms = append(ms, chartRules...)
+	vs, err := versioned(root)
+	if err != nil {
+		return nil, err
+	}
+	return append(ms, vs...), nil
+}
+
+// image is the release image's name, before its tag.
+const image = "ghcr.io/pipeline-exporter/pipeline_exporter"
+
+var (
+	semver   = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+	imageTag = regexp.MustCompile(`(image: ` + regexp.QuoteMeta(image) + `):\S+`)
+)
+
+// versioned returns the files that name the release with VERSION written
+// into them, each otherwise as it is.
+func versioned(root string) ([]manifest, error) {
+	b, err := os.ReadFile(filepath.Join(root, "VERSION"))
+	if err != nil {
+		return nil, err
+	}
+	version := strings.TrimSpace(string(b))
+	if !semver.MatchString(version) {
+		return nil, fmt.Errorf("VERSION %q is not a semantic version such as 1.2.3", version)
+	}
+	type edit struct {
+		re   *regexp.Regexp
+		with string
+	}
+	tag := edit{imageTag, "${1}:" + version}
+	files := []struct {
+		path  string
+		edits []edit
+	}{
+		{"deploy/helm/pipeline-exporter/Chart.yaml", []edit{
+			{regexp.MustCompile(`(?m)^version: .*$`), "version: " + version},
+			{regexp.MustCompile(`(?m)^appVersion: .*$`), `appVersion: "` + version + `"`},
+		}},
+		{"deploy/docker-compose.yml", []edit{tag}},
+		{"deploy/kubernetes/deployment.yaml", []edit{tag}},
+		{"deploy/kubernetes/postgres/deployment.yaml", []edit{tag}},
+	}
+	var ms []manifest
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, f.path))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range f.edits {
+			if !e.re.Match(b) {
+				return nil, fmt.Errorf("%s: nothing matches %s to write the version into", f.path, e.re)
+			}
+			b = e.re.ReplaceAll(b, []byte(e.with))
+		}
+		ms = append(ms, manifest{path: f.path, content: b})
+	}
+	return ms, nil
 }
 
 // chartRules copies each rule file byte for byte under a generated-file

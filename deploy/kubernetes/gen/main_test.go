@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -89,5 +90,23 @@ func TestConfigMapHoldsTheConfig(t *testing.T) {
 	}
 	if got := cm.Data["pipeline_exporter.yml"]; got != string(want) {
 		t.Errorf("ConfigMap data differs from deploy/pipeline_exporter.yml:\n%s", got)
+	}
+}
+
+// TestChangelogNamesVersion: the newest CHANGELOG entry is the release
+// VERSION names (released or not), so that the image, the chart and the
+// release tag built from VERSION carry what the CHANGELOG lists.
+func TestChangelogNamesVersion(t *testing.T) {
+	v, err := os.ReadFile(filepath.Join(root, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.ReadFile(filepath.Join(root, "CHANGELOG.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	heading, _, _ := strings.Cut(string(log), "\n")
+	if want := "## " + strings.TrimSpace(string(v)) + " / "; !strings.HasPrefix(heading, want) {
+		t.Errorf("CHANGELOG.md starts %q, VERSION says %q: bump VERSION with the CHANGELOG's new section, then make k8s-rules", heading, want)
 	}
 }
