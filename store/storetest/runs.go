@@ -163,42 +163,17 @@ func testListRuns(t *testing.T, h *harness) {
 			t.Errorf("%s: ListRuns = %v, want %v", tc.name, ids(got), tc.want)
 		}
 	}
-	// Paging with the cursor visits every run once.
-	var seen []int64
-	q := pipeline.RunQuery{Limit: 3}
-	for {
-		page, err := h.s.ListRuns(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		seen = append(seen, ids(page)...)
-		q.BeforeID = page[len(page)-1].ID
+	// Paging with the cursor visits every run once, in full pages, also
+	// with statuses asked for many times.
+	if pages := h.pages(t, pipeline.RunQuery{Limit: 3}); !reflect.DeepEqual(pages, [][]int64{{7, 6, 5}, {4, 3, 2}, {1}}) {
+		t.Errorf("pages: %v", pages)
 	}
-	if !reflect.DeepEqual(seen, []int64{7, 6, 5, 4, 3, 2, 1}) {
-		t.Errorf("pages: %v", seen)
-	}
-	// So does paging with statuses asked for many times, in full pages.
 	for _, repeats := range []int{2, 50} {
-		var pages [][]int64
-		q = pipeline.RunQuery{Limit: 2}
+		q := pipeline.RunQuery{Limit: 2}
 		for range repeats {
 			q.Statuses = append(q.Statuses, pipeline.StatusFailed, pipeline.StatusTimedOut)
 		}
-		for {
-			page, err := h.s.ListRuns(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(page) == 0 {
-				break
-			}
-			pages = append(pages, ids(page))
-			q.BeforeID = page[len(page)-1].ID
-		}
-		if want := [][]int64{{5, 3}, {2}}; !reflect.DeepEqual(pages, want) {
+		if pages, want := h.pages(t, q), [][]int64{{5, 3}, {2}}; !reflect.DeepEqual(pages, want) {
 			t.Errorf("pages of failed and timed_out, each %d times: %v, want %v", repeats, pages, want)
 		}
 	}
@@ -207,6 +182,24 @@ func testListRuns(t *testing.T, h *harness) {
 		t.Fatalf("ListRuns running: %v, %v", ids(got), err)
 	}
 	sameRun(t, "listed run", got[0], run(4, "site", pipeline.StatusRunning, pipeline.SourceSupabase, 40, 4))
+}
+
+// pages lists the ids of every page of q, following the cursor until a
+// page is empty.
+func (h *harness) pages(t *testing.T, q pipeline.RunQuery) [][]int64 {
+	t.Helper()
+	var pages [][]int64
+	for {
+		page, err := h.s.ListRuns(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			return pages
+		}
+		pages = append(pages, ids(page))
+		q.BeforeID = page[len(page)-1].ID
+	}
 }
 
 func testFindGitHubRun(t *testing.T, h *harness) {
