@@ -128,6 +128,7 @@ func TestAlertContract(t *testing.T) {
 		"PipelineWebhookAuthFailures": "webhook_auth_failures",
 		"PipelineGitHubPollFailing":   "github_poll_failing",
 		"PipelineGitHubRateLimitLow":  "github_rate_limit_low",
+		"PipelineSiteStale":           "site_stale",
 	}
 	readme, err := os.ReadFile("../docs/runbook.md")
 	if err != nil {

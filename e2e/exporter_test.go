@@ -31,17 +31,30 @@ const exampleRunID = 289782451
 
 func exampleRun(t *testing.T, runID int64, conclusion string) []delivery {
 	t.Helper()
-	requested := fixtures.MustEdit(fixtures.MustLoad("github/workflow_run/requested.json"), map[string]any{"workflow_run.id": runID})
+	return exampleRunWith(t, runID, conclusion, nil)
+}
+
+// exampleRunWith is exampleRun with more values set in both workflow_run
+// payloads (a head_sha, a head_commit.timestamp).
+func exampleRunWith(t *testing.T, runID int64, conclusion string, set map[string]any) []delivery {
+	t.Helper()
+	edit := func(values map[string]any) map[string]any {
+		for k, v := range set {
+			values[k] = v
+		}
+		return values
+	}
+	requested := fixtures.MustEdit(fixtures.MustLoad("github/workflow_run/requested.json"), edit(map[string]any{"workflow_run.id": runID}))
 	jobFile := "github/workflow_job/completed.success.with-organization.json"
 	if conclusion == "failure" {
 		jobFile = "github/workflow_job/completed.failure.with-organization.json"
 	}
 	job := fixtures.MustEdit(fixtures.MustLoad(jobFile), map[string]any{"workflow_job.run_id": runID, "workflow_job.id": runID + 1})
-	completed := fixtures.MustEdit(fixtures.MustLoad("github/workflow_run/completed.json"), map[string]any{
+	completed := fixtures.MustEdit(fixtures.MustLoad("github/workflow_run/completed.json"), edit(map[string]any{
 		"workflow_run.id": runID,
 		// GitHub publishes no failed workflow_run example: only the conclusion changes.
 		"workflow_run.conclusion": conclusion,
-	})
+	}))
 	id := func(step string) string { return fmt.Sprintf("e2e-%d-%s", runID, step) }
 	return []delivery{
 		githubDelivery(githubSecret, "workflow_run", id("requested"), requested),

@@ -386,7 +386,9 @@ func TestStackAlertsAndDashboards(t *testing.T) {
 	mails := newStackSMTPSink(t)
 	amURL := stackAlertmanager(t, receiver.srv.URL, mails.addr)
 
+	// The site says which build it serves in a header, as a host can.
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Commit", fixtureSHA)
 		fmt.Fprintln(w, "<h1>live</h1>")
 	}))
 	t.Cleanup(site.Close)
@@ -403,7 +405,7 @@ pipelines:
   - name: site
     workflow: test.yml
     branches: [master]
-    verify: { url: `+site.URL+`/, expect_status: 200, timeout: 2s }
+    verify: { url: `+site.URL+`/, expect_status: 200, timeout: 2s, build: { header: X-Commit } }
 `)
 	e := startExporter(t, cfg, filepath.Join(t.TempDir(), "data"))
 	exporterAddr := strings.TrimPrefix(e.url, "http://")
@@ -450,7 +452,9 @@ pipelines:
 	// succeeds (verify of the live site included): resolved, by webhook and
 	// by email.
 	stackCheckFailureEmails(t, mails, e.url, "linters", func() {
-		for _, d := range exampleRun(t, exampleRunID+1, "success") {
+		// Committed ten minutes before it went live: the lead time.
+		commitAt := time.Now().Add(-10 * time.Minute).UTC().Format(time.RFC3339)
+		for _, d := range exampleRunWith(t, exampleRunID+1, "success", map[string]any{"workflow_run.head_commit.timestamp": commitAt}) {
 			e.mustPost(d, http.StatusAccepted)
 		}
 		_, next = receiver.wait(t, next, 30*time.Second, "PipelineFailure resolved", resolved)
