@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -50,19 +51,28 @@ type streams struct {
 	events atomic.Int64
 }
 
-// openStreams opens n streams and returns once the server has answered
-// every one with 200.
+// streamAddresses is how many loopback addresses the streams come from:
+// one client address may hold only a quarter of the exporter's streams.
+const streamAddresses = 4
+
+// openStreams opens n streams, spread over streamAddresses loopback
+// addresses (127.0.0.1, 127.0.0.2, ...), and returns once the server has
+// answered every one with 200.
 func openStreams(url string, n int) (*streams, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &streams{cancel: cancel}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	clients := make([]*http.Client, streamAddresses)
+	for i := range clients {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1))}}
+		clients[i] = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n, DialContext: d.DialContext}}
+	}
 	ready := make(chan error, n)
 	for i := 0; i < n; i++ {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			resp, err := client.Do(req)
+			resp, err := clients[i%streamAddresses].Do(req)
 			if err != nil {
 				ready <- err
 				return
