@@ -204,6 +204,55 @@ func TestChartRendersPostgres(t *testing.T) {
 	checkScrape(t, o)
 }
 
+// TestChartUserConfigReplacesDefault: a values file's config, as YAML or as
+// text, is the whole config file: nothing of the chart's default (github:,
+// cloudflare:, their tokens) comes back, so it passes the exporter's
+// --config.check with only the secret it names.
+func TestChartUserConfigReplacesDefault(t *testing.T) {
+	helm := tool(t, "HELM")
+	const mine = "webhooks:\n  github:\n    secret: ${GITHUB_WEBHOOK_SECRET}\npipelines:\n  - name: blog\n    workflow: publish.yml\n"
+	indented := "  " + strings.ReplaceAll(strings.TrimSuffix(mine, "\n"), "\n", "\n  ") + "\n"
+	bin := filepath.Join(t.TempDir(), "pipeline_exporter")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/pipeline_exporter")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for name, values := range map[string]string{
+		"yaml": "config:\n" + indented,
+		"text": "config: |\n" + indented,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			vf := filepath.Join(dir, "my-values.yaml")
+			if err := os.WriteFile(vf, []byte(values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			o := decodeAll(t, run(t, helm, "template", "pe", chart, "--namespace", "monitoring", "-f", vf))
+			rendered := o.configMap.Data["pipeline_exporter.yml"]
+			var got, want any
+			if err := yaml.Unmarshal([]byte(rendered), &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.Unmarshal([]byte(mine), &want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("rendered config:\n%s\nwant the values file's only:\n%s", rendered, mine)
+			}
+			cfg := filepath.Join(dir, "pipeline_exporter.yml")
+			if err := os.WriteFile(cfg, []byte(rendered), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			check := exec.Command(bin, "--config.check", "--config.file="+cfg)
+			check.Env = []string{"GITHUB_WEBHOOK_SECRET=s3cret"}
+			if out, err := check.CombinedOutput(); err != nil {
+				t.Errorf("--config.check of the rendered config: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
 // TestChartRefusesSeveralSQLiteWriters: replicaCount > 1 needs PostgreSQL.
 func TestChartRefusesSeveralSQLiteWriters(t *testing.T) {
 	helm := tool(t, "HELM")
