@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -63,6 +64,10 @@ type Config struct {
 	Webhooks   Webhooks    `yaml:"webhooks"`
 	Cloudflare *Cloudflare `yaml:"cloudflare,omitempty"`
 	Pipelines  []Pipeline  `yaml:"pipelines"`
+	// MaxPipelines bounds the pipelines discovered from repository
+	// patterns; runs of further repositories are ignored. A change takes
+	// a restart.
+	MaxPipelines int `yaml:"max_pipelines"`
 	// Tracing exports each finished run as an OpenTelemetry trace; off
 	// unless an endpoint is set here or in the OTEL_EXPORTER_OTLP_*
 	// variables. A change takes a restart.
@@ -86,7 +91,7 @@ func (t *Tracing) UnmarshalYAML(unmarshal func(any) error) error {
 // UnmarshalYAML applies the defaults of the webhooks section, which is a
 // value and so keeps them when the file leaves it out.
 func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
-	*c = Config{Webhooks: DefaultWebhooks}
+	*c = Config{Webhooks: DefaultWebhooks, MaxPipelines: pipeline.DefaultMaxPipelines}
 	type plain Config
 	return decodeStruct(unmarshal, (*plain)(c))
 }
@@ -237,7 +242,10 @@ type Pipeline struct {
 	// Repository is the owner/repo whose workflow runs, jobs, pushes and
 	// dispatches belong to the pipeline. Empty means the one repository
 	// the github section names, or any repository without one; with
-	// several watched repositories it is required.
+	// several watched repositories it is required. A pattern (acme/*,
+	// path.Match, case-insensitive) stands for one pipeline per matching
+	// repository, named by Name as a template over .Repository, .Owner and
+	// .Repo ({{ .Repo }} when Name is empty); see IsPattern.
 	Repository string `yaml:"repository,omitempty"`
 	// Workflow is a workflow file name (deploy.yml) or a numeric workflow id.
 	Workflow string `yaml:"workflow"`
@@ -252,11 +260,28 @@ type Pipeline struct {
 	ClockSkew       model.Duration `yaml:"clock_skew"`
 }
 
-// UnmarshalYAML applies DefaultPipeline before decoding.
+// UnmarshalYAML applies DefaultPipeline before decoding, and the default
+// name template of a pattern pipeline after.
 func (p *Pipeline) UnmarshalYAML(unmarshal func(any) error) error {
 	*p = DefaultPipeline
 	type plain Pipeline
-	return decodeStruct(unmarshal, (*plain)(p))
+	if err := decodeStruct(unmarshal, (*plain)(p)); err != nil {
+		return err
+	}
+	if p.IsPattern() && p.Name == "" {
+		p.Name = DefaultNameTemplate
+	}
+	return nil
+}
+
+// DefaultNameTemplate names a pipeline discovered from a repository
+// pattern when the pattern pipeline has no name.
+const DefaultNameTemplate = "{{ .Repo }}"
+
+// IsPattern reports whether the pipeline's repository is a pattern, which
+// stands for one pipeline per matching repository.
+func (p *Pipeline) IsPattern() bool {
+	return strings.ContainsAny(p.Repository, `*?[\`)
 }
 
 // Trigger is one rule for which outside events start a run.
@@ -363,6 +388,7 @@ func (c *Config) Specs() []pipeline.Spec {
 		s := pipeline.Spec{
 			Name:            p.Name,
 			Repository:      repo,
+			Discover:        p.IsPattern(),
 			Workflow:        p.Workflow,
 			Branches:        append([]string(nil), p.Branches...),
 			PagesProject:    p.PagesProject,

@@ -42,6 +42,12 @@ func TestLoadBad(t *testing.T) {
 			"testdata/bad/bad_repositories_entry.yml:9: pipelines[0].repository: is required: github.repositories lists several, so name the one this pipeline's workflow runs in"},
 		{"repository_required", "testdata/bad/repository_required.yml:7: pipelines[0].repository: is required: github.repositories lists several, so name the one this pipeline's workflow runs in"},
 		{"bad_repository", "testdata/bad/bad_repository.yml:5: pipelines[0].repository: must be owner/repo"},
+		{"pattern_bad", "testdata/bad/pattern_bad.yml:4: pipelines[0].repository: must be owner/repo or a pattern of them such as acme/* (Go's path.Match)"},
+		{"pattern_same_name", `testdata/bad/pattern_same_name.yml:4: pipelines[0].name: gives every repository the same name "owner": use .Repo or .Repository`},
+		{"pattern_unknown_field", `testdata/bad/pattern_unknown_field.yml:4: pipelines[0].name: gives repository owner/repo-a no pipeline name: template: name:1:3: executing "name" at <.Name>: can't evaluate field Name in type pipeline.NameData (fields: .Repository, .Owner, .Repo)`},
+		{"pattern_empty_name", "testdata/bad/pattern_empty_name.yml:4: pipelines[0].name: gives repository owner/repo-a no pipeline name: the name is empty (fields: .Repository, .Owner, .Repo)"},
+		{"pattern_duplicate", "testdata/bad/pattern_duplicate.yml:6: pipelines[1].name: duplicate pipeline name (first at line 4)"},
+		{"max_pipelines_zero", "testdata/bad/max_pipelines_zero.yml:3: max_pipelines: must be positive"},
 		{"repository_not_a_string", "testdata/bad/repository_not_a_string.yml:5: pipelines[0].repository: expected a string, got a list"},
 		{"trigger_unknown_key", "testdata/bad/trigger_unknown_key.yml:8: pipelines[0].triggers[0].tabel: unknown key (did you mean table?)"},
 		{"branch_not_a_string", "testdata/bad/branch_not_a_string.yml:6: pipelines[0].branches[1]: expected a string, got a mapping"},
@@ -581,5 +587,48 @@ func TestValuesNeverInErrors(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestPatternPipelines(t *testing.T) {
+	c, err := Parse([]byte(`
+webhooks:
+  github: { secret: s }
+max_pipelines: 50
+pipelines:
+  - repository: acme/*
+    workflow: deploy.yml
+  - name: "{{ .Repo }}-docs"
+    repository: acme/*
+    workflow: docs.yml
+  - name: site
+    repository: acme/site
+    workflow: deploy.yml
+`), "pattern.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPipelines != 50 {
+		t.Errorf("max_pipelines %d, want 50", c.MaxPipelines)
+	}
+	want := []struct {
+		name, repo string
+		discover   bool
+	}{{"{{ .Repo }}", "acme/*", true}, {"{{ .Repo }}-docs", "acme/*", true}, {"site", "acme/site", false}}
+	specs := c.Specs()
+	if len(specs) != len(want) {
+		t.Fatalf("specs %+v", specs)
+	}
+	for i, w := range want {
+		if specs[i].Name != w.name || specs[i].Repository != w.repo || specs[i].Discover != w.discover {
+			t.Errorf("spec %d: %q %q %v, want %+v", i, specs[i].Name, specs[i].Repository, specs[i].Discover, w)
+		}
+	}
+	d, err := Parse([]byte("webhooks:\n  github: { secret: s }\npipelines:\n  - { name: site, workflow: deploy.yml }\n"), "default.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MaxPipelines != pipeline.DefaultMaxPipelines {
+		t.Errorf("default max_pipelines %d, want %d", d.MaxPipelines, pipeline.DefaultMaxPipelines)
 	}
 }

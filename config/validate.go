@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	pathpkg "path"
 	"regexp"
 	"slices"
 	"strings"
@@ -58,14 +59,23 @@ func (d *decoder) validate(c *Config) {
 	if !polling && c.Webhooks.GitHub.Secret == "" {
 		d.report(d.errorf("pipelines", "no source of workflow runs: set webhooks.github.secret, or a github section with a token to poll"))
 	}
+	if c.MaxPipelines <= 0 {
+		d.report(d.errorf("max_pipelines", "must be positive"))
+	}
 	names := map[string]int{}
 	for i := range c.Pipelines {
 		path := fmt.Sprintf("pipelines[%d]", i)
 		p := &c.Pipelines[i]
-		if first, dup := names[p.Name]; dup && p.Name != "" {
+		// A pattern's name is a template; two patterns are the same
+		// pipelines when both their repository and template are.
+		key := p.Name
+		if p.IsPattern() {
+			key = strings.ToLower(p.Repository) + "\x00" + p.Name
+		}
+		if first, dup := names[key]; dup && p.Name != "" {
 			d.report(d.errorf(path+".name", "duplicate pipeline name (first at line %d)", first))
 		} else {
-			names[p.Name] = d.line(path + ".name")
+			names[key] = d.line(path + ".name")
 		}
 		d.validatePipeline(c, p, path)
 	}
@@ -200,6 +210,8 @@ func (d *decoder) httpURL(path, raw string) (*url.URL, error) {
 // validatePipeline reports each of the pipeline's problems.
 func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) {
 	switch {
+	case p.IsPattern():
+		d.report(d.validateNameTemplate(p.Name, path+".name"))
 	case p.Name == "":
 		d.report(d.errorf(path+".name", "is required"))
 	case !pipelineName.MatchString(p.Name):
@@ -252,6 +264,13 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) {
 // when the github section watches several: its runs could come from any of
 // them (docs/configuration.md).
 func (d *decoder) validateRepository(c *Config, p *Pipeline, path string) error {
+	if p.IsPattern() {
+		owner, repo, ok := strings.Cut(p.Repository, "/")
+		if _, err := pathpkg.Match(p.Repository, ""); err != nil || !ok || owner == "" || repo == "" || strings.Contains(repo, "/") {
+			return d.errorf(path+".repository", "must be owner/repo or a pattern of them such as acme/* (Go's path.Match)")
+		}
+		return nil
+	}
 	if p.Repository != "" {
 		if !repository.MatchString(p.Repository) {
 			return d.errorf(path+".repository", "must be owner/repo")
@@ -260,6 +279,33 @@ func (d *decoder) validateRepository(c *Config, p *Pipeline, path string) error 
 	}
 	if c.GitHub != nil && len(c.GitHub.Repositories()) > 1 {
 		return d.errorf(path+".repository", "is required: github.repositories lists several, so name the one this pipeline's workflow runs in")
+	}
+	return nil
+}
+
+// nameSamples are the repositories a pattern's name template is tried on
+// at load: two, so that a template that names every repository alike (a
+// clash at the second one) is refused before any run.
+var nameSamples = []string{"owner/repo-a", "owner/repo-b"}
+
+// validateNameTemplate checks the name template of a pattern pipeline: it
+// parses, names only known fields, gives a valid pipeline name and
+// different names to different repositories.
+func (d *decoder) validateNameTemplate(text, path string) error {
+	tmpl, err := pipeline.ParseNameTemplate(text)
+	if err != nil {
+		return d.errorf(path, "does not parse as a name template: %v", err)
+	}
+	var names []string
+	for _, repo := range nameSamples {
+		name, err := pipeline.DiscoveredName(tmpl, repo)
+		if err != nil {
+			return d.errorf(path, "gives repository %s no pipeline name: %v (fields: .Repository, .Owner, .Repo)", repo, err)
+		}
+		names = append(names, name)
+	}
+	if names[0] == names[1] {
+		return d.errorf(path, "gives every repository the same name %q: use .Repo or .Repository", names[0])
 	}
 	return nil
 }
