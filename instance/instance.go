@@ -90,11 +90,27 @@ type Instance struct {
 
 	leader prometheus.Gauge
 	lag    prometheus.Gauge
+	// limited counts the runs max_pipelines turned away.
+	limited prometheus.Counter
 
 	mu sync.RWMutex
 	// applier is the running, restored Applier; nil while this instance
 	// does not lead.
 	applier *pipeline.Applier
+}
+
+// pipelines returns the pipelines as the sinks show them: the written ones
+// and those discovered from repository patterns, read from the store so
+// that every replica sees them, without the patterns themselves. When the
+// store cannot be read, the written ones.
+func (in *Instance) pipelines() []pipeline.Spec {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := in.store.Discovered(ctx)
+	if err != nil {
+		in.logger.Debug("Reading the discovered pipelines", "err", err)
+	}
+	return pipeline.Instantiate(in.safe.Get().Specs(), d)
 }
 
 // New builds an instance over an opened store and a loaded config. Nothing
@@ -119,17 +135,21 @@ func New(o Options) (*Instance, error) {
 			Name: "pipeline_exporter_log_lag_entries",
 			Help: "Delivery log entries appended but not applied yet.",
 		}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipeline_exporter_pipelines_limited_total",
+			Help: "Total number of workflow runs ignored because max_pipelines pipelines were discovered from repository patterns already.",
+		}),
 	}
 	if sh, ok := o.Store.(Shared); ok {
 		in.shared = sh
 	}
 	reg := o.Registry
-	reg.MustRegister(in.leader, in.lag)
+	reg.MustRegister(in.leader, in.lag, in.limited)
 	in.pollers = newPollers(o.Config, in, o.Store, leaderIngester{in}, o.Retention, reg, o.Logger)
 	in.verifier = newVerifier(o.Config, in, o.Store, o.Logger)
 
 	coll, err := collector.New(collector.Options{
-		Specs:        func() []pipeline.Spec { return o.Config.Get().Specs() },
+		Specs:        in.pipelines,
 		History:      o.Store,
 		Stats:        o.Store,
 		StageBuckets: o.StageBuckets,
@@ -141,7 +161,7 @@ func New(o Options) (*Instance, error) {
 	reg.MustRegister(coll)
 	in.pages = webui.New(webui.Options{
 		History:     o.Store,
-		Specs:       func() []pipeline.Spec { return o.Config.Get().Specs() },
+		Specs:       in.pipelines,
 		ExternalURL: o.ExternalURL,
 		MaxStreams:  o.MaxEventStreams,
 		Registerer:  reg,
@@ -247,7 +267,7 @@ func (in *Instance) routes(o Options) (main, webhooks http.Handler) {
 			Registry:          reg,
 		})))
 	status := func() any { return in.status(context.Background()) }
-	handle(mux, "/api/", "api", api.New(in.store, status, o.Logger.With("component", "api"), api.Options{ExternalURL: o.ExternalURL, Specs: func() []pipeline.Spec { return o.Config.Get().Specs() }}))
+	handle(mux, "/api/", "api", api.New(in.store, status, o.Logger.With("component", "api"), api.Options{ExternalURL: o.ExternalURL, Specs: in.pipelines}))
 	// A stream lasts as long as its client stays: not a request duration.
 	mux.Handle("GET /api/events", in.pages.Events())
 	handle(mux, "/health", "health", in.healthHandler())

@@ -120,7 +120,10 @@ func (in *Instance) term(ctx context.Context, appended <-chan struct{}) error {
 		StartVerify: func(r *pipeline.Run) { in.verifier.start(ctx, &wg, r) },
 		SharedLog:   in.shared != nil,
 		Wake:        appended,
-		Logger:      in.logger,
+		// max_pipelines as the config said when this term began.
+		MaxPipelines:     in.safe.Get().MaxPipelines,
+		PipelinesLimited: func(n int) { in.limited.Add(float64(n)) },
+		Logger:           in.logger,
 	})
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

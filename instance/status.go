@@ -26,10 +26,21 @@ type status struct {
 	// with SQLite); LogLag counts entries appended but not applied.
 	Leader bool  `json:"leader"`
 	LogLag int64 `json:"log_lag_entries"`
+	// Discovery says how many pipelines repository patterns made, of how
+	// many max_pipelines allows.
+	Discovery discoveryStatus `json:"discovery"`
+}
+
+type discoveryStatus struct {
+	Discovered   int `json:"discovered"`
+	MaxPipelines int `json:"max_pipelines"`
 }
 
 type pipelineStatus struct {
-	Name        string        `json:"name"`
+	Name string `json:"name"`
+	// Repository is set for a pipeline discovered from a repository
+	// pattern: the repository it was made for.
+	Repository  string        `json:"repository,omitempty"`
 	InProgress  int           `json:"in_progress"`
 	LastRun     *pipeline.Run `json:"last_run"`
 	LastSuccess *time.Time    `json:"last_success,omitempty"`
@@ -74,8 +85,17 @@ func (in *Instance) status(ctx context.Context) status {
 	if err != nil {
 		s.Store.Error = err.Error()
 	}
+	discovered, err := be.Discovered(ctx)
+	if err != nil && s.Store.Error == "" {
+		s.Store.Error = err.Error()
+	}
+	s.Discovery = discoveryStatus{Discovered: len(discovered), MaxPipelines: in.safe.Get().MaxPipelines}
+	repos := make(map[string]string, len(discovered))
+	for _, d := range discovered {
+		repos[d.Name] = d.Repository
+	}
 	for _, p := range sums {
-		ps := pipelineStatus{Name: p.Pipeline, InProgress: p.InProgress, LastRun: p.LastFinished}
+		ps := pipelineStatus{Name: p.Pipeline, Repository: repos[p.Pipeline], InProgress: p.InProgress, LastRun: p.LastFinished}
 		if p.LastSuccess != nil && p.LastSuccess.FinishedAt != nil {
 			ps.LastSuccess = p.LastSuccess.FinishedAt
 		}

@@ -20,6 +20,9 @@ type Store interface {
 	// KnownDeliveries says which delivery ids the log holds, for the
 	// reading back of missed GitHub deliveries.
 	KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error)
+	// Discovered returns the pipelines discovered from repository
+	// patterns, oldest first.
+	Discovered(ctx context.Context) ([]pipeline.Discovered, error)
 	// Describe names the store for logs and /api/status, never with a
 	// password.
 	Describe() string

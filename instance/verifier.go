@@ -24,18 +24,50 @@ type verifier struct {
 	// history names the other runs of a pipeline whose build the site
 	// may show instead, and the live builds to recheck.
 	history pipeline.History
-	logger  *slog.Logger
-	client  *http.Client
+	// discovered reads the pipelines discovered from repository
+	// patterns, which verify as their pattern says.
+	discovered func(context.Context) ([]pipeline.Discovered, error)
+	logger     *slog.Logger
+	client     *http.Client
 }
 
-func newVerifier(safe *config.SafeConfig, sink poller.Sink, history pipeline.History, logger *slog.Logger) *verifier {
-	return &verifier{safe: safe, sink: sink, history: history, logger: logger.With("component", "verify"), client: &http.Client{}}
+func newVerifier(safe *config.SafeConfig, sink poller.Sink, st Store, logger *slog.Logger) *verifier {
+	return &verifier{safe: safe, sink: sink, history: st, discovered: st.Discovered, logger: logger.With("component", "verify"), client: &http.Client{}}
+}
+
+// written returns every pipeline by name with the config that applies to
+// it: the written ones, and each discovered one with its pattern's.
+func (v *verifier) written(ctx context.Context) map[string]*config.Pipeline {
+	c := v.safe.Get()
+	m := make(map[string]*config.Pipeline, len(c.Pipelines))
+	patterns := map[[2]string]*config.Pipeline{}
+	for i := range c.Pipelines {
+		p := &c.Pipelines[i]
+		if p.IsPattern() {
+			patterns[[2]string{p.Repository, p.Name}] = p
+			continue
+		}
+		m[p.Name] = p
+	}
+	if len(patterns) == 0 {
+		return m
+	}
+	d, err := v.discovered(ctx)
+	if err != nil {
+		v.logger.Error("Reading the discovered pipelines", "err", err)
+	}
+	for _, p := range d {
+		if w := patterns[[2]string{p.Pattern, p.Template}]; w != nil {
+			m[p.Name] = w
+		}
+	}
+	return m
 }
 
 // start checks the run's live site until ctx (the leadership term) ends,
 // in a goroutine counted by wg; it never blocks the Applier.
 func (v *verifier) start(ctx context.Context, wg *sync.WaitGroup, run *pipeline.Run) {
-	target, ok := verifyTarget(v.safe.Get(), run.Pipeline)
+	target, ok := verifyTarget(v.written(ctx), run.Pipeline)
 	wg.Go(func() {
 		// A pipeline that lost its verify block in a reload finishes the
 		// stage rather than leave the run waiting for its timeout.
@@ -57,11 +89,9 @@ func (v *verifier) start(ctx context.Context, wg *sync.WaitGroup, run *pipeline.
 }
 
 // verifyTarget is the verify check configured for a pipeline, if any.
-func verifyTarget(c *config.Config, name string) (verify.Target, bool) {
-	for _, p := range c.Pipelines {
-		if p.Name == name && p.Verify != nil {
-			return p.Verify.Target(), true
-		}
+func verifyTarget(pipelines map[string]*config.Pipeline, name string) (verify.Target, bool) {
+	if p := pipelines[name]; p != nil && p.Verify != nil {
+		return p.Verify.Target(), true
 	}
 	return verify.Target{}, false
 }
@@ -70,17 +100,17 @@ func verifyTarget(c *config.Config, name string) (verify.Target, bool) {
 // leadership term) ends: a leader task.
 func (v *verifier) recheck(ctx context.Context) {
 	checker := &verify.Checker{Client: v.client, Now: time.Now, Version: version.Version}
-	rc := live.NewRechecker(v.history, v.sink, func() map[string]live.Recheck { return rechecks(v.safe.Get()) }, checker, v.logger.With("component", "recheck"))
+	rc := live.NewRechecker(v.history, v.sink, func() map[string]live.Recheck { return rechecks(v.written(ctx)) }, checker, v.logger.With("component", "recheck"))
 	_ = rc.Run(ctx)
 }
 
 // rechecks lists the pipelines whose live build is checked again: those
 // that verify a build, with a recheck_interval.
-func rechecks(c *config.Config) map[string]live.Recheck {
+func rechecks(pipelines map[string]*config.Pipeline) map[string]live.Recheck {
 	m := map[string]live.Recheck{}
-	for _, p := range c.Pipelines {
+	for name, p := range pipelines {
 		if v := p.Verify; v != nil && v.Build != nil && v.RecheckInterval > 0 {
-			m[p.Name] = live.Recheck{Target: v.Target(), Interval: time.Duration(v.RecheckInterval)}
+			m[name] = live.Recheck{Target: v.Target(), Interval: time.Duration(v.RecheckInterval)}
 		}
 	}
 	return m
