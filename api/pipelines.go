@@ -49,8 +49,8 @@ type Live struct {
 
 // Pipelines projects the pipelines at read time: the configured ones in
 // config order, then those the history knows that the config does not
-// name (a pipeline removed from the config, or one created at run time),
-// by name.
+// name (a pipeline removed from the config, or one discovered from a
+// repository pattern), by name. A pattern itself is no pipeline.
 func Pipelines(specs []pipeline.Spec, sums []pipeline.PipelineSummary) []Pipeline {
 	byName := make(map[string]*pipeline.PipelineSummary, len(sums))
 	for i := range sums {
@@ -59,6 +59,9 @@ func Pipelines(specs []pipeline.Spec, sums []pipeline.PipelineSummary) []Pipelin
 	out := make([]Pipeline, 0, len(specs))
 	seen := make(map[string]bool, len(specs))
 	for _, s := range specs {
+		if s.Discover {
+			continue
+		}
 		seen[s.Name] = true
 		p := Pipeline{Name: s.Name, Repository: s.Repository}
 		if sum := byName[s.Name]; sum != nil {

@@ -50,10 +50,11 @@ func TestPipelines(t *testing.T) {
 	unverified := &pipeline.Run{ID: 7, Pipeline: "docs", Status: pipeline.StatusSuccess, FinishedAt: &at,
 		GitHub: &pipeline.GitHubRun{Repository: "acme/docs"}, Verify: &pipeline.VerifyCheck{URL: "https://docs.example.com/", VerifiedAt: &at}}
 	gone := &pipeline.Run{ID: 3, Pipeline: "old", Status: pipeline.StatusCancelled, FinishedAt: &at}
-	specs := []pipeline.Spec{{Name: "site", Repository: "acme/site"}, {Name: "shop"}, {Name: "docs"}}
+	specs := []pipeline.Spec{{Name: "site", Repository: "acme/site"}, {Name: "shop"}, {Name: "docs"}, {Name: "{{ .Repo }}", Repository: "acme/*", Discover: true}}
 	sums := []pipeline.PipelineSummary{
 		{Pipeline: "docs", LastFinished: unverified, LastSuccess: unverified},
 		{Pipeline: "old", LastFinished: gone},
+		{Pipeline: "blog", InProgress: 1},
 		{Pipeline: "site", InProgress: 1, LastFinished: failed, LastSuccess: live},
 	}
 
@@ -68,6 +69,8 @@ func TestPipelines(t *testing.T) {
 		{Name: "docs", Repository: "acme/docs",
 			LastRun:     &LastRun{ID: 7, Status: pipeline.StatusSuccess, FinishedAt: &at},
 			LastSuccess: &LastSuccess{ID: 7, FinishedAt: &at}},
+		// A pipeline discovered from the pattern, with a run in progress.
+		{Name: "blog"},
 		{Name: "old", LastRun: &LastRun{ID: 3, Status: pipeline.StatusCancelled, FinishedAt: &at}},
 	}
 	if !reflect.DeepEqual(got, want) {
