@@ -29,7 +29,7 @@ func TestWebhookDemo(t *testing.T) {
 
 	runDemo := func() string {
 		t.Helper()
-		out, err := exec.Command(demo, "--url="+e.url, "--secret="+githubSecret, "--supabase-secret=e2e-supabase-secret").CombinedOutput()
+		out, err := exec.Command(demo, "--url="+e.url, "--secret="+githubSecret, "--supabase-secret=e2e-supabase-secret", "--site-address=").CombinedOutput()
 		if err != nil {
 			t.Fatalf("webhook-demo: %v\n%s", err, out)
 		}

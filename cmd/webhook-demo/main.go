@@ -1,7 +1,9 @@
 // Command webhook-demo plays one live publish against a running
 // pipeline_exporter: a Supabase database webhook (the trigger), then
 // GitHub's published workflow_run and workflow_job example webhooks,
-// signed, as the workflow run the trigger dispatched. Each call is a new
+// signed, as the workflow run the trigger dispatched. With --site-address
+// it also serves the "site" the publish goes live on, a page whose meta tag
+// names the commit built, until the exporter's verify stage has seen it. Each call is a new
 // publish: the examples get fresh run and job ids and the current time, and
 // lose their links to the example's run on GitHub; nothing else of them is
 // changed, so the run is neither a duplicate of the last one nor dated 2020
@@ -10,10 +12,12 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -25,8 +29,24 @@ func main() {
 	url := flag.String("url", "http://localhost:8080", "Base URL of the exporter (or of its webhook listener).")
 	secret := flag.String("secret", "demo-github-secret-change-me", "webhooks.github.secret of the exporter's config.")
 	supabaseSecret := flag.String("supabase-secret", "demo-supabase-secret-change-me", "webhooks.supabase.secret of the exporter's config (sent as a Bearer token).")
+	siteAddress := flag.String("site-address", "localhost:8081", "Serve the demo site here while the publish goes live (the example config verifies it); empty serves none.")
 	flag.Parse()
-	runID, err := demo(*url, *secret, *supabaseSecret, time.Now())
+	now := time.Now()
+	// A commit of its own for each publish: the build the site must show.
+	commit := fmt.Sprintf("%x", sha1.Sum(fmt.Append(nil, now.UnixNano())))
+	var stopSite func()
+	if *siteAddress != "" {
+		var err error
+		if stopSite, err = serveSite(*siteAddress, commit); err != nil {
+			fmt.Fprintln(os.Stderr, "webhook-demo:", err)
+			os.Exit(1)
+		}
+	}
+	runID, err := demo(*url, *secret, *supabaseSecret, commit, now)
+	if err == nil && stopSite != nil {
+		err = awaitVerify(*url, runID)
+		stopSite()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "webhook-demo:", err)
 		os.Exit(1)
@@ -35,6 +55,65 @@ func main() {
 	fmt.Printf("  %s/runs/%d                     its page: trigger, dispatch, the job\n", *url, runID)
 	fmt.Printf("  curl -s %s/api/pipeline-runs/%d    the same as JSON\n", *url, runID)
 	fmt.Printf("  curl -s %s/metrics | grep '^pipeline_runs_total'\n", *url)
+	if stopSite != nil {
+		fmt.Printf("  curl -s %s/api/pipelines                 the build live on the demo site\n", *url)
+		fmt.Printf("\nThe demo site stopped with the demo: two rechecks later the landing page's\n" +
+			"Pipelines table marks the build stale, as after a rollback. `make demo` again publishes anew.\n")
+	}
+}
+
+// serveSite serves the demo site at addr: a page whose meta tag names the
+// commit, as a site built with the commit written into it would.
+func serveSite(addr, commit string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("serving the demo site on %s: %w (pass --site-address=HOST:PORT, and the same URL as verify.url in the config)", addr, err)
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "<!doctype html>\n<html><head><meta name=\"commit\" content=\"%s\"><title>Demo site</title></head>\n<body><h1>Hello from webhook-demo</h1></body></html>\n", commit)
+		}),
+	}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Printf("demo site http://%s/ serves commit %s\n", ln.Addr(), commit[:7])
+	return func() { _ = srv.Close() }, nil
+}
+
+// awaitVerify waits for the run to finish, at most a minute: the
+// exporter checks the demo site once the workflow run completed.
+func awaitVerify(url string, runID int64) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var ans struct {
+			Data struct {
+				Status string `json:"status"`
+				Error  string `json:"error"`
+				Verify *struct {
+					Served string `json:"served"`
+				} `json:"verify"`
+			} `json:"data"`
+		}
+		resp, err := client.Get(fmt.Sprintf("%s/api/pipeline-runs/%d", url, runID))
+		if err == nil {
+			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ans)
+			resp.Body.Close()
+		}
+		switch {
+		case err != nil:
+			return fmt.Errorf("reading run %d: %w", runID, err)
+		case ans.Data.Status == "success" && ans.Data.Verify != nil:
+			fmt.Printf("run %d: success, the site serves its build %s\n", runID, ans.Data.Verify.Served[:min(7, len(ans.Data.Verify.Served))])
+			return nil
+		case ans.Data.Status != "pending" && ans.Data.Status != "running":
+			fmt.Printf("run %d: %s %s\n", runID, ans.Data.Status, ans.Data.Error)
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("run %d still %s after a minute: does the config verify the demo site (verify.url)?", runID, ans.Data.Status)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // step is one delivery of the publish.
@@ -44,8 +123,8 @@ type step struct {
 	headers     map[string]string
 }
 
-// demo posts the publish and returns the id of the run it made.
-func demo(url, secret, supabaseSecret string, now time.Time) (int64, error) {
+// demo posts the publish of commit and returns the id of the run it made.
+func demo(url, secret, supabaseSecret, commit string, now time.Time) (int64, error) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	// Fresh GitHub ids on every call, within JSON's exact integers.
 	runID := now.UnixMilli()
@@ -80,6 +159,10 @@ func demo(url, secret, supabaseSecret string, now time.Time) (int64, error) {
 			"workflow_run.created_at":     at(time.Second),
 			"workflow_run.run_started_at": at(time.Second),
 			"workflow_run.updated_at":     at(updated),
+			"workflow_run.head_sha":       commit,
+			// Committed two minutes before the trigger: the lead time.
+			"workflow_run.head_commit.id":        commit,
+			"workflow_run.head_commit.timestamp": at(-2 * time.Minute),
 		}), "workflow_run.html_url")
 	}
 	// The published job examples share one job id: they are the same job
