@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -107,14 +108,16 @@ func (in *Instance) campaign(ctx context.Context) {
 }
 
 // term is one stretch of leadership: the Applier, the verify checks it
-// starts and the leaderTasks, all stopped together when ctx is done.
+// starts and the leaderTasks, all stopped together when ctx is done. It
+// returns the Applier's error: it could not restore, or its commit was
+// refused because another replica leads (pipeline.ErrFenced).
 func (in *Instance) term(ctx context.Context, appended <-chan struct{}) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	a := pipeline.NewApplier(in.store, in.safe.Get().Specs(), pipeline.ApplierOptions{
+	a, err := pipeline.NewApplier(ctx, in.store, in.safe.Get().Specs(), pipeline.ApplierOptions{
 		Now:         time.Now,
 		Observers:   in.observers,
 		StartVerify: func(r *pipeline.Run) { in.verifier.start(ctx, &wg, r) },
@@ -123,42 +126,45 @@ func (in *Instance) term(ctx context.Context, appended <-chan struct{}) error {
 		// max_pipelines as the config said when this term began.
 		MaxPipelines:     in.safe.Get().MaxPipelines,
 		PipelinesLimited: func(n int) { in.limited.Add(float64(n)) },
+		StepTimeout:      stepTimeout,
 		Logger:           in.logger,
 	})
+	if err != nil {
+		return err
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	restored := make(chan struct{})
-	go func() {
-		// Hand out the Applier once it took its first submission, which
-		// it does only after restoring.
-		if err := a.SetSpecs(ctx, in.safe.Get().Specs()); err == nil {
-			close(restored)
-		}
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-restored:
-	}
-	in.set(a)
-	in.leader.Set(1)
-	defer func() {
-		in.set(nil)
-		in.leader.Set(0)
-	}()
+	// Handed out only now that it restored: from here a delivery is
+	// applied as it is appended.
+	in.publish(a)
 	for _, task := range in.leaderTasks() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			task(ctx)
-		}()
+		wg.Go(func() { task(ctx) })
 	}
-	return <-done
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+	}
+	// Withdrawn first: a delivery arriving from now on goes to the shared
+	// log, and one the stopping Applier never takes is answered at once.
+	in.publish(nil)
+	cancel()
+	if err == nil {
+		err = <-done
+	}
+	return err
 }
 
-func (in *Instance) set(a *pipeline.Applier) {
+// publish hands a (nil: none) to the webhook handlers, pollers and verify
+// checks, and says so in pipeline_exporter_leader: 1 exactly while an
+// Applier that restored is handed out.
+func (in *Instance) publish(a *pipeline.Applier) {
 	in.mu.Lock()
 	in.applier = a
+	if a != nil {
+		in.leader.Set(1)
+	} else {
+		in.leader.Set(0)
+	}
 	in.mu.Unlock()
 }
 
@@ -174,20 +180,49 @@ func (in *Instance) Leading() bool { return in.current() != nil }
 // errNotLeading is what pollers and verify checks get between terms.
 var errNotLeading = fmt.Errorf("%w: this instance does not lead", pipeline.ErrUnavailable)
 
-// Ingest makes a webhook delivery durable. On the leader, SQLite's or
-// PostgreSQL's, the Applier appends and applies it in one transaction,
-// shared with the deliveries arriving meanwhile. Another replica appends it
-// to the shared log and waits briefly for the leader's outcome: `queued`
-// when it does not come in time, since the delivery is durable and will be
-// applied. So does the leader when its Applier fails to commit (it may have
-// just lost the lock): nothing was stored, and the shared log may still
-// take the delivery.
+// Time bounds of a webhook delivery: GitHub waits 10 s for an answer and
+// never retries, so every delivery is answered within ingestBound, on the
+// leader as on followers, even when a transaction is blocked by a lock
+// another session holds.
+const (
+	// ingestBound is the time Ingest takes at most.
+	ingestBound = 4500 * time.Millisecond
+	// takeWithin is how long a delivery waits for the Applier to take it
+	// into a transaction before it goes to the shared log instead.
+	takeWithin = 1500 * time.Millisecond
+	// stepTimeout bounds each transaction of the Applier: one blocked
+	// longer is rolled back and its deliveries go to the shared log.
+	stepTimeout = 2 * time.Second
+)
+
+// Ingest makes a webhook delivery durable, within ingestBound. On the
+// leader, SQLite's or PostgreSQL's, the Applier appends and applies it in
+// one transaction, shared with the deliveries arriving meanwhile. Another
+// replica appends it to the shared log and waits briefly for the leader's
+// outcome: `queued` when it does not come in time, since the delivery is
+// durable and will be applied. So does the leader when its Applier does
+// not take the delivery in time, has stopped, or fails to commit (it may
+// have just lost the leadership, or be blocked by a lock): nothing was
+// stored, and the shared log may still take the delivery. An error means
+// nothing was stored.
 func (in *Instance) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, ingestBound)
+	defer cancel()
+	tried := false
 	if a := in.current(); a != nil {
-		res, err := a.Ingest(ctx, e)
+		take := ctx
+		if in.shared != nil {
+			var cancel context.CancelFunc
+			take, cancel = context.WithTimeout(ctx, takeWithin)
+			defer cancel()
+		}
+		res, err := a.Ingest(take, e)
 		if err == nil || in.shared == nil {
 			return res, err
 		}
+		// A commit that failed may have reached the database before the
+		// connection did not answer: the log may hold this delivery.
+		tried = !errors.Is(err, pipeline.ErrStopped)
 	}
 	if in.shared == nil {
 		return pipeline.Result{}, errNotLeading
@@ -196,7 +231,15 @@ func (in *Instance) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Res
 		return pipeline.Result{}, err
 	}
 	if e.Seq == 0 {
-		return pipeline.Result{Outcome: pipeline.OutcomeDuplicate}, nil
+		if !tried {
+			return pipeline.Result{Outcome: pipeline.OutcomeDuplicate}, nil
+		}
+		// A duplicate of the delivery the failed commit stored is this
+		// very delivery, committed for the first time: never `duplicate`.
+		received, err := in.shared.ReceivedAt(ctx, e.Source, e.DeliveryID)
+		if err != nil || !sameInstant(received, e.ReceivedAt) {
+			return pipeline.Result{Outcome: pipeline.OutcomeDuplicate}, nil
+		}
 	}
 	res, ok, err := in.shared.WaitResult(ctx, e.Source, e.DeliveryID)
 	if err != nil || !ok {
@@ -217,6 +260,13 @@ func (l leaderIngester) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline
 		return pipeline.Result{}, errNotLeading
 	}
 	return a.Ingest(ctx, e)
+}
+
+// sameInstant compares a time as the store keeps it (PostgreSQL: to the
+// microsecond) with the time it was given.
+func sameInstant(stored, given time.Time) bool {
+	d := stored.Sub(given)
+	return d > -time.Microsecond && d < time.Microsecond
 }
 
 // Apply hands polled events and verify results to the Applier.

@@ -53,6 +53,9 @@ type Shared interface {
 	// AppendShared makes one entry durable in the log without applying it;
 	// e.Seq stays 0 for a duplicate.
 	AppendShared(ctx context.Context, e *pipeline.Entry) error
+	// ReceivedAt returns when the delivery with this key that the log
+	// holds was received.
+	ReceivedAt(ctx context.Context, source pipeline.Source, deliveryID string) (time.Time, error)
 	// WaitResult waits briefly for the leader's result of the entry.
 	WaitResult(ctx context.Context, source pipeline.Source, deliveryID string) (pipeline.Result, bool, error)
 	// Lag counts the log entries appended but not applied.
@@ -69,10 +72,13 @@ type StoreOptions struct {
 	// mistake.
 	PathSet bool
 	// URL is the PostgreSQL URL of a history several replicas share.
-	URL        string
-	MaxRecords int
-	Retention  time.Duration
-	Logger     *slog.Logger
+	URL string
+	// LeaderLease is how long a PostgreSQL leader's lease lasts without
+	// renewal (--storage.leader-lease).
+	LeaderLease time.Duration
+	MaxRecords  int
+	Retention   time.Duration
+	Logger      *slog.Logger
 }
 
 // OpenStore opens SQLite under o.Path, or PostgreSQL when o.URL is given
@@ -95,7 +101,12 @@ func OpenStore(ctx context.Context, o StoreOptions) (Store, error) {
 		return nil, errBothStorages
 	}
 	o.Logger.Info("Connecting to PostgreSQL", "url", postgres.Redacted(o.URL))
-	st, err := postgres.OpenRetry(ctx, o.URL, postgres.Options(opts))
+	st, err := postgres.OpenRetry(ctx, o.URL, postgres.Options{
+		MaxRecords:  opts.MaxRecords,
+		Retention:   opts.Retention,
+		LeaderLease: o.LeaderLease,
+		Logger:      opts.Logger,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -39,9 +40,24 @@ type ApplierOptions struct {
 	// PipelinesLimited, when not nil, hears after each commit how many
 	// runs it turned away because MaxPipelines were discovered already.
 	PipelinesLimited func(n int)
+	// StepTimeout, when not 0, bounds each transaction (the reads of the
+	// log before it, the commit): a transaction blocked longer, by a lock
+	// another session holds or a stalled disk, is rolled back and its
+	// submitters answered with ErrUnavailable, so that none waits on it
+	// past this bound.
+	StepTimeout time.Duration
 	// Logger receives commit failures; nil discards them.
 	Logger *slog.Logger
 }
+
+// ErrStopped is the answer to a submission the Applier will never take: it
+// stopped, or stops before taking it. Nothing of the submission was stored.
+var ErrStopped = fmt.Errorf("%w: the applier stopped", ErrUnavailable)
+
+// ErrFenced is what a Storage returns when another instance applies the
+// log now (its leadership is newer): this Applier's commits are refused,
+// and Run returns it at once.
+var ErrFenced = errors.New("another instance applies the log")
 
 // Applier is the only writer of runs. One goroutine (Run) owns the Tracker:
 // it appends the entries handed to it to the log, applies them and what
@@ -53,6 +69,8 @@ type Applier struct {
 	opts  ApplierOptions
 	specs []Spec
 	queue chan *submission
+	// stopped is closed when Run has returned and answered what it queued.
+	stopped chan struct{}
 
 	// Owned by the Run goroutine.
 	t *Tracker
@@ -67,6 +85,9 @@ type Applier struct {
 	// moreLog is set when the last read of unapplied entries was cut at
 	// maxBatch: the next step reads on.
 	moreLog bool
+	// fenced is set when a commit was refused because another instance
+	// leads: Run returns it.
+	fenced error
 }
 
 // submission is one entry (or new specs) handed to the Applier.
@@ -91,9 +112,10 @@ type answer struct {
 	err    error
 }
 
-// NewApplier returns an Applier over st for the given pipelines. Run must
-// be called for it to do anything.
-func NewApplier(st Storage, specs []Spec, opts ApplierOptions) *Applier {
+// NewApplier returns an Applier over st for the given pipelines, with the
+// committed state restored from st (an error when it cannot be). Run must
+// be called for it to take submissions; until then they wait.
+func NewApplier(ctx context.Context, st Storage, specs []Spec, opts ApplierOptions) (*Applier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -103,7 +125,11 @@ func NewApplier(st Storage, specs []Spec, opts ApplierOptions) *Applier {
 	if opts.MaxPipelines == 0 {
 		opts.MaxPipelines = DefaultMaxPipelines
 	}
-	return &Applier{st: st, opts: opts, specs: slices.Clone(specs), queue: make(chan *submission, maxBatch)}
+	a := &Applier{st: st, opts: opts, specs: slices.Clone(specs), queue: make(chan *submission, maxBatch), stopped: make(chan struct{})}
+	if err := a.restore(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Ingest appends the entry to the log and applies it, and returns once
@@ -145,47 +171,62 @@ func (a *Applier) SetSpecs(ctx context.Context, specs []Spec) error {
 	return err
 }
 
+// submit queues s and waits for its answer. Until the Applier takes s, it
+// gives up when ctx ends (ErrUnavailable) or the Applier stops
+// (ErrStopped); once taken, the answer comes within the transaction's
+// bound (StepTimeout), and it is the truth, whatever ctx says meanwhile.
 func (a *Applier) submit(ctx context.Context, s *submission) (Result, error) {
 	s.done = make(chan answer, 1)
 	select {
+	case <-a.stopped:
+		return Result{}, ErrStopped
+	default:
+	}
+	select {
 	case a.queue <- s:
+	case <-a.stopped:
+		return Result{}, ErrStopped
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
+	var gaveUp error
 	select {
 	case ans := <-s.done:
 		return ans.result, ans.err
+	case <-a.stopped:
+		gaveUp = ErrStopped
 	case <-ctx.Done():
-		if s.state.CompareAndSwap(queued, abandoned) {
-			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-		}
-		// Taken: the answer is on its way, and it is the truth.
-		ans := <-s.done
-		return ans.result, ans.err
+		gaveUp = fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
+	if s.state.CompareAndSwap(queued, abandoned) {
+		return Result{}, gaveUp
+	}
+	// Taken: the answer is on its way, and it is the truth.
+	ans := <-s.done
+	return ans.result, ans.err
 }
 
-// Run restores the committed state, applies what the log holds unapplied,
-// then applies submissions and timeouts until ctx is done. It returns an
-// error only when the state cannot be restored at start.
+// Run applies what the log holds unapplied, then submissions and timeouts,
+// until ctx is done (it returns nil) or a commit is refused because
+// another instance leads (it returns ErrFenced). Either way it answers
+// every submission still queued, and later ones are answered ErrStopped.
+// Run may be called once.
 func (a *Applier) Run(ctx context.Context) error {
-	if err := a.restore(ctx); err != nil {
-		return err
-	}
+	defer close(a.stopped)
+	defer a.drain()
 	// Entries appended but not applied (a crash between the two, or other
 	// instances' appends) are applied before anything new.
 	a.step(ctx, nil, true)
-	for a.moreLog && !a.stale && ctx.Err() == nil {
+	for a.moreLog && !a.stale && a.fenced == nil && ctx.Err() == nil {
 		a.step(ctx, nil, true)
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for {
+	for a.fenced == nil {
 		timer.Reset(a.wait())
 		var batch []*submission
 		select {
 		case <-ctx.Done():
-			a.drain()
 			return nil
 		case s := <-a.queue:
 			batch = append(batch, s)
@@ -205,6 +246,7 @@ func (a *Applier) Run(ctx context.Context) error {
 		}
 		a.step(ctx, batch, a.opts.SharedLog || a.moreLog)
 	}
+	return a.fenced
 }
 
 // wait is how long the loop may sleep: until the next timeout, at most a
@@ -231,7 +273,7 @@ func (a *Applier) drain() {
 		select {
 		case s := <-a.queue:
 			if s.state.CompareAndSwap(queued, taken) {
-				s.done <- answer{err: fmt.Errorf("%w: shutting down", ErrUnavailable)}
+				s.done <- answer{err: ErrStopped}
 			}
 		default:
 			return
@@ -269,6 +311,27 @@ func (a *Applier) restore(ctx context.Context) error {
 // timeouts applied, and everything committed together; then the batch's
 // reload, which Run puts last, takes effect.
 func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
+	if a.stale {
+		// Restored before anything is taken: a submission waits in the
+		// queue meanwhile, and its submitter may still give up on it.
+		if err := a.restore(ctx); err != nil {
+			if ctx.Err() == nil {
+				a.logFailure("Restoring the committed runs failed", err)
+			}
+			for _, s := range batch {
+				if s.state.CompareAndSwap(queued, taken) {
+					s.done <- answer{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+				}
+			}
+			return
+		}
+		readLog = true
+	}
+	if a.opts.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.opts.StepTimeout)
+		defer cancel()
+	}
 	var subs []*submission
 	var reload *submission
 	for _, s := range batch {
@@ -291,20 +354,14 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 
 // apply commits one transaction for subs and answers them.
 func (a *Applier) apply(ctx context.Context, subs []*submission, readLog bool) {
-	if a.stale {
-		if err := a.restore(ctx); err != nil {
-			if ctx.Err() == nil {
-				a.logFailure("Restoring the committed runs failed", err)
-			}
-			a.fail(subs, err)
-			return
-		}
-		readLog = true
-	}
 	results, updates, err := a.commit(ctx, subs, readLog)
 	if err != nil {
 		a.stale = true
-		if ctx.Err() == nil {
+		if errors.Is(err, ErrFenced) {
+			a.fenced = err
+			a.opts.Logger.Warn("Another instance applies the log: this one stops", "err", err)
+		} else if !errors.Is(ctx.Err(), context.Canceled) {
+			// Not shutting down: a failure, or a transaction past its bound.
 			a.logFailure("Committing applied entries failed", err)
 		}
 		a.fail(subs, err)

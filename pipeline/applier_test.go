@@ -35,9 +35,9 @@ func (memTx) Rollback() error                        { return nil }
 // the pipelines it was submitted under, though both share a batch.
 func TestReloadInBatch(t *testing.T) {
 	clock := &fakeClock{t: fixtureCompleted}
-	a := NewApplier(&memStorage{}, []Spec{siteSpec()}, ApplierOptions{Now: clock.Now})
 	ctx := context.Background()
-	if err := a.restore(ctx); err != nil {
+	a, err := NewApplier(ctx, &memStorage{}, []Spec{siteSpec()}, ApplierOptions{Now: clock.Now})
+	if err != nil {
 		t.Fatal(err)
 	}
 	entry := &submission{entry: &Entry{Source: SourceGitHub, DeliveryID: "1", Events: []Event{runEvent(t, "requested")}}, done: make(chan answer, 1)}

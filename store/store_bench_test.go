@@ -58,8 +58,11 @@ func BenchmarkIngestParallel(b *testing.B) {
 		UpdatedAt:    p.Time("workflow_run.updated_at"),
 	}
 	spec := pipeline.Spec{Name: "site", Workflow: "test.yml"}
-	a := pipeline.NewApplier(s, []pipeline.Spec{spec}, pipeline.ApplierOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
+	a, err := pipeline.NewApplier(ctx, s, []pipeline.Spec{spec}, pipeline.ApplierOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })

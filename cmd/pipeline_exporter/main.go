@@ -45,6 +45,7 @@ type flags struct {
 	storagePath     string
 	storagePathSet  bool
 	storageURL      string
+	leaderLease     time.Duration
 	externalURL     string
 	maxEventStreams int
 	maxRecords      int
@@ -73,6 +74,8 @@ func newApp(f *flags) (app *kingpin.Application, serve, backup *kingpin.CmdClaus
 		Envar("MONITORING_DATA_DIR").Default("data").IsSetByUser(&f.storagePathSet).StringVar(&f.storagePath)
 	app.Flag("storage.url", "PostgreSQL URL (postgres://user@host/db) of a history shared by several replicas, instead of --storage.path. libpq's PGPASSWORD and PGPASSFILE are honoured.").
 		Envar("PIPELINE_EXPORTER_STORAGE_URL").Default("").StringVar(&f.storageURL)
+	app.Flag("storage.leader-lease", "With --storage.url: how long the leader's lease lasts without renewal (it renews every second) before another replica ends its sessions and leads.").
+		Default("5s").DurationVar(&f.leaderLease)
 	app.Flag("web.external-url", "The URL under which users reach the exporter (for example behind a reverse proxy); makes the links in alerts and the run JSON's page_url absolute.").
 		Default("").StringVar(&f.externalURL)
 	app.Flag("web.max-event-streams", "Concurrent /api/events streams, a quarter of them per client address; past it new streams are answered 503.").

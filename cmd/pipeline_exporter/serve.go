@@ -116,12 +116,13 @@ func serve(ctx context.Context, f flags, logger *slog.Logger) error {
 	instCtx, stopInstance := context.WithCancel(context.Background())
 	g.Add(func() error {
 		st, err := instance.OpenStore(instCtx, instance.StoreOptions{
-			Path:       f.storagePath,
-			PathSet:    f.storagePathSet,
-			URL:        f.storageURL,
-			MaxRecords: f.maxRecords,
-			Retention:  time.Duration(f.retention),
-			Logger:     logger,
+			Path:        f.storagePath,
+			PathSet:     f.storagePathSet,
+			URL:         f.storageURL,
+			LeaderLease: f.leaderLease,
+			MaxRecords:  f.maxRecords,
+			Retention:   time.Duration(f.retention),
+			Logger:      logger,
 		})
 		if err != nil {
 			if instCtx.Err() != nil {

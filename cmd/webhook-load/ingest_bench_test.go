@@ -33,8 +33,11 @@ func BenchmarkIngestCycle(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
-	a := pipeline.NewApplier(st, cfg.Specs(), pipeline.ApplierOptions{Now: time.Now})
 	ctx, cancel := context.WithCancel(context.Background())
+	a, err := pipeline.NewApplier(ctx, st, cfg.Specs(), pipeline.ApplierOptions{Now: time.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })

@@ -302,6 +302,18 @@ func (s *Store) AppendShared(ctx context.Context, e *pipeline.Entry) error {
 	return nil
 }
 
+// ReceivedAt returns when the delivery with the given key that the log
+// holds was received (to the microsecond), for telling a delivery that a
+// failed commit stored after all from an earlier delivery of the same id.
+func (s *Store) ReceivedAt(ctx context.Context, source pipeline.Source, deliveryID string) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, `SELECT received_at FROM log WHERE source = $1 AND delivery_id = $2`, string(source), deliveryID).Scan(&t)
+	if err != nil {
+		return t, s.errorf("%w: %w", pipeline.ErrUnavailable, err)
+	}
+	return t, nil
+}
+
 // Appended receives a value when a replica appended to the log. The leader's
 // applier reads Unapplied when it does; it should also read it every second
 // or so, since notifications are lost while the listener reconnects.

@@ -9,6 +9,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
@@ -35,6 +38,10 @@ type Options struct {
 	Retention time.Duration
 	// Now is the clock retention is measured on; nil means time.Now.
 	Now func() time.Time
+	// LeaderLease is how long the leader's lease lasts without renewal
+	// before another replica takes over (see Lead); 0 means
+	// DefaultLeaderLease.
+	LeaderLease time.Duration
 	// Logger receives leadership changes, reconnections and pruning
 	// reports; nil discards them.
 	Logger *slog.Logger
@@ -42,15 +49,18 @@ type Options struct {
 
 // ErrNotLeader is returned by Begin and Commit when this store does not
 // hold the leader lock: only the leader applies entries.
-var ErrNotLeader = errors.New("store: not the leader")
+var ErrNotLeader = fmt.Errorf("store: not the leader: %w", pipeline.ErrFenced)
 
 // Store is the PostgreSQL store. Its methods are safe for concurrent use.
 type Store struct {
 	url    string // redacted
 	secret string // the password, scrubbed from every error text
-	pool   *pgxpool.Pool
-	opts   Options
-	logger *slog.Logger
+	// appName is the application_name of every session of this store,
+	// unique to it: the lease names the leader's sessions by it.
+	appName string
+	pool    *pgxpool.Pool
+	opts    Options
+	logger  *slog.Logger
 	// failures counts the failed operations that refused or lost a write
 	// (errorf's errors that wrap pipeline.ErrUnavailable), as SQLite's
 	// store counts its failed writes; the collector counts its failed
@@ -71,6 +81,10 @@ type Store struct {
 	stopListener context.CancelFunc
 	listenerDone chan struct{}
 }
+
+// cancelGrace is how long a cancelled query may take to end on the server
+// before its connection is dropped.
+const cancelGrace = 500 * time.Millisecond
 
 // OpenRetry connects to the PostgreSQL database at rawURL (a postgres://
 // URL or a libpq keyword/value string; PGPASSWORD, PGPASSFILE and the other
@@ -109,9 +123,13 @@ func parse(rawURL string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.LeaderLease <= 0 {
+		opts.LeaderLease = DefaultLeaderLease
+	}
 	s := &Store{
 		url:      Redacted(rawURL),
 		secret:   urlPassword(rawURL),
+		appName:  "pipeline_exporter " + rand.Text()[:12],
 		opts:     opts,
 		logger:   opts.Logger,
 		applied:  make(chan struct{}),
@@ -129,6 +147,13 @@ func parse(rawURL string, opts Options) (*Store, error) {
 	// would queue them.
 	if !strings.Contains(rawURL, "pool_max_conns") {
 		cfg.MaxConns = 16
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = s.appName
+	// A query whose context ends is cancelled on the server (a cancel
+	// request), not only abandoned by the client: an insert waiting for a
+	// lock must not commit after its sender was answered 503.
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {

@@ -131,6 +131,19 @@ var migrations = []string{
 	// repository patterns (at most max_pipelines small records), written
 	// by the applier in the transaction of the run that made one.
 	`ALTER TABLE state ADD COLUMN discovered json NOT NULL DEFAULT '[]';`,
+
+	// Version 5: lease is the leader's lease, renewed every second on the
+	// lock connection: the epoch it was taken with, the application_name
+	// of the holder's sessions, and when it was last renewed (PostgreSQL's
+	// clock). A row of its own, so that renewing never waits for a lock on
+	// the state row that an applier's commit (or anyone) holds.
+	`CREATE TABLE lease (
+		id         integer     PRIMARY KEY CHECK (id = 1),
+		epoch      bigint      NOT NULL,
+		holder     text        NOT NULL,
+		renewed_at timestamptz NOT NULL
+	);
+	INSERT INTO lease VALUES (1, 0, '', now());`,
 }
 
 // migrateLock is the advisory lock key that serialises migrations, so
