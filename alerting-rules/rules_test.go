@@ -129,6 +129,8 @@ func TestAlertContract(t *testing.T) {
 		"PipelineGitHubPollFailing":   "github_poll_failing",
 		"PipelineGitHubRateLimitLow":  "github_rate_limit_low",
 		"PipelineSiteStale":           "site_stale",
+		"PipelineExporterNoLeader":    "exporter_no_leader",
+		"PipelineExporterLogLag":      "exporter_log_lag",
 	}
 	readme, err := os.ReadFile("../docs/runbook.md")
 	if err != nil {

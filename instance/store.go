@@ -3,6 +3,7 @@ package instance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -100,6 +101,9 @@ func OpenStore(ctx context.Context, o StoreOptions) (Store, error) {
 	if o.PathSet {
 		return nil, errBothStorages
 	}
+	if o.LeaderLease < minLeaderLease {
+		return nil, fmt.Errorf("--storage.leader-lease=%v is too short: the leader renews its lease every second, so give it at least %v", o.LeaderLease, minLeaderLease)
+	}
 	o.Logger.Info("Connecting to PostgreSQL", "url", postgres.Redacted(o.URL))
 	st, err := postgres.OpenRetry(ctx, o.URL, postgres.Options{
 		MaxRecords:  opts.MaxRecords,
@@ -112,6 +116,10 @@ func OpenStore(ctx context.Context, o StoreOptions) (Store, error) {
 	}
 	return &postgresStore{Store: st}, nil
 }
+
+// minLeaderLease is the shortest lease a leader renewing every second
+// keeps through one slow renewal.
+const minLeaderLease = 2 * time.Second
 
 // errBothStorages says which flag to drop when both stores are named.
 var errBothStorages = errors.New("both --storage.path and --storage.url are set: drop --storage.path to keep the history in PostgreSQL at --storage.url (several replicas), or drop --storage.url (and unset PIPELINE_EXPORTER_STORAGE_URL) to keep it in SQLite under --storage.path")
