@@ -11,12 +11,15 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/internal/pgtest"
 )
 
-// TestPostgresNULPayload sends signed GitHub webhooks whose strings hold
+// TestPostgresHostileInput sends signed GitHub webhooks whose strings hold
 // \u0000 (valid JSON, which PostgreSQL's jsonb and text cannot hold) to an
 // exporter on PostgreSQL: the run is applied and shown as on SQLite, an
 // ignored delivery quoting one is answered, the leader never restores its
-// state over it, and the next delivery is applied as usual.
-func TestPostgresNULPayload(t *testing.T) {
+// state over it, and the next delivery is applied as usual. Then it reads
+// the runs with filters a hostile client sends: a status given twice lists
+// each run once in full pages, and a filter with a NUL, invalid UTF-8 or a
+// bad escape is 400, never a database error.
+func TestPostgresHostileInput(t *testing.T) {
 	e := startReplica(t, writeConfig(t, coreConfig), pgtest.NewDatabase(t), freeAddr(t))
 	deadline := time.Now().Add(10 * time.Second)
 	for !leads(e) {
@@ -99,6 +102,35 @@ func TestPostgresNULPayload(t *testing.T) {
 	}
 	if runs := e.allRuns(""); len(runs) != 2 || runs[0].Status != "failed" {
 		t.Fatalf("runs after the NUL payload = %+v", runs)
+	}
+	for _, q := range []string{"status=success,failed,success&limit=1", "status=failed&status=success,failed&limit=1"} {
+		var pages [][]int64
+		for cursor := ""; ; {
+			var l listAnswer
+			e.get("/api/pipeline-runs?"+q+cursor).decode(t, &l)
+			var ids []int64
+			for _, r := range l.Data.Runs {
+				ids = append(ids, r.ID)
+			}
+			pages = append(pages, ids)
+			if l.Data.NextCursor == "" {
+				break
+			}
+			cursor = "&cursor=" + l.Data.NextCursor
+		}
+		if len(pages) != 2 || len(pages[0]) != 1 || len(pages[1]) != 1 || pages[0][0] <= pages[1][0] {
+			t.Errorf("%s: pages %v, want the two runs one per page, newest first", q, pages)
+		}
+	}
+	for q, want := range map[string]string{
+		"pipeline=%00":       `invalid pipeline \"%00\": holds a NUL or invalid UTF-8`,
+		"pipeline=site%FF":   `invalid pipeline \"site%FF\": holds a NUL or invalid UTF-8`,
+		"pipeline=other%ZZ":  `invalid pipeline \"other%ZZ\": bad %-escape`,
+		"trigger=github%00x": `invalid trigger \"github%00x\": holds a NUL or invalid UTF-8`,
+	} {
+		if a := e.get("/api/pipeline-runs?" + q); a.code != http.StatusBadRequest || !strings.Contains(string(a.body), want) {
+			t.Errorf("GET /api/pipeline-runs?%s = %d %s, want 400 %s", q, a.code, a.body, want)
+		}
 	}
 	if !leads(e) {
 		t.Error("the replica no longer leads")
