@@ -33,6 +33,10 @@ func TestBrowserFollowsAPublish(t *testing.T) {
 	if got := landing.text(`Array.from(document.querySelectorAll("#run-` + fmt.Sprint(id) + ` .seg")).map(s => s.title).join(",")`); got != "trigger: success,linters: failed" {
 		t.Fatalf("stage bar = %q", got)
 	}
+	// No run of site finished yet: its Pipelines row has no last run.
+	if got := landing.text(`document.querySelector("#pipelines tr[data-pipeline=site]").innerText`); strings.Contains(got, "#") {
+		t.Fatalf("Pipelines row before the run finished = %q", got)
+	}
 	// Wait for the live connection before the next delivery, and mark the
 	// document: a reload would lose the mark.
 	landing.waitJS(`document.querySelector("table[data-live=open]") !== null`, "the event stream opened")
@@ -50,6 +54,9 @@ func TestBrowserFollowsAPublish(t *testing.T) {
 
 	e.mustPost(deliveries[2], http.StatusAccepted) // completed: the run failed
 	landing.waitJS(row+`.querySelector(".status").textContent === "failed"`, "the row to show the run failed")
+	// The Pipelines table above follows too: site's last run is this one.
+	pipelineRow := `document.querySelector("#pipelines tr[data-pipeline=site]")`
+	landing.waitJS(pipelineRow+`.innerText.includes("#`+fmt.Sprint(id)+`") && `+pipelineRow+`.innerText.includes("failed")`, "the Pipelines table to show the run failed")
 	var kept bool
 	landing.eval(`window.notReloaded === true`, &kept)
 	if !kept {
