@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -148,4 +151,106 @@ func waitSteadyLeader(t *testing.T, within time.Duration, replicas ...*exporter)
 	}
 	t.Fatalf("no replica led steadily for 2s within %v", within)
 	return nil
+}
+
+// TestWebhookAnsweredWithinFiveSecondsWhenBlocked: a transaction of
+// another session holds the state row (every commit of the applier waits
+// for it) or an exclusive lock on the log table, for 12 s. Every webhook,
+// to the leader as to the follower, is answered within 5 s: `queued` when
+// the delivery is durable in the log, else 503 with nothing stored. Once
+// the lock is gone every acknowledged delivery is applied once.
+func TestWebhookAnsweredWithinFiveSecondsWhenBlocked(t *testing.T) {
+	for _, lock := range []struct {
+		name, sql string
+		// durable says whether the log can take a delivery meanwhile.
+		durable bool
+	}{
+		{"state row", `SELECT 1 FROM state WHERE id = 1 FOR UPDATE`, true},
+		{"log table", `LOCK TABLE log IN ACCESS EXCLUSIVE MODE`, false},
+	} {
+		t.Run(lock.name, func(t *testing.T) {
+			a, b, dbURL, _ := twoReplicas(t)
+			leader := waitOneLeader(t, 5*time.Second, a, b)
+			follower := a
+			if leader == a {
+				follower = b
+			}
+			conn := dbConn(t, dbURL)
+			ctx := context.Background()
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, lock.sql); err != nil {
+				t.Fatal(err)
+			}
+			held := time.Now()
+			type result struct {
+				replica string
+				s       sent
+				id      string
+				runID   int64
+			}
+			var (
+				mu      sync.Mutex
+				results []result
+				wg      sync.WaitGroup
+			)
+			for i := range 40 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					target, name := leader, "leader"
+					if i%2 == 1 {
+						target, name = follower, "follower"
+					}
+					runID := int64(50_000_000 + i)
+					d := runDelivery("blocked", runID)
+					time.Sleep(time.Duration(i) * 200 * time.Millisecond)
+					s := sent{start: time.Now()}
+					s.code, s.outcome, s.err = newBalancer(target).post(target.url, d)
+					s.end = time.Now()
+					mu.Lock()
+					results = append(results, result{name, s, d.headers["X-GitHub-Delivery"], runID})
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if held := time.Since(held); held < 8*time.Second {
+				t.Fatalf("the lock was held for %v only; the test needs it held while the deliveries arrive", held)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			acked := map[string]int64{}
+			var slowest time.Duration
+			codes := map[string]int{}
+			for _, r := range results {
+				took := r.s.end.Sub(r.s.start)
+				slowest = max(slowest, took)
+				codes[fmt.Sprintf("%s %d %s", r.replica, r.s.code, r.s.outcome)]++
+				switch {
+				case r.s.err != nil:
+					t.Errorf("%s: %v after %v", r.replica, r.s.err, took)
+				case took > 5*time.Second:
+					t.Errorf("%s answered %d after %v, want within 5s", r.replica, r.s.code, took)
+				case r.s.code == http.StatusAccepted:
+					acked[r.id] = r.runID
+				case r.s.code == http.StatusServiceUnavailable && !lock.durable:
+				default:
+					t.Errorf("%s answered %d %q, want 202 (or 503 while the log is locked)", r.replica, r.s.code, r.s.outcome)
+				}
+			}
+			rows := logRows(t, conn)
+			for _, r := range results {
+				if r.s.code == http.StatusServiceUnavailable && rows[r.id].count != 0 {
+					t.Errorf("delivery %s answered 503 but stored", r.id)
+				}
+			}
+			n := checkExactlyOnce(t, leader, dbURL, acked)
+			t.Logf("%s locked by another session for 8s+: %d webhooks to the leader and the follower, slowest answer %v; answers %v; %d acknowledged, all applied once after",
+				lock.name, len(results), slowest.Round(time.Millisecond), codes, n)
+		})
+	}
 }
