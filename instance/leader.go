@@ -186,10 +186,10 @@ var errNotLeading = fmt.Errorf("%w: this instance does not lead", pipeline.ErrUn
 // another session holds.
 const (
 	// ingestBound is the time Ingest takes at most.
-	ingestBound = 4500 * time.Millisecond
+	ingestBound = 4 * time.Second
 	// takeWithin is how long a delivery waits for the Applier to take it
 	// into a transaction before it goes to the shared log instead.
-	takeWithin = 1500 * time.Millisecond
+	takeWithin = time.Second
 	// stepTimeout bounds each transaction of the Applier: one blocked
 	// longer is rolled back and its deliveries go to the shared log.
 	stepTimeout = 2 * time.Second
