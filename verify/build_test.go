@@ -224,6 +224,19 @@ func TestCheckBuild(t *testing.T) {
 			wantErr:      "GET %s/version.json: not JSON: invalid character '<' looking for beginning of value",
 		},
 		{
+			name: "json_url with a document past the first MiB",
+			build: func(_ *testing.T, u string) *Build {
+				return &Build{JSONURL: u + "/version.json", JSONField: "commit"}
+			},
+			serve: func(_ int, w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/version.json" {
+					fmt.Fprintf(w, `{"padding": "%s", "commit": %q}`, strings.Repeat("x", 2<<20), newSHA)
+				}
+			},
+			wantAttempts: 1,
+			wantErr:      "GET %s/version.json: not a JSON document within its first MiB",
+		},
+		{
 			name: "json_url without the field",
 			build: func(_ *testing.T, u string) *Build {
 				return &Build{JSONURL: u + "/version.json", JSONField: "build.commit"}

@@ -374,3 +374,21 @@ func TestGitHubSignatureTestVector(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitTimeOutOfRange: a head commit dated before 2000 or more than a
+// year ahead (an author's clock) leaves the run without a commit time, so
+// no lead time, rather than refusing the delivery.
+func TestCommitTimeOutOfRange(t *testing.T) {
+	for _, ts := range []string{"1970-01-01T00:00:00Z", "2999-01-01T00:00:00Z"} {
+		e := newEnv(t)
+		body := fixtures.MustEdit(fixtures.MustLoad("github/workflow_run/completed.json"), map[string]any{"workflow_run.head_commit.timestamp": ts})
+		h := hdr("X-Hub-Signature-256", fixtures.SignGitHub(e.settings.GitHubSecret, body),
+			"X-GitHub-Event", "workflow_run", "X-GitHub-Delivery", "delivery-1", "Content-Type", "application/json")
+		if rec := e.post(pipeline.SourceGitHub, h, body); rec.Code != http.StatusAccepted {
+			t.Fatalf("head commit at %s: status %d, want 202; body %s", ts, rec.Code, rec.Body)
+		}
+		if ev := e.ing.entries[0].Events[0].(pipeline.WorkflowRunEvent); !ev.HeadCommitAt.IsZero() || ev.HeadSHA == "" {
+			t.Errorf("head commit at %s: event %+v, want no commit time", ts, ev)
+		}
+	}
+}
