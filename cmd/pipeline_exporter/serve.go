@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pipeline-exporter/pipeline_exporter/config"
+	"github.com/pipeline-exporter/pipeline_exporter/connlimit"
 	"github.com/pipeline-exporter/pipeline_exporter/instance"
 )
 
@@ -245,7 +246,7 @@ func parseExternalURL(s string) (*url.URL, error) {
 }
 
 // newServer returns a server of h whose connections count against the
-// process's connection limit (listener.go).
+// process's connection limit (package connlimit).
 func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -254,7 +255,7 @@ func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ConnState:         sharedConnLimiter(logger).connState,
+		ConnState:         connlimit.ConnState(logger),
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }

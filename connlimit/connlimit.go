@@ -1,4 +1,7 @@
-package main
+// Package connlimit bounds the connections the exporter's HTTP servers keep
+// open below the process's file limit, closing idle and silent ones first
+// so that a client that talks (a webhook sender) is still served.
+package connlimit
 
 import (
 	"container/list"
@@ -48,10 +51,17 @@ type connLimiter struct {
 }
 
 // processConns is the limiter of every server of the process: they share
-// one file limit. sharedConnLimiter makes it on first use.
+// one file limit. ConnState makes it on first use.
 var processConns struct {
 	once sync.Once
 	l    *connLimiter
+}
+
+// ConnState returns the http.Server.ConnState hook of the process's one
+// limiter, made on first use from the file limit; logger hears when it
+// starts closing connections and when the pressure is over.
+func ConnState(logger *slog.Logger) func(net.Conn, http.ConnState) {
+	return sharedConnLimiter(logger).connState
 }
 
 func sharedConnLimiter(logger *slog.Logger) *connLimiter {
