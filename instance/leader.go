@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/pause"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -80,7 +81,7 @@ func (in *Instance) campaign(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				in.logger.Warn("Campaign for the leader lock failed; retrying", "err", err)
-				sleep(ctx, time.Second)
+				_ = pause.For(ctx, time.Second)
 			}
 			continue
 		}
@@ -101,7 +102,7 @@ func (in *Instance) campaign(ctx context.Context) {
 			in.shared.Resign()
 			if err != nil && ctx.Err() == nil {
 				in.logger.Error("The applier stopped; gave up the leader lock", "err", err)
-				sleep(ctx, time.Second)
+				_ = pause.For(ctx, time.Second)
 			}
 		}
 	}
@@ -287,7 +288,7 @@ func (in *Instance) watchLag(ctx context.Context) {
 		if err == nil {
 			in.lag.Set(float64(n))
 		}
-		sleep(ctx, time.Second)
+		_ = pause.For(ctx, time.Second)
 	}
 }
 
@@ -298,13 +299,4 @@ func (in *Instance) lagNow(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	return in.shared.Lag(ctx)
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-github/v60/github"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipeline-exporter/pipeline_exporter/pause"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 	"github.com/pipeline-exporter/pipeline_exporter/webhook"
 )
@@ -170,7 +171,7 @@ func NewReconciler(opts ReconcilerOptions, log DeliveryLog, ingester Ingester, r
 		now = time.Now
 	}
 	if sleep == nil {
-		sleep = sleepContext
+		sleep = pause.For
 	}
 	if token == nil {
 		token = func() string { return "" }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-github/v60/github"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipeline-exporter/pipeline_exporter/pause"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -112,7 +113,7 @@ func NewGitHub(opts GitHubOptions, sink Sink, reg prometheus.Registerer, logger 
 	}
 	sleep := opts.Sleep
 	if sleep == nil {
-		sleep = sleepContext
+		sleep = pause.For
 	}
 	token := opts.Token
 	if token == nil {

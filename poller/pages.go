@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipeline-exporter/pipeline_exporter/pause"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -84,7 +85,7 @@ func NewPages(opts PagesOptions, sink Sink, reg prometheus.Registerer, logger *s
 	}
 	sleep := opts.Sleep
 	if sleep == nil {
-		sleep = sleepContext
+		sleep = pause.For
 	}
 	token := opts.Token
 	if token == nil {

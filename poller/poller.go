@@ -40,19 +40,6 @@ type Status struct {
 	RateLimit   *RateLimit `json:"rate_limit,omitempty"`
 }
 
-// sleepContext waits for d or until ctx is done, whichever comes first; it is
-// the default Sleep of both pollers.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // schedule is the part both pollers share: it records the outcome of each
 // poll for Status and the last-success metric, and decides how long to wait
 // before the next one.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pipeline-exporter/pipeline_exporter/pause"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
@@ -86,7 +87,7 @@ func (c *Checker) now() time.Time {
 func (c *Checker) Check(ctx context.Context, run *pipeline.Run, t Target, others []*pipeline.Run) pipeline.VerifyResultEvent {
 	sleep := c.Sleep
 	if sleep == nil {
-		sleep = sleepContext
+		sleep = pause.For
 	}
 	client := c.client()
 	f := FieldsOf(run)
@@ -259,15 +260,4 @@ func transportError(parent, actx context.Context, timeout time.Duration, err err
 		return fmt.Errorf("timeout after %s", timeout)
 	}
 	return err
-}
-
-func sleepContext(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
 }
