@@ -33,9 +33,11 @@ func main() {
 	rounds := flag.Int("rounds", 3, "Rounds of the side-by-side ingest runs (the table shows medians).")
 	peer := flag.String("peer", "", "Binary of cpanato/github_actions_exporter, measured side by side; empty prints its columns as not measured.")
 	retentionSeconds := flag.Int("retention-seconds", 75, "Length of the fixed-rate run while the pruner works (it runs every minute).")
+	parts := flag.String("parts", "ingest,history,retention,scale,poll", "Which measurements to run.")
+	prometheus := flag.String("prometheus", prometheusOnPath(), "Prometheus binary whose memory the 1,000-pipeline scrape is measured with; empty skips that row.")
 	flag.Parse()
-	b := &bench{bin: *bin, work: *work, requests: *requests, rounds: *rounds, peer: *peer, nextID: 1}
-	if err := b.run(*sizes, *retentionSeconds); err != nil {
+	b := &bench{bin: *bin, work: *work, requests: *requests, rounds: *rounds, peer: *peer, prometheus: *prometheus, nextID: 1}
+	if err := b.run(strings.Split(*parts, ","), *sizes, *retentionSeconds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -43,6 +45,7 @@ func main() {
 
 type bench struct {
 	bin, work, peer  string
+	prometheus       string
 	requests, rounds int
 	// nextID is the first run id of the next load, so that every load's
 	// runs are new to the receivers.
@@ -59,16 +62,24 @@ func (b *bench) single(name, value, target, holds string) {
 	b.row(name, value, "", "", "", "", target, holds)
 }
 
-func (b *bench) run(sizes string, retentionSeconds int) error {
+func (b *bench) run(parts []string, sizes string, retentionSeconds int) error {
 	fmt.Fprintf(os.Stderr, "machine: %d cores, %s\n", runtime.NumCPU(), runtime.GOARCH)
-	if err := b.ingest(); err != nil {
-		return err
-	}
-	if err := b.history(sizes); err != nil {
-		return err
-	}
-	if err := b.retention(retentionSeconds); err != nil {
-		return err
+	for _, part := range []struct {
+		name string
+		run  func() error
+	}{
+		{"ingest", b.ingest},
+		{"history", func() error { return b.history(sizes) }},
+		{"retention", func() error { return b.retention(retentionSeconds) }},
+		{"scale", b.scale},
+		{"poll", b.pollCost},
+	} {
+		if !slices.Contains(parts, part.name) {
+			continue
+		}
+		if err := part.run(); err != nil {
+			return fmt.Errorf("%s: %w", part.name, err)
+		}
 	}
 	fmt.Printf("\n| measurement | exporter (durable, SQLite) | peer (in memory) | null receiver | exporter ÷ peer | exporter ÷ null | target | holds |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range b.rows {

@@ -47,6 +47,12 @@ func (b *bench) exporter(dir string, args ...string) (*process, error) {
 	for i := 0; i < seedPipelines; i++ {
 		cfg += fmt.Sprintf("  - { name: site-%d, workflow: deploy-%d.yml }\n", i, i)
 	}
+	return b.exporterWith(dir, cfg, args...)
+}
+
+// exporterWith starts pipeline_exporter on dir with the config cfg; it
+// returns once /-/ready answers.
+func (b *bench) exporterWith(dir, cfg string, args ...string) (*process, error) {
 	cfgPath := filepath.Join(b.work, "bench.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
