@@ -33,11 +33,12 @@ func main() {
 	rounds := flag.Int("rounds", 3, "Rounds of the side-by-side ingest runs (the table shows medians).")
 	peer := flag.String("peer", "", "Binary of cpanato/github_actions_exporter, measured side by side; empty prints its columns as not measured.")
 	retentionSeconds := flag.Int("retention-seconds", 75, "Length of the fixed-rate run while the pruner works (it runs every minute).")
-	parts := flag.String("parts", "ingest,history,retention,scale,poll", "Which measurements to run.")
+	parts := flag.String("parts", "ingest,history,retention,scale,poll,orghistory", "Which measurements to run.")
+	orgRuns := flag.Int("org-runs", 1_000_000, "Stored runs of the 1,000-pipeline memory row.")
 	prometheus := flag.String("prometheus", prometheusOnPath(), "Prometheus binary whose memory the 1,000-pipeline scrape is measured with; empty skips that row.")
 	flag.Parse()
 	b := &bench{bin: *bin, work: *work, requests: *requests, rounds: *rounds, peer: *peer, prometheus: *prometheus, nextID: 1}
-	if err := b.run(strings.Split(*parts, ","), *sizes, *retentionSeconds); err != nil {
+	if err := b.run(strings.Split(*parts, ","), *sizes, *retentionSeconds, orgRuns); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -62,7 +63,7 @@ func (b *bench) single(name, value, target, holds string) {
 	b.row(name, value, "", "", "", "", target, holds)
 }
 
-func (b *bench) run(parts []string, sizes string, retentionSeconds int) error {
+func (b *bench) run(parts []string, sizes string, retentionSeconds int, orgRuns *int) error {
 	fmt.Fprintf(os.Stderr, "machine: %d cores, %s\n", runtime.NumCPU(), runtime.GOARCH)
 	for _, part := range []struct {
 		name string
@@ -73,6 +74,7 @@ func (b *bench) run(parts []string, sizes string, retentionSeconds int) error {
 		{"retention", func() error { return b.retention(retentionSeconds) }},
 		{"scale", b.scale},
 		{"poll", b.pollCost},
+		{"orghistory", func() error { return b.orgHistory(*orgRuns) }},
 	} {
 		if !slices.Contains(parts, part.name) {
 			continue

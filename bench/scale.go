@@ -45,15 +45,22 @@ func orgDeliveries(n int) []orgDelivery {
 	for i := range n {
 		repo := fmt.Sprintf("bench/repo-%d", i)
 		runID := int64(5_000_000 + i)
-		id := func(k int) string { return fmt.Sprintf("bench-org-%d-%d", runID, k) }
-		out = append(out, orgDelivery{id(0), "workflow_run", fixtures.MustEdit(requested, map[string]any{"workflow_run.id": runID, "repository.full_name": repo})})
-		for j := range 10 {
-			out = append(out, orgDelivery{id(j + 1), "workflow_job", fixtures.MustEdit(job, map[string]any{
-				"workflow_job.run_id": runID, "workflow_job.id": runID*100 + int64(j), "workflow_job.name": fmt.Sprintf("job-%d", j),
-				"repository.full_name": repo,
-			})})
+		// The exporter reads full_name, the peer name and owner.login.
+		where := map[string]any{"repository.full_name": repo, "repository.name": fmt.Sprintf("repo-%d", i), "repository.owner.login": "bench"}
+		with := func(set map[string]any) map[string]any {
+			for k, v := range where {
+				set[k] = v
+			}
+			return set
 		}
-		out = append(out, orgDelivery{id(11), "workflow_run", fixtures.MustEdit(run, map[string]any{"workflow_run.id": runID, "repository.full_name": repo})})
+		id := func(k int) string { return fmt.Sprintf("bench-org-%d-%d", runID, k) }
+		out = append(out, orgDelivery{id(0), "workflow_run", fixtures.MustEdit(requested, with(map[string]any{"workflow_run.id": runID}))})
+		for j := range 10 {
+			out = append(out, orgDelivery{id(j + 1), "workflow_job", fixtures.MustEdit(job, with(map[string]any{
+				"workflow_job.run_id": runID, "workflow_job.id": runID*100 + int64(j), "workflow_job.name": fmt.Sprintf("job-%d", j),
+			}))})
+		}
+		out = append(out, orgDelivery{id(11), "workflow_run", fixtures.MustEdit(run, with(map[string]any{"workflow_run.id": runID}))})
 	}
 	return out
 }
@@ -327,4 +334,43 @@ func prometheusOnPath() string {
 		return ""
 	}
 	return p
+}
+
+// orgHistory measures the exporter's memory at 1,000 discovered pipelines
+// with n stored runs (seeded once, kept in the work directory), after 20
+// scrapes.
+func (b *bench) orgHistory(n int) error {
+	dir := filepath.Join(b.work, fmt.Sprintf("org-history-%d", n))
+	if _, err := os.Stat(dir); err != nil {
+		t0 := time.Now()
+		if err := seedOrg(dir, n, 1000); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "seeded %d runs of 1,000 pipelines in %v\n", n, time.Since(t0).Round(time.Millisecond))
+	}
+	exp, err := b.exporterWith(dir, orgConfig)
+	if err != nil {
+		return err
+	}
+	defer exp.stop()
+	if fi, err := os.Stat(filepath.Join(dir, "pipeline_exporter.db")); err == nil && fi.Size() > 64<<20 {
+		if err := b.waitForLog("Checked the store", 3*time.Minute); err != nil {
+			return err
+		}
+	}
+	text, err := measureScrape(exp.url+"/metrics", acceptText, 20)
+	if err != nil {
+		return err
+	}
+	rss, err := exp.rssMiB()
+	if err != nil {
+		return err
+	}
+	hwm, err := exp.hwmMiB()
+	if err != nil {
+		return err
+	}
+	b.single(fmt.Sprintf("1,000 pipelines, %d stored runs: RSS after 20 scrapes, peak; scrape mean", n),
+		fmt.Sprintf("%.1f MiB, %.1f MiB; %.0f ms (%d series)", rss, hwm, text.mean, text.series), "≤ 64 MiB", yes(hwm <= 64))
+	return nil
 }

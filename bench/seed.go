@@ -16,6 +16,44 @@ const seedPipelines = 10
 // (trigger, dispatch, three jobs, verify; one in ten failed), spread over the
 // last 60 days, committed in large transactions.
 func seed(dir string, n int) error {
+	return seedWith(dir, n, func(r *pipeline.Run) {})
+}
+
+// seedOrg fills dir's history with n runs like seed's, spread over
+// pipelines pipelines discovered from orgConfig's pattern, one per
+// repository bench/repo-i, and saves them as discovered.
+func seedOrg(dir string, n, pipelines int) error {
+	err := seedWith(dir, n, func(r *pipeline.Run) {
+		i := r.ID % int64(pipelines)
+		r.Pipeline, r.GitHub.Repository = fmt.Sprintf("repo-%d", i), fmt.Sprintf("bench/repo-%d", i)
+		r.GitHub.Workflow = "test.yml"
+	})
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	d := make([]pipeline.Discovered, pipelines)
+	for i := range d {
+		d[i] = pipeline.Discovered{Name: fmt.Sprintf("repo-%d", i), Repository: fmt.Sprintf("bench/repo-%d", i),
+			Pattern: "bench/*", Template: "{{ .Repo }}", CreatedAt: time.Now().UTC()}
+	}
+	tx, err := st.Begin(context.Background())
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.SaveDiscovered(d); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// seedWith is seed with each run changed by edit before it is saved.
+func seedWith(dir string, n int, edit func(*pipeline.Run)) error {
 	st, err := store.Open(dir, store.Options{})
 	if err != nil {
 		return err
@@ -27,7 +65,9 @@ func seed(dir string, n int) error {
 	for start := 0; start < n; start += chunk {
 		runs := make([]*pipeline.Run, 0, chunk)
 		for i := start; i < min(n, start+chunk); i++ {
-			runs = append(runs, seededRun(int64(i+1), now.Add(-span+time.Duration(i)*span/time.Duration(n))))
+			r := seededRun(int64(i+1), now.Add(-span+time.Duration(i)*span/time.Duration(n)))
+			edit(r)
+			runs = append(runs, r)
 		}
 		if err := saveRuns(st, runs); err != nil {
 			return err
