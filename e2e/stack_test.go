@@ -518,6 +518,8 @@ func stackCheckHistogramKind(t *testing.T, name, promURL string, native bool) {
 		{`pipeline_stage_duration_seconds_count{pipeline="site"}`, !native},
 		{`pipeline:lead_time_seconds:p95_7d{pipeline="site"}`, true},
 		{`pipeline:lead_time_seconds:mean7d{pipeline="site"}`, true},
+		{`pipeline:trigger_to_live_seconds:p95_7d{pipeline="site"}`, true},
+		{`pipeline:trigger_to_live_seconds:mean7d{pipeline="site"}`, true},
 		{`pipeline:last_run_failed:max{pipeline="site"}`, true},
 		{`pipeline:time_to_restore_seconds:mean30d{pipeline="site"}`, true},
 	}
