@@ -204,8 +204,7 @@ func (c *Checker) attempt(ctx context.Context, client *http.Client, t Target, f 
 	if t.Build == nil {
 		return o
 	}
-	page := page{header: resp.Header, body: body}
-	o.served, o.servedRun, err = c.build(actx, client, t.Build, page, f, others)
+	o.served, o.servedRun, err = c.build(actx, client, t.Build, page{header: resp.Header, body: body}, f, others)
 	if err != nil {
 		return fail(o, err)
 	}
