@@ -408,7 +408,7 @@ func TestRecheck(t *testing.T) {
 	}
 	srv2, _ := site(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.Header().Set("X-Commit", newSHA) })
 	c.Client = srv2.Client()
-	target.URL = srv2.URL
+	target.URL, target.Timeout = srv2.URL, 10*time.Second
 	if got := c.Recheck(context.Background(), buildRun(42, newSHA, ""), target, nil); !got.Success || got.Served != newSHA || got.StatusCode != 200 {
 		t.Errorf("recheck of the live build: %+v", got)
 	}
