@@ -632,3 +632,31 @@ pipelines:
 		t.Errorf("default max_pipelines %d, want %d", d.MaxPipelines, pipeline.DefaultMaxPipelines)
 	}
 }
+
+// TestHooksOnly: a github section may name only the hooks whose missed
+// deliveries are read back (an organization's webhook), no repository to
+// poll; the contract's example of the section loads as written.
+func TestHooksOnly(t *testing.T) {
+	c, err := Parse([]byte(`
+github:
+  token: t
+  poll_interval: 0
+  hooks:
+    - { repository: acme/site, id: 123456789 }
+    - { organization: acme, id: 987654321 }
+  reconcile_interval: 1s
+webhooks: { github: { secret: s } }
+pipelines: [{ name: p, repository: acme/site, workflow: w.yml }]
+`), "hooks.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.GitHub
+	if len(g.Repositories()) != 0 || len(g.Hooks) != 2 || g.Hooks[1].Name() != "acme#987654321" || g.ReconcileInterval != model.Duration(time.Second) {
+		t.Errorf("github = %+v", *g)
+	}
+	_, err = Parse([]byte("github: { token: t }\nwebhooks: { github: { secret: s } }\npipelines: [{ name: p, workflow: w.yml }]\n"), "none.yml")
+	if want := "none.yml:1: github: set owner and repo, or repositories"; err == nil || err.Error() != want {
+		t.Errorf("no repository and no hooks: %v, want %s", err, want)
+	}
+}

@@ -103,6 +103,8 @@ func (p *pollers) start(ctx context.Context, wg *sync.WaitGroup, cfg *config.Con
 		p.logger.Info("GitHub polling disabled: the config has no github section, runs come from webhooks only")
 	case gh.PollInterval <= 0:
 		p.logger.Info("GitHub polling disabled: github.poll_interval is 0, runs come from webhooks only")
+	case len(gh.Repositories()) == 0:
+		p.logger.Info("GitHub polling disabled: the github section names no repository (only hooks)")
 	default:
 		token := gh.Token
 		p.github = poller.NewGitHub(poller.GitHubOptions{
