@@ -3,6 +3,7 @@ package poller
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -375,5 +376,28 @@ func TestReconcileSkipsMalformed(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(rt.r.skipped.WithLabelValues("octo-org#42", skipMalformed)); v != 1 {
 		t.Errorf(`skipped_total{reason="malformed"} = %v, want 1`, v)
+	}
+}
+
+// TestReconcileRateLimited: GitHub's 403 with no requests left is the rate
+// limit, not a refused hook: the pass ends at once (the other hook is not
+// asked), no refusal is logged, and the schedule waits until the reset.
+func TestReconcileRateLimited(t *testing.T) {
+	rt := newReconcileTest(t, newMemLog(), Hook{Repository: testRepo, ID: testHookID}, Hook{Organization: testOrg, ID: 42})
+	reset := rt.clock.Now().Add(20 * time.Minute)
+	rt.gh.RateLimit(reset)
+	err := rt.r.pass(context.Background())
+	var rl *rateLimitedError
+	if !errors.As(err, &rl) || !rl.until.Equal(reset.Truncate(time.Second)) {
+		t.Fatalf("pass: %v, want rate limited until %v", err, reset)
+	}
+	if lists, gets := rt.requests(); lists != 1 || gets != 0 {
+		t.Errorf("%d list and %d get requests, want 1 (the second hook waits for the reset)", lists, gets)
+	}
+	if strings.Contains(rt.logs.String(), "refuses") {
+		t.Errorf("a rate limit logged as a refused hook:\n%s", rt.logs.String())
+	}
+	if d := rt.r.sched.record(err); d != reset.Truncate(time.Second).Sub(rt.clock.Now()) {
+		t.Errorf("next pass in %v, want at the reset", d)
 	}
 }

@@ -53,7 +53,10 @@ type Server struct {
 	fail       map[string]int        // hook path → the status of every answer
 	failGets   map[string]int        // hook path → gets answered 502 before the next fails
 	failPage   map[string]int        // hook path → list page (1-based) answered 502
-	requests   []Request
+	// limitedUntil, when set, answers every request 403 with no requests
+	// left until then, as GitHub does when the rate limit is spent.
+	limitedUntil time.Time
+	requests     []Request
 }
 
 // New starts a fake. Close it when done.
@@ -114,6 +117,14 @@ func (s *Server) FailGetsAfter(hook string, n int) {
 	s.failGets[hook] = n
 }
 
+// RateLimit makes the fake answer as GitHub does once the token's rate
+// limit is spent, until the given reset (the zero time: no longer).
+func (s *Server) RateLimit(reset time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limitedUntil = reset
+}
+
 // Requests returns the requests answered so far and forgets them.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -137,10 +148,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("X-GitHub-Api-Version-Selected", "2022-11-28")
 	h.Set("X-RateLimit-Limit", "5000")
+	h.Set("X-RateLimit-Resource", "core")
+	if !s.limitedUntil.IsZero() {
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Used", "5000")
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(s.limitedUntil.Unix(), 10))
+		code = http.StatusForbidden
+		writeError(w, code, "API rate limit exceeded for user ID 1.")
+		return
+	}
 	h.Set("X-RateLimit-Remaining", "4990")
 	h.Set("X-RateLimit-Used", "10")
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
-	h.Set("X-RateLimit-Resource", "core")
 	if r.Method != http.MethodGet || m == nil {
 		code = http.StatusNotFound
 		writeError(w, code, "Not Found")
