@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -171,7 +172,7 @@ func measureScrape(url, accept string, n int) (scrapeCost, error) {
 			dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.NewFormat(expfmt.TypeProtoDelim))
 			for {
 				var mf dto.MetricFamily
-				if err := dec.Decode(&mf); err == io.EOF {
+				if err := dec.Decode(&mf); errors.Is(err, io.EOF) {
 					break
 				} else if err != nil {
 					return c, err
