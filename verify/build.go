@@ -192,7 +192,7 @@ func (c *Checker) jsonField(ctx context.Context, client *http.Client, target, fi
 		if len(body) == maxBodyBytes {
 			return "", fmt.Errorf("GET %s: not a JSON document within its first MiB", target)
 		}
-		return "", fmt.Errorf("GET %s: not JSON: %v", target, err)
+		return "", fmt.Errorf("GET %s: not JSON: %w", target, err)
 	}
 	v := doc
 	for _, key := range strings.Split(field, ".") {
