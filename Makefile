@@ -44,7 +44,7 @@ build:
 run: build
 	./$(BINARY) --config.file=examples/pipeline_exporter.yml --storage.path=data
 
-## demo: sign and post the published example webhooks to a running exporter.
+## demo: sign and post the published example webhooks to a running exporter, serving the demo site (localhost:8081) the example config verifies.
 demo:
 	$(GO) run ./cmd/webhook-demo --url=http://localhost:8080 --secret=demo-github-secret-change-me
 
