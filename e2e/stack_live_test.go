@@ -107,6 +107,15 @@ pipelines:
 		t.Errorf("pipeline_lead_time_seconds_count = %q (present %v), want 2", v, ok)
 	}
 
+	// The landing page, open in a browser, follows what comes next.
+	landing := startChromium(t).newTab()
+	landing.open(e.url + "/")
+	landing.waitJS(`document.querySelector("table[data-live=open]") !== null`, "the event stream opened")
+	siteRow := `document.querySelector("#pipelines tr[data-pipeline=site]")`
+	if got := landing.text(siteRow + `.innerText`); !strings.Contains(got, "5d6e7f8 (#2)") {
+		t.Fatalf("Pipelines row = %q, want run 2's build live", got)
+	}
+
 	// 3. A rollback to run 1's build: stale after two rechecks, the alert
 	// fires, and the live build says what is served instead.
 	serving.Store(fixtureSHA)
@@ -117,6 +126,8 @@ pipelines:
 	if v, _ := e.metric(`pipeline_live_stale{pipeline="site"}`); v != "1" {
 		t.Errorf("pipeline_live_stale = %q, want 1", v)
 	}
+	landing.waitJS(siteRow+`.className === "stale" && `+siteRow+`.innerText.includes("stale: site serves 3484a3f")`, "the Pipelines row to turn stale")
+	t.Logf("landing page with a stale site: %s", landing.screenshot("stale"))
 	stale := func(status string) func(stackNotification, stackAlert) bool {
 		return func(n stackNotification, a stackAlert) bool {
 			return n.Receiver == "webhook" && a.Labels["alertname"] == "PipelineSiteStale" && a.Labels["pipeline"] == "site" && a.Status == status
@@ -130,6 +141,7 @@ pipelines:
 	// 4. The build is back: fresh again, the alert resolves.
 	serving.Store(newSHA)
 	waitLive("fresh again", func(l liveJSON) bool { return !l.Data.Pipelines[0].Live.Stale })
+	landing.waitJS(siteRow+`.className === ""`, "the Pipelines row to be fresh again")
 	receiver.wait(t, next, 30*time.Second, "PipelineSiteStale resolved", stale("resolved"))
 
 	// 5. Run 3's build never reaches the site, which keeps serving run 2's:

@@ -64,10 +64,21 @@ type landingPage struct {
 // pipelineRow is one row of the landing page's Pipelines table.
 type pipelineRow struct {
 	api.Pipeline
-	// LiveCommit is the live build's short commit; Checked how long ago
-	// the site was last checked for it.
+	// LiveCommit is the live build's short commit, Served what the site
+	// showed at the last check (a commit shortened the same way), and
+	// Checked how long ago that was.
 	LiveCommit string
+	Served     string
 	Checked    string
+}
+
+// shortCommit shortens a full SHA to git's 7 digits and leaves anything
+// else (a prefix a header gave, a version string) as it is.
+func shortCommit(s string) string {
+	if len(s) == 40 {
+		return s[:7]
+	}
+	return s
 }
 
 type runRow struct {
@@ -131,7 +142,8 @@ func (w *Web) pipelines(r *http.Request, now time.Time) ([]pipelineRow, error) {
 	for _, p := range api.Pipelines(specs, sums) {
 		row := pipelineRow{Pipeline: p}
 		if l := p.Live; l != nil {
-			row.LiveCommit = l.Commit[:min(len(l.Commit), 7)]
+			row.LiveCommit = shortCommit(l.Commit)
+			row.Served = shortCommit(l.Served)
 			row.Checked = age(now.Sub(l.CheckedAt))
 		}
 		rows = append(rows, row)
