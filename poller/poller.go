@@ -25,7 +25,9 @@ import (
 // maxBackoff caps the wait after consecutive failures.
 const maxBackoff = 5 * time.Minute
 
-// Sink receives polled events (implemented by pipeline.Applier.Apply).
+// Sink receives polled events. instance.Instance implements it: it hands
+// them to the Applier of the current leadership term, and refuses them
+// (ErrUnavailable) between terms.
 type Sink interface {
 	Apply(ctx context.Context, events []pipeline.Event) error
 }

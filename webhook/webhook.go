@@ -32,8 +32,10 @@ import (
 )
 
 // Ingester makes an entry durable in the delivery log and applies its
-// events. It is implemented by pipeline.Applier. An error wrapping
-// pipeline.ErrUnavailable means the entry could not be stored.
+// events. instance.Instance implements it (through the leader's Applier,
+// or the shared log of several replicas); pipeline.Applier does too, with
+// one process. An error wrapping pipeline.ErrUnavailable means the entry
+// could not be stored.
 type Ingester interface {
 	Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Result, error)
 }
