@@ -254,3 +254,63 @@ func TestWebhookAnsweredWithinFiveSecondsWhenBlocked(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaTermsEndingUnderLoad: the leader's lock session is ended
+// every second (its term ends mid-request) while 100 deliveries a second
+// arrive and both replicas reload their configuration every second. No
+// answer takes 5 s, no delivery is refused by both replicas, none sent for
+// the first time is answered `duplicate`, every acknowledged one is
+// applied once, and after a renewal period at most one replica leads.
+func TestReplicaTermsEndingUnderLoad(t *testing.T) {
+	a, b, dbURL, _ := twoReplicas(t)
+	waitOneLeader(t, 5*time.Second, a, b)
+	conn := dbConn(t, dbURL)
+	ctx := context.Background()
+
+	l := startLoad(newBalancer(a, b), "terms", 60_000_000, 100, 100_000)
+	ended := 0
+	for range 8 {
+		time.Sleep(time.Second)
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(k.pid)) FROM pg_locks k
+			WHERE k.locktype = 'advisory' AND k.granted
+			AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		ended += n
+		for _, r := range []*exporter{a, b} {
+			resp, err := http.Post(r.url+"/-/reload", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("POST /-/reload = %d", resp.StatusCode)
+			}
+		}
+	}
+	l.finish()
+	time.Sleep(2 * time.Second)
+	checkStaysOneLeader(t, time.Second, a, b)
+
+	var slowest time.Duration
+	outcomes := map[string]int{}
+	for _, s := range l.results {
+		slowest = max(slowest, s.end.Sub(s.start))
+		outcomes[s.outcome]++
+		if s.outcome == "duplicate" {
+			t.Errorf("a delivery sent once was answered duplicate (%d, %d tries)", s.code, s.tries)
+		}
+	}
+	for _, s := range l.results {
+		// A refused delivery is retried on the other replica: a sent's
+		// time spans its tries, each within 5 s.
+		if took := s.end.Sub(s.start); took > time.Duration(s.tries)*5*time.Second {
+			t.Errorf("a delivery took %v over %d tries, more than 5s each", took, s.tries)
+		}
+	}
+	l.checkRefusedNone(t)
+	n := checkExactlyOnce(t, waitOneLeader(t, 5*time.Second, a, b), dbURL, l.acked)
+	t.Logf("leader's lock session ended %d times in 8s, both replicas reloaded every second, at 100/s: %d sent, %d acknowledged, all applied once, %d retried on the other replica, slowest %v over its tries; outcomes %v",
+		ended, len(l.results), n, l.retried(), slowest.Round(time.Millisecond), outcomes)
+}
