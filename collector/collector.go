@@ -419,9 +419,16 @@ func (c *Collector) Observe(u pipeline.Update) {
 // Without them its text exposition is _sum, _count and one +Inf bucket,
 // which is what a Prometheus without native histograms ingests.
 func durationHistogram(opts prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(DurationHistogramOpts(opts), labels)
+}
+
+// DurationHistogramOpts returns opts with the native histogram settings
+// every duration histogram of the exporter has (bucket factor 1.1, at
+// most 100 buckets); opts.Buckets stay its classic buckets.
+func DurationHistogramOpts(opts prometheus.HistogramOpts) prometheus.HistogramOpts {
 	opts.NativeHistogramBucketFactor = nativeBucketFactor
 	opts.NativeHistogramMaxBucketNumber = nativeMaxBuckets
-	return prometheus.NewHistogramVec(opts, labels)
+	return opts
 }
 
 // unixTime reports whether t can be a _timestamp_seconds value: not before

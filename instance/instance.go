@@ -351,11 +351,11 @@ type httpMetrics struct {
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
-	m := &httpMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m := &httpMetrics{duration: prometheus.NewHistogramVec(collector.DurationHistogramOpts(prometheus.HistogramOpts{
 		Name:    "pipeline_exporter_http_request_duration_seconds",
 		Help:    "Time the exporter took to answer HTTP requests, by handler and status code.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"handler", "code"})}
+	}), []string{"handler", "code"})}
 	reg.MustRegister(m.duration)
 	return m
 }
