@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	promconfig "github.com/prometheus/common/config"
 )
 
 const redacted = "<secret>"
@@ -15,6 +17,8 @@ const redacted = "<secret>"
 // Secret is a token or shared secret. Every way of printing or marshalling a
 // set secret gives "<secret>"; only Value returns what it holds. An unset
 // secret prints as "", so a disabled source does not look configured.
+// Marshalling is prometheus/common's config.Secret's; what this type adds
+// is printing (fmt, String), which that one leaves to the value itself.
 type Secret string
 
 // Value returns the secret itself, for signing and authenticating.
@@ -33,16 +37,11 @@ func (s Secret) String() string {
 func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 // MarshalYAML returns "<secret>", or nothing when the secret is unset.
-func (s Secret) MarshalYAML() (any, error) {
-	if s == "" {
-		return nil, nil
-	}
-	return redacted, nil
-}
+func (s Secret) MarshalYAML() (any, error) { return promconfig.Secret(s).MarshalYAML() }
 
 // MarshalJSON returns "<secret>", or "" when the secret is unset, as a JSON
 // string.
-func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+func (s Secret) MarshalJSON() ([]byte, error) { return promconfig.Secret(s).MarshalJSON() }
 
 // maxSecretFileBytes bounds a *_file read, so that pointing one at a device
 // or a large file fails instead of hanging or filling memory.
