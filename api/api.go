@@ -166,9 +166,18 @@ type runList struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
+// StatusReporter reports the running exporter for GET /api/status
+// (instance.Instance implements it). Status is read with the request's
+// context, and its value is the answer's data, as encoding/json marshals
+// it: its parts (pollers, webhook sources, the store) belong to packages
+// this one does not import.
+type StatusReporter interface {
+	Status(ctx context.Context) any
+}
+
 type handler struct {
 	runs         Runs
-	status       func() any
+	status       StatusReporter
 	logger       *slog.Logger
 	externalURL  *url.URL
 	queryTimeout time.Duration
@@ -180,7 +189,7 @@ type handler struct {
 // New returns the handler of GET /api/pipeline-runs,
 // GET /api/pipeline-runs/{id}, GET /api/pipelines and GET /api/status, whose data is what
 // status returns. Unknown query parameters are ignored, as Prometheus does.
-func New(runs Runs, status func() any, logger *slog.Logger, opts Options) http.Handler {
+func New(runs Runs, status StatusReporter, logger *slog.Logger, opts Options) http.Handler {
 	if opts.MaxRequests <= 0 {
 		opts.MaxRequests = DefaultMaxRequests()
 	}
@@ -196,8 +205,8 @@ func New(runs Runs, status func() any, logger *slog.Logger, opts Options) http.H
 	mux.HandleFunc("GET /api/pipeline-runs", h.listRuns)
 	mux.HandleFunc("GET /api/pipeline-runs/{id}", h.getRun)
 	mux.HandleFunc("GET /api/pipelines", h.listPipelines)
-	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
-		h.respond(w, h.status())
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		h.respond(w, h.status.Status(r.Context()))
 	})
 	return h.limit(mux)
 }

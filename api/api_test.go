@@ -155,7 +155,7 @@ func newHandler(runs Runs) http.Handler {
 }
 
 func newHandlerWith(runs Runs, opts Options) http.Handler {
-	return New(runs, func() any { return map[string]string{"version": "1.0.0"} }, slog.New(slog.DiscardHandler), opts)
+	return New(runs, fixedStatus{"version": "1.0.0"}, slog.New(slog.DiscardHandler), opts)
 }
 
 func ids(runs []*pipeline.Run) []int64 {
@@ -609,3 +609,8 @@ func TestQueryTimeout(t *testing.T) {
 		}
 	}
 }
+
+// fixedStatus is a StatusReporter that always reports itself.
+type fixedStatus map[string]string
+
+func (s fixedStatus) Status(context.Context) any { return s }

@@ -266,8 +266,7 @@ func (in *Instance) routes(o Options) (main, webhooks http.Handler) {
 			EnableOpenMetrics: true,
 			Registry:          reg,
 		})))
-	status := func() any { return in.status(context.Background()) }
-	handle(mux, "/api/", "api", api.New(in.store, status, o.Logger.With("component", "api"), api.Options{ExternalURL: o.ExternalURL, Specs: in.pipelines}))
+	handle(mux, "/api/", "api", api.New(in.store, in, o.Logger.With("component", "api"), api.Options{ExternalURL: o.ExternalURL, Specs: in.pipelines}))
 	// A stream lasts as long as its client stays: not a request duration.
 	mux.Handle("GET /api/events", in.pages.Events())
 	handle(mux, "/health", "health", in.healthHandler())

@@ -62,8 +62,11 @@ type storeStatus struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// status reports for GET /api/status.
-func (in *Instance) status(ctx context.Context) status {
+// Status reports for GET /api/status (api.StatusReporter).
+func (in *Instance) Status(ctx context.Context) any { return in.report(ctx) }
+
+// report is the body of GET /api/status, read within 2 s of ctx.
+func (in *Instance) report(ctx context.Context) status {
 	started, be, hooks := in.started, in.store, in.hooks
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
