@@ -101,7 +101,8 @@ func (c *Collector) rememberLastRuns(ps *pipelineSeries, sum *pipeline.PipelineS
 // rememberStage marks the stage as just seen in the pipeline and returns
 // its label value. A stage seen for the first time gets its histograms at
 // zero, so that rate() and increase() see its first observation (its
-// counters come with the first status it finishes with), and evicts the least recently seen stage, with its series, when the
+// counters come with the first status it finishes with), and evicts the
+// least recently seen stage, with its series, when the
 // pipeline has maxStagesPerPipeline already: evicting rather than refusing
 // keeps the metrics on the jobs a workflow has now, after jobs were renamed
 // or removed. job says whether it was seen as a GitHub job, which also has
