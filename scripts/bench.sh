@@ -3,7 +3,10 @@
 # collector, then the measurements of ./bench against the real binary:
 # ingest side by side with cpanato/github_actions_exporter and the null
 # receiver, the cost of /api/events streams, API, scrape, memory and
-# retention. Prints one table (markdown).
+# retention, the scrape at 10, 100 and 1,000 discovered pipelines (and what
+# it costs a real Prometheus, when one is on PATH), and the GitHub API cost of
+# polling 500 unchanged repositories. Prints one table (markdown).
+# BENCH_ARGS passes flags to ./bench, e.g. BENCH_ARGS=--parts=scale,poll.
 # PEER_BINARY is the peer's binary, built outside this repository, e.g.
 #   git clone https://github.com/cpanato/github_actions_exporter /tmp/peer-src
 #   (cd /tmp/peer-src && go build -o /tmp/peer/github_actions_exporter .)
