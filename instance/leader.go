@@ -194,6 +194,9 @@ const (
 	// stepTimeout bounds each transaction of the Applier: one blocked
 	// longer is rolled back and its deliveries go to the shared log.
 	stepTimeout = 2 * time.Second
+	// fallbackWait is how long a leader whose own transaction failed waits
+	// for an outcome of the delivery it then appended to the shared log.
+	fallbackWait = 250 * time.Millisecond
 )
 
 // Ingest makes a webhook delivery durable, within ingestBound. On the
@@ -242,7 +245,16 @@ func (in *Instance) Ingest(ctx context.Context, e *pipeline.Entry) (pipeline.Res
 			return pipeline.Result{Outcome: pipeline.OutcomeDuplicate}, nil
 		}
 	}
-	res, ok, err := in.shared.WaitResult(ctx, e.Source, e.DeliveryID)
+	wait := ctx
+	if tried {
+		// This leader's own transaction failed or ran out of time just
+		// now: it is not about to apply the entry, and its sender has
+		// waited long already.
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, fallbackWait)
+		defer cancel()
+	}
+	res, ok, err := in.shared.WaitResult(wait, e.Source, e.DeliveryID)
 	if err != nil || !ok {
 		// Durable already: a wait that fails is no reason for a retry.
 		return pipeline.Result{Outcome: pipeline.OutcomeQueued}, nil
