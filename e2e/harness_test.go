@@ -289,6 +289,12 @@ func (e *exporter) allRuns(query string) []runJSON {
 			q += "&cursor=" + cursor
 		}
 		a := e.get(q)
+		// The API caps concurrent reads and says when to come back, as a
+		// client that pages through the history would be told.
+		for tries := 0; a.code == http.StatusServiceUnavailable && tries < 10; tries++ {
+			time.Sleep(time.Second)
+			a = e.get(q)
+		}
 		if a.code != http.StatusOK {
 			e.t.Fatalf("GET %s: %d %s", q, a.code, a.body)
 		}
