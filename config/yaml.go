@@ -79,14 +79,18 @@ func (d *decoder) result() error {
 			failed = append(failed, scope)
 		}
 	}
-	var out []error
+	var kept []*lineError
 	for _, e := range d.errs {
 		if !e.decode && slices.ContainsFunc(failed, func(scope string) bool { return under(e.path, scope) || under(scope, e.path) }) {
 			continue
 		}
-		out = append(out, e)
+		kept = append(kept, e)
 	}
-	slices.SortStableFunc(out, func(a, b error) int { return a.(*lineError).line - b.(*lineError).line })
+	slices.SortStableFunc(kept, func(a, b *lineError) int { return a.line - b.line })
+	out := make([]error, len(kept))
+	for i, e := range kept {
+		out[i] = e
+	}
 	return errors.Join(out...)
 }
 
@@ -160,8 +164,8 @@ func (d *decoder) parse(data []byte) (*Config, error) {
 // decodeError places a nodeError in the file.
 func (d *decoder) decodeError(e *nodeError) error {
 	path := join(d.paths[e.at], e.key)
-	err := d.errorAt(e.line, path, "%s", e.msg)
-	err.(*lineError).decode = true
+	err := d.lineErrorAt(e.line, path, "%s", e.msg)
+	err.decode = true
 	return err
 }
 
@@ -600,6 +604,11 @@ func (d *decoder) errorf(path, format string, args ...any) error {
 }
 
 func (d *decoder) errorAt(line int, path, format string, args ...any) error {
+	return d.lineErrorAt(line, path, format, args...)
+}
+
+// lineErrorAt is errorAt for the callers that mark the error further.
+func (d *decoder) lineErrorAt(line int, path, format string, args ...any) *lineError {
 	msg := fmt.Sprintf(format, args...)
 	if path != "" {
 		msg = path + ": " + msg
