@@ -516,9 +516,10 @@ func TestReplicaLeaderCutOffFromPostgres(t *testing.T) {
 		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, terminated, err)
 	}
 	cut := time.Now()
-	// The deposed leader notices at its next check of the lock connection
-	// and stops its applier.
-	for !strings.Contains(leader.logs.String(), "Lost the leader lock") {
+	// The deposed leader notices at its next renewal of the lease, or at
+	// its next commit, which the new leader's epoch refuses, and stops its
+	// applier.
+	for logs := leader.logs.String(); !strings.Contains(logs, "Lost the leader lock") && !strings.Contains(logs, "gave up the leader lock"); logs = leader.logs.String() {
 		if time.Since(cut) > 5*time.Second {
 			t.Fatalf("the leader cut off from its lock did not stop applying within 5s")
 		}
