@@ -114,6 +114,8 @@ type PipelineSummary struct {
 	// LastFinished is the pipeline's most recent terminal run, or nil.
 	LastFinished *Run
 	// LastSuccess is the pipeline's most recent successful run, or nil.
+	// When that is also the last finished run, both are the same *Run:
+	// readers must not modify it.
 	LastSuccess *Run
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipeline-exporter/pipeline_exporter/fixtures"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
+	"github.com/pipeline-exporter/pipeline_exporter/store/storetest"
 )
 
 func openBench(b *testing.B) *Store {
@@ -116,4 +117,10 @@ func BenchmarkListRuns(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkSummaries measures the store read of every scrape at 1,000
+// pipelines (storetest.BenchmarkSummaries).
+func BenchmarkSummaries(b *testing.B) {
+	storetest.BenchmarkSummaries(b, openBench(b), 1000)
 }

@@ -413,8 +413,8 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"find GitHub run", findGitHubRunQuery, []any{1, 1}, "runs_github"},
 		{"active runs", activeRunsQuery, nil, "runs_status"},
-		{"last finished runs", lastRunsQuery(`status NOT IN ` + activeStatuses), nil, "runs_pipeline"},
-		{"last successful runs", lastRunsQuery(`status = '` + string(pipeline.StatusSuccess) + `'`), nil, "runs_pipeline_status"},
+		{"last finished runs", lastRunsQuery("r.data, r.change_seq", `status NOT IN `+activeStatuses), nil, "runs_pipeline"},
+		{"last successful runs", lastSuccessQuery, nil, "runs_pipeline_status"},
 		{"prune runs by age", pruneRunsByAgeQuery, []any{1, 1}, "runs_seen_at"},
 		{"prune log by age", pruneLogByAgeQuery, []any{1, 1}, "log_received_at"},
 		{"unapplied", unappliedQuery, []any{1}, "log_unapplied"},
