@@ -15,9 +15,10 @@ import (
 )
 
 // orgRegistry returns a registry holding a collector of n pipelines whose
-// last run, successful and observed once, had 10 job stages, with a run in
-// progress each: the shape of the cardinality budget (DESIGN.md, "Many
-// repositories").
+// last run, successful and observed once, had 10 job stages and verified
+// its build live (a lead time observed, the live-build gauges present),
+// with a run in progress each: the shape of the cardinality budget
+// (DESIGN.md, "Many repositories") for a team that uses verify.build.
 func orgRegistry(tb testing.TB, n int, stageBuckets bool) *prometheus.Registry {
 	tb.Helper()
 	cfg := &fakeConfig{}
@@ -34,6 +35,9 @@ func orgRegistry(tb testing.TB, n int, stageBuckets bool) *prometheus.Registry {
 			stages[j].QueuedSeconds = float64(j + 3)
 		}
 		run := finishedRun(int64(i+1), specs[i].Name, pipeline.StatusSuccess, pipeline.SourceSupabase, t0, stages...)
+		commitAt, verifiedAt := t0.Add(-time.Hour), run.FinishedAt.Add(time.Minute)
+		run.GitHub = &pipeline.GitHubRun{RunID: int64(i + 1), RunAttempt: 1, HeadSHA: "5d6e7f8a9b0c1d2e3f405162738495a6b7c8d9e0", HeadCommitAt: &commitAt}
+		run.Verify = &pipeline.VerifyCheck{URL: "https://example.com/", Build: run.GitHub.HeadSHA, VerifiedAt: &verifiedAt, CheckedAt: verifiedAt.Add(5 * time.Minute)}
 		sums[i] = pipeline.PipelineSummary{Pipeline: specs[i].Name, InProgress: 1, LastFinished: run, LastSuccess: run}
 	}
 	cfg.set(specs...)
@@ -132,14 +136,14 @@ func TestCardinalityBudget(t *testing.T) {
 		budget       bool
 	}{
 		{name: "1 pipeline", pipelines: 1,
-			text: exposition{series: 120, bytes: 12165}, proto: exposition{series: 63, bytes: 6605}},
+			text: exposition{series: 127, bytes: 13399}, proto: exposition{series: 67, bytes: 7409}},
 		{name: "1000 pipelines, default flags", pipelines: 1000, budget: true,
-			text: exposition{series: 116004, bytes: 9473154}, proto: exposition{series: 59004, bytes: 4693550}},
+			text: exposition{series: 123004, bytes: 9930175}, proto: exposition{series: 63004, bytes: 4900719}},
 		// Classic buckets per stage: 11 more text series for each stage
 		// histogram, 9 for verify; nothing more for a Prometheus with
 		// native histograms.
 		{name: "100 pipelines, --metrics.stage-buckets", pipelines: 100, stageBuckets: true,
-			text: exposition{series: 32404, bytes: 2726074}, proto: exposition{series: 5904, bytes: 739943}},
+			text: exposition{series: 33104, bytes: 2771795}, proto: exposition{series: 6304, bytes: 760808}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

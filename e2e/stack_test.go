@@ -461,6 +461,14 @@ pipelines:
 	})
 	receiver.wait(t, 0, 10*time.Second, "PipelineStageFailure of stage linters resolved", stageFailure("resolved"))
 	t.Logf("PipelineFailure resolved after %v", time.Since(start).Round(time.Millisecond))
+	// A second build goes live, ten minutes after its commit too: the
+	// lead-time histogram, which appears with its first observation, now
+	// increases in both Prometheus servers, so the lead-time rules give
+	// numbers, not NaN.
+	commitAt := time.Now().Add(-10 * time.Minute).UTC().Format(time.RFC3339)
+	for _, d := range exampleRunWith(t, exampleRunID+3, "success", map[string]any{"workflow_run.head_commit.timestamp": commitAt}) {
+		e.mustPost(d, http.StatusAccepted)
+	}
 
 	// 3. A new failure after the recovery is a new alert, not the old one.
 	for _, d := range exampleRun(t, exampleRunID+2, "failure") {
@@ -518,6 +526,12 @@ func stackCheckHistogramKind(t *testing.T, name, promURL string, native bool) {
 		{`pipeline_stage_duration_seconds_count{pipeline="site"}`, !native},
 		{`pipeline:lead_time_seconds:p95_7d{pipeline="site"}`, true},
 		{`pipeline:lead_time_seconds:mean7d{pipeline="site"}`, true},
+		// The stack's lead times are minutes: under a day by either
+		// histogram kind, the classic p95 interpolated within the one-day
+		// bucket, the shares exact.
+		{`pipeline:lead_time_seconds:p95_7d{pipeline="site"} < 86400`, true},
+		{`pipeline:lead_time_under_1d:ratio7d{pipeline="site"} == 1`, true},
+		{`pipeline:lead_time_under_1w:ratio7d{pipeline="site"} == 1`, true},
 		{`pipeline:trigger_to_live_seconds:p95_7d{pipeline="site"}`, true},
 		{`pipeline:trigger_to_live_seconds:mean7d{pipeline="site"}`, true},
 		{`pipeline:last_run_failed:max{pipeline="site"}`, true},
