@@ -49,19 +49,19 @@ func (m *liveMetrics) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{m.stale, m.lastCheck, m.build}
 }
 
-// gauges returns the live-build gauges of the pipeline: none until a build
-// of it was verified live.
-func (m *liveMetrics) gauges(name string, sum *pipeline.PipelineSummary) []prometheus.Metric {
+// appendGauges appends the live-build gauges of the pipeline to out: none
+// until a build of it was verified live.
+func (m *liveMetrics) appendGauges(out []prometheus.Metric, name string, sum *pipeline.PipelineSummary) []prometheus.Metric {
 	r := sum.LastSuccess
 	if r == nil || !r.Live() {
-		return nil
+		return out
 	}
 	v := r.Verify
 	stale := 0.0
 	if v.Stale {
 		stale = 1
 	}
-	out := []prometheus.Metric{prometheus.MustNewConstMetric(m.stale, prometheus.GaugeValue, stale, name)}
+	out = append(out, prometheus.MustNewConstMetric(m.stale, prometheus.GaugeValue, stale, name))
 	if unixTime(v.CheckedAt) {
 		out = append(out, prometheus.MustNewConstMetric(m.lastCheck, prometheus.GaugeValue, unixSeconds(v.CheckedAt), name))
 	}
