@@ -113,8 +113,9 @@ type answer struct {
 }
 
 // NewApplier returns an Applier over st for the given pipelines, with the
-// committed state restored from st (an error when it cannot be). Run must
-// be called for it to take submissions; until then they wait.
+// committed state restored from st (an error when it cannot be) and the
+// log's unapplied entries applied. Run must be called for it to take
+// submissions; until then they wait.
 func NewApplier(ctx context.Context, st Storage, specs []Spec, opts ApplierOptions) (*Applier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -129,6 +130,9 @@ func NewApplier(ctx context.Context, st Storage, specs []Spec, opts ApplierOptio
 	if err := a.restore(ctx); err != nil {
 		return nil, err
 	}
+	// Before it is handed out, so that an instance that reports ready
+	// shows every delivery it acknowledged before a crash.
+	a.catchUp(ctx)
 	return a, nil
 }
 
@@ -214,12 +218,8 @@ func (a *Applier) submit(ctx context.Context, s *submission) (Result, error) {
 func (a *Applier) Run(ctx context.Context) error {
 	defer close(a.stopped)
 	defer a.drain()
-	// Entries appended but not applied (a crash between the two, or other
-	// instances' appends) are applied before anything new.
-	a.step(ctx, nil, true)
-	for a.moreLog && !a.stale && a.fenced == nil && ctx.Err() == nil {
-		a.step(ctx, nil, true)
-	}
+	// Other instances' appends since NewApplier caught up.
+	a.catchUp(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for a.fenced == nil {
@@ -247,6 +247,16 @@ func (a *Applier) Run(ctx context.Context) error {
 		a.step(ctx, batch, a.opts.SharedLog || a.moreLog)
 	}
 	return a.fenced
+}
+
+// catchUp applies the entries appended but not applied (a crash between
+// the two, or other instances' appends) before anything new. A failed
+// step leaves the Applier stale, and Run restores it.
+func (a *Applier) catchUp(ctx context.Context) {
+	a.step(ctx, nil, true)
+	for a.moreLog && !a.stale && a.fenced == nil && ctx.Err() == nil {
+		a.step(ctx, nil, true)
+	}
 }
 
 // wait is how long the loop may sleep: until the next timeout, at most a
