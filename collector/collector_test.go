@@ -604,14 +604,17 @@ func TestGaugesFollowTheHistory(t *testing.T) {
 			name: "same run changed late",
 			spec: siteSpec,
 			sum:  pipeline.PipelineSummary{Pipeline: "site", InProgress: 1, LastFinished: late},
-			want: map[string]float64{inProgress: 1, runFailed: 1, runDuration: 120, buildFailed: -1, buildCancel: 1, buildTime: 120, lintSkipped: 1, lintRuns: 0},
+			// The counter the gauges make at zero for the new stage
+			// status is sent by the next scrape: the counters went to
+			// the registry while the store was read.
+			want: map[string]float64{inProgress: 1, runFailed: 1, runDuration: 120, buildFailed: -1, buildCancel: 1, buildTime: 120, lintSkipped: 1, lintRuns: -1},
 		},
 		{
 			name:    "new stage seen in a run in progress",
 			spec:    siteSpec,
 			sum:     pipeline.PipelineSummary{Pipeline: "site", InProgress: 1, LastFinished: late},
 			observe: &pipeline.Stage{Name: "test", Status: pipeline.StatusFailed},
-			want:    map[string]float64{testFailed: -1, buildCancel: 1},
+			want:    map[string]float64{testFailed: -1, buildCancel: 1, lintRuns: 0},
 		},
 		{
 			name: "success, threshold removed",
