@@ -18,7 +18,7 @@ import (
 // last run, successful and observed once, had 10 job stages and verified
 // its build live (a lead time observed, the live-build gauges present),
 // with a run in progress each: the shape of the cardinality budget
-// (DESIGN.md, "Many repositories") for a team that uses verify.build.
+// (README, "Many repositories") for a team that uses verify.build.
 func orgRegistry(tb testing.TB, n int, stageBuckets bool) *prometheus.Registry {
 	tb.Helper()
 	cfg := &fakeConfig{}
