@@ -72,7 +72,7 @@ func under(path, parent string) bool {
 // decodeError places a nodeError in the file.
 func (d *decoder) decodeError(e *nodeError) error {
 	path := join(d.paths[e.at], e.key)
-	err := d.lineErrorAt(e.line, path, "%s", e.msg)
+	err := d.errorAt(e.line, path, "%s", e.msg)
 	err.decode = true
 	return err
 }
@@ -96,12 +96,8 @@ func (d *decoder) errorf(path, format string, args ...any) error {
 	return d.errorAt(d.line(path), path, format, args...)
 }
 
-func (d *decoder) errorAt(line int, path, format string, args ...any) error {
-	return d.lineErrorAt(line, path, format, args...)
-}
-
-// lineErrorAt is errorAt for the callers that mark the error further.
-func (d *decoder) lineErrorAt(line int, path, format string, args ...any) *lineError {
+// errorAt reports a problem with the key at path on the given line.
+func (d *decoder) errorAt(line int, path, format string, args ...any) *lineError {
 	msg := fmt.Sprintf(format, args...)
 	if path != "" {
 		msg = path + ": " + msg
