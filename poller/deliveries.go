@@ -225,22 +225,15 @@ func (r *Reconciler) Status() []HookStatus {
 	defer r.mu.Unlock()
 	out := make([]HookStatus, 0, len(r.hooks))
 	for _, h := range r.hooks {
-		st := HookStatus{
+		out = append(out, HookStatus{
 			Hook:              h.name,
+			LastPass:          timeOrNil(h.lastPass),
 			LastPassRecovered: h.lastPassRecovered,
 			Recovered:         h.recoveredN,
 			Skipped:           h.skippedN,
 			LastError:         h.lastError,
-		}
-		if !h.lastPass.IsZero() {
-			t := h.lastPass
-			st.LastPass = &t
-		}
-		if !h.lastErrorAt.IsZero() {
-			t := h.lastErrorAt
-			st.LastErrorAt = &t
-		}
-		out = append(out, st)
+			LastErrorAt:       timeOrNil(h.lastErrorAt),
+		})
 	}
 	return out
 }

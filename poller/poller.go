@@ -147,20 +147,21 @@ func (s *schedule) run(ctx context.Context, pass func(context.Context) error, tr
 func (s *schedule) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Source: s.source, LastError: s.lastError}
-	if !s.lastSuccessAt.IsZero() {
-		t := s.lastSuccessAt
-		st.LastSuccess = &t
+	return Status{
+		Source:      s.source,
+		LastSuccess: timeOrNil(s.lastSuccessAt),
+		LastError:   s.lastError,
+		LastErrorAt: timeOrNil(s.lastErrorAt),
+		NextPoll:    timeOrNil(s.nextPoll),
 	}
-	if !s.lastErrorAt.IsZero() {
-		t := s.lastErrorAt
-		st.LastErrorAt = &t
+}
+
+// timeOrNil returns t for a status field that is left out while zero.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
 	}
-	if !s.nextPoll.IsZero() {
-		t := s.nextPoll
-		st.NextPoll = &t
-	}
-	return st
+	return &t
 }
 
 // pollLog decides how loudly a poll of one repository or project is logged:
