@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -162,5 +163,5 @@ func (t *Template) matches(body []byte, f Fields) (bool, error) {
 		}
 		return re.Match(body), nil
 	}
-	return strings.Contains(string(body), want), nil
+	return bytes.Contains(body, []byte(want)), nil
 }

@@ -4,6 +4,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pause"
@@ -196,7 +196,7 @@ func (c *Checker) attempt(ctx context.Context, client *http.Client, t Target, f 
 	switch {
 	case resp.StatusCode != want:
 		return fail(o, fmt.Errorf("GET %s: status %d, want %d", t.URL, resp.StatusCode, want))
-	case t.BodyContains != "" && !strings.Contains(string(body), t.BodyContains):
+	case t.BodyContains != "" && !bytes.Contains(body, []byte(t.BodyContains)):
 		return fail(o, fmt.Errorf("body does not contain %q", t.BodyContains))
 	case t.BodyRegexp != nil && !t.BodyRegexp.Match(body):
 		return fail(o, fmt.Errorf("body does not match %q", t.BodyRegexp.String()))
