@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -228,7 +227,7 @@ func opening(shared bool) http.Handler {
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			writeJSON(w, map[string]string{"status": "error", "errorType": "unavailable", "error": "not ready: " + msg})
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": "unavailable", "error": "not ready: " + msg})
 		}
 	})
 }
@@ -258,8 +257,4 @@ func newServer(h http.Handler, logger *slog.Logger) *http.Server {
 		ConnState:         connlimit.ConnState(logger),
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
-}
-
-func writeJSON(w io.Writer, v any) {
-	_ = json.NewEncoder(w).Encode(v)
 }
