@@ -245,13 +245,7 @@ func (r *Reconciler) pass(ctx context.Context) error {
 	if r.initErr != nil {
 		return r.initErr
 	}
-	byName := make(map[string]*hookState, len(r.hooks))
-	names := make([]string, len(r.hooks))
-	for i, h := range r.hooks {
-		byName[h.name], names[i] = h, h.name
-	}
-	return pollEach(ctx, names, func(ctx context.Context, name string) error {
-		h := byName[name]
+	return pollEach(ctx, r.hooks, func(ctx context.Context, h *hookState) error {
 		n, err := r.reconcile(ctx, h)
 		if ctx.Err() != nil {
 			return err

@@ -216,7 +216,7 @@ func (p *GitHubPoller) pass(ctx context.Context) error {
 // pollEach polls every item in turn. A rate limit ends the pass at once,
 // since every further request would be refused too; other errors are
 // collected so one broken item does not hide the others.
-func pollEach(ctx context.Context, items []string, poll func(context.Context, string) error) error {
+func pollEach[T any](ctx context.Context, items []T, poll func(context.Context, T) error) error {
 	var errs []error
 	for _, item := range items {
 		err := poll(ctx, item)
