@@ -438,8 +438,8 @@ func (t *Tracker) finish(tr *tracked, status Status, at time.Time, reason string
 		t.finished.add(tr)
 	}
 	t.removePending(tr)
-	t.schedule(tr)
 	t.recordLast(r)
+	// touched: updates takes it out of the deadlines heap.
 	t.touch(tr).finished = true
 }
 
