@@ -76,8 +76,6 @@ func (t *Tracker) applyVerify(e VerifyResultEvent) string {
 	}
 	if e.Success {
 		tr.run.Verify.VerifiedAt = timePtr(end)
-	}
-	if e.Success {
 		t.finish(tr, StatusSuccess, end, "")
 		return ""
 	}
