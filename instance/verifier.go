@@ -65,10 +65,13 @@ func (v *verifier) written(ctx context.Context) map[string]*config.Pipeline {
 }
 
 // start checks the run's live site until ctx (the leadership term) ends,
-// in a goroutine counted by wg; it never blocks the Applier.
+// in a goroutine counted by wg; it never blocks the Applier, which calls it
+// before it answers the deliveries of the commit: the pipeline's verify
+// block (for a discovered pipeline, a read of the store) is looked up in
+// that goroutine too.
 func (v *verifier) start(ctx context.Context, wg *sync.WaitGroup, run *pipeline.Run) {
-	target, ok := verifyTarget(v.written(ctx), run.Pipeline)
 	wg.Go(func() {
+		target, ok := verifyTarget(v.written(ctx), run.Pipeline)
 		// A pipeline that lost its verify block in a reload finishes the
 		// stage rather than leave the run waiting for its timeout.
 		now := time.Now()
