@@ -81,9 +81,6 @@ func (in *Instance) report(ctx context.Context) status {
 		Store:     storeStatus{Path: be.Describe()},
 		Leader:    in.Leading(),
 	}
-	if s.Pollers == nil {
-		s.Pollers = []poller.Status{}
-	}
 	sums, err := be.Summaries(ctx)
 	if err != nil {
 		s.Store.Error = err.Error()
