@@ -53,14 +53,22 @@ func parseGitHub(r *http.Request, body []byte, now time.Time) (parsed, error) {
 	return parsed{id: id, event: event, events: events}, nil
 }
 
+// githubParsers read the events of the GitHub deliveries the exporter
+// follows, by X-GitHub-Event: the others are stored but change no run.
+var githubParsers = map[string]func(body []byte, deliveryID string, received time.Time) ([]pipeline.Event, error){
+	"workflow_run": parseWorkflowRun,
+	"workflow_job": func(body []byte, _ string, received time.Time) ([]pipeline.Event, error) {
+		return parseWorkflowJob(body, received)
+	},
+	"push":                parsePush,
+	"repository_dispatch": parseRepositoryDispatch,
+}
+
 // GitHubIngests reports whether the exporter reads events from a GitHub
 // delivery of this X-GitHub-Event: the others are stored but change no run.
 func GitHubIngests(event string) bool {
-	switch event {
-	case "workflow_run", "workflow_job", "push", "repository_dispatch":
-		return true
-	}
-	return false
+	_, ok := githubParsers[event]
+	return ok
 }
 
 // GitHubEvents reads the events of a GitHub delivery: its X-GitHub-Event,
@@ -71,16 +79,10 @@ func GitHubIngests(event string) bool {
 func GitHubEvents(event, deliveryID string, body []byte, received time.Time) ([]pipeline.Event, error) {
 	var events []pipeline.Event
 	var err error
-	switch event {
-	case "workflow_run":
-		events, err = parseWorkflowRun(body, deliveryID, received)
-	case "workflow_job":
-		events, err = parseWorkflowJob(body, received)
-	case "push":
-		events, err = parsePush(body, deliveryID, received)
-	case "repository_dispatch":
-		events, err = parseRepositoryDispatch(body, deliveryID, received)
-	case "ping":
+	switch parse := githubParsers[event]; {
+	case parse != nil:
+		events, err = parse(body, deliveryID, received)
+	case event == "ping":
 		err = decodeObject(body, &github.PingEvent{})
 	default:
 		// Not interesting, but still stored: it must at least be JSON.
