@@ -97,7 +97,9 @@ func post(url string, bodies []orgDelivery) error {
 		// A run's requested event first, so that its jobs are not held.
 		if body.event == "workflow_run" && i%12 == 0 {
 			if err := postOne(url, body); err != nil {
+				mu.Lock()
 				errs = append(errs, err)
+				mu.Unlock()
 			}
 			continue
 		}
