@@ -53,6 +53,13 @@ func htmlPage(commit string) string {
 
 func TestCheckBuild(t *testing.T) {
 	earlier := buildRun(41, oldSHA, "")
+	shortCommitInBody := func(t *testing.T, _ string) *Build {
+		return &Build{BodyContains: mustTemplate(t, `{{ .ShortCommit }}`, false)}
+	}
+	commitHeader := func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} }
+	serveHeader := func(commit string) func(int, http.ResponseWriter, *http.Request) {
+		return func(_ int, w http.ResponseWriter, _ *http.Request) { w.Header().Set("X-Commit", commit) }
+	}
 	tests := []struct {
 		name  string
 		build func(t *testing.T, srvURL string) *Build
@@ -67,10 +74,8 @@ func TestCheckBuild(t *testing.T) {
 		wantRun      int64
 	}{
 		{
-			name: "served commit",
-			build: func(t *testing.T, _ string) *Build {
-				return &Build{BodyContains: mustTemplate(t, `{{ .ShortCommit }}`, false)}
-			},
+			name:         "served commit",
+			build:        shortCommitInBody,
 			serve:        func(_ int, w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, htmlPage(newSHA[:7])) },
 			deadline:     time.Minute,
 			wantSuccess:  true,
@@ -78,10 +83,8 @@ func TestCheckBuild(t *testing.T) {
 			wantServed:   newSHA,
 		},
 		{
-			name: "stale CDN names the earlier run",
-			build: func(t *testing.T, _ string) *Build {
-				return &Build{BodyContains: mustTemplate(t, `{{ .ShortCommit }}`, false)}
-			},
+			name:  "stale CDN names the earlier run",
+			build: shortCommitInBody,
 			serve: func(_ int, w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, htmlPage(oldSHA[:7])) },
 			// Attempts at 0, 1s, 3s and 7s.
 			deadline:     10 * time.Second,
@@ -91,10 +94,8 @@ func TestCheckBuild(t *testing.T) {
 			wantRun:      41,
 		},
 		{
-			name: "propagation delay within the deadline",
-			build: func(t *testing.T, _ string) *Build {
-				return &Build{BodyContains: mustTemplate(t, `{{ .ShortCommit }}`, false)}
-			},
+			name:  "propagation delay within the deadline",
+			build: shortCommitInBody,
 			serve: func(n int, w http.ResponseWriter, _ *http.Request) {
 				if n < 3 {
 					fmt.Fprint(w, htmlPage(oldSHA[:7]))
@@ -108,10 +109,8 @@ func TestCheckBuild(t *testing.T) {
 			wantServed:   newSHA,
 		},
 		{
-			name: "a page showing no known build",
-			build: func(t *testing.T, _ string) *Build {
-				return &Build{BodyContains: mustTemplate(t, `{{ .ShortCommit }}`, false)}
-			},
+			name:         "a page showing no known build",
+			build:        shortCommitInBody,
 			serve:        func(_ int, w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "<h1>Welcome</h1>") },
 			wantAttempts: 1,
 			wantErr:      "site does not show 5d6e7f8",
@@ -138,49 +137,41 @@ func TestCheckBuild(t *testing.T) {
 			wantRun:      41,
 		},
 		{
-			name:  "header with a short commit",
-			build: func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} },
-			serve: func(_ int, w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("X-Commit", strings.ToUpper(newSHA[:9]))
-			},
+			name:         "header with a short commit",
+			build:        commitHeader,
+			serve:        serveHeader(strings.ToUpper(newSHA[:9])),
 			wantSuccess:  true,
 			wantAttempts: 1,
 			wantServed:   strings.ToUpper(newSHA[:9]),
 		},
 		{
-			name:  "header with the earlier run's commit",
-			build: func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} },
-			serve: func(_ int, w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("X-Commit", oldSHA)
-			},
+			name:         "header with the earlier run's commit",
+			build:        commitHeader,
+			serve:        serveHeader(oldSHA),
 			wantAttempts: 1,
 			wantErr:      "site serves 1a2b3c4 (run 41), not 5d6e7f8",
 			wantServed:   oldSHA,
 			wantRun:      41,
 		},
 		{
-			name:  "header with an unknown commit",
-			build: func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} },
-			serve: func(_ int, w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("X-Commit", "abc1234")
-			},
+			name:         "header with an unknown commit",
+			build:        commitHeader,
+			serve:        serveHeader("abc1234"),
 			wantAttempts: 1,
 			wantErr:      "site serves abc1234, not 5d6e7f8",
 			wantServed:   "abc1234",
 		},
 		{
-			name:  "header too short to name a commit",
-			build: func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} },
-			serve: func(_ int, w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("X-Commit", "5d6")
-			},
+			name:         "header too short to name a commit",
+			build:        commitHeader,
+			serve:        serveHeader("5d6"),
 			wantAttempts: 1,
 			wantErr:      "site serves 5d6, not 5d6e7f8",
 			wantServed:   "5d6",
 		},
 		{
 			name:         "header missing",
-			build:        func(*testing.T, string) *Build { return &Build{Header: "X-Commit"} },
+			build:        commitHeader,
 			serve:        func(int, http.ResponseWriter, *http.Request) {},
 			wantAttempts: 1,
 			wantErr:      "response has no X-Commit header",
