@@ -300,6 +300,9 @@ func TestReplicaTermsEndingUnderLoad(t *testing.T) {
 		}
 	}
 	l.finish()
+	if ended == 0 {
+		t.Fatal("no leader's lock session was ended: the query found no advisory lock held")
+	}
 	time.Sleep(2 * time.Second)
 	checkStaysOneLeader(t, time.Second, a, b)
 
