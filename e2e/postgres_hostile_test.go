@@ -21,13 +21,7 @@ import (
 // bad escape is 400, never a database error.
 func TestPostgresHostileInput(t *testing.T) {
 	e := startReplica(t, writeConfig(t, coreConfig), pgtest.NewDatabase(t), freeAddr(t))
-	deadline := time.Now().Add(10 * time.Second)
-	for !leads(e) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader after 10s:\n%s", e.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOneLeader(t, 10*time.Second, e)
 
 	const runID = 41_000_001
 	const htmlURL = "https://github.com/octo-org/example-workflow/actions/runs/41000001\x00"
