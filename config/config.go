@@ -291,6 +291,10 @@ type Trigger struct {
 	Table string `yaml:"table,omitempty"`
 	// Events lists the accepted event types; empty accepts all.
 	Events []string `yaml:"events,omitempty"`
+	// Pipeline, on a rule of a pattern pipeline, is the name of the one
+	// pipeline discovered from the pattern that the rule opens runs in;
+	// empty opens them in every one.
+	Pipeline string `yaml:"pipeline,omitempty"`
 }
 
 // Verify configures the HTTP check of the live site after a deploy.
@@ -400,9 +404,10 @@ func (c *Config) Specs() []pipeline.Spec {
 		}
 		for _, t := range p.Triggers {
 			s.Triggers = append(s.Triggers, pipeline.TriggerRule{
-				Source: t.Source,
-				Table:  t.Table,
-				Events: append([]string(nil), t.Events...),
+				Source:   t.Source,
+				Table:    t.Table,
+				Events:   append([]string(nil), t.Events...),
+				Pipeline: t.Pipeline,
 			})
 		}
 		specs = append(specs, s)

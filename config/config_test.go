@@ -91,6 +91,9 @@ func TestLoadBad(t *testing.T) {
 		{"missing_workflow", "testdata/bad/missing_workflow.yml:4: pipelines[0].workflow: is required"},
 		{"workflow_path", "testdata/bad/workflow_path.yml:5: pipelines[0].workflow: must be a workflow file name such as deploy.yml (not a path) or a numeric workflow id"},
 		{"empty_branch", "testdata/bad/empty_branch.yml:6: pipelines[0].branches[1]: must not be empty"},
+		{"trigger_pipeline_written", "testdata/bad/trigger_pipeline_written.yml:11: pipelines[0].triggers[0].pipeline: applies only to a pipeline whose repository is a pattern such as acme/*, to name one of the pipelines discovered from it; this pipeline is one already"},
+		{"trigger_pipeline_bad_name", `testdata/bad/trigger_pipeline_bad_name.yml:9: pipelines[0].triggers[0].pipeline: is not a pipeline name: the name " site" begins or ends with white space`},
+		{"trigger_pipeline_taken", "testdata/bad/trigger_pipeline_taken.yml:9: pipelines[0].triggers[1].pipeline: names the pipeline written at line 11, which is not discovered from this pattern: name one of the pattern's own pipelines"},
 		{"bad_source", "testdata/bad/bad_source.yml:7: pipelines[0].triggers[0].source: must be one of github, supabase, mailerlite, cloudflare"},
 		{"table_not_supabase", "testdata/bad/table_not_supabase.yml:8: pipelines[0].triggers[0].table: applies to supabase triggers only"},
 		{"schema_table", "testdata/bad/schema_table.yml:8: pipelines[0].triggers[0].table: give the table name without its schema"},
@@ -594,10 +597,14 @@ func TestPatternPipelines(t *testing.T) {
 	c, err := Parse([]byte(`
 webhooks:
   github: { secret: s }
+  supabase: { secret: s }
 max_pipelines: 50
 pipelines:
   - repository: acme/*
     workflow: deploy.yml
+    triggers:
+      - { source: supabase, table: posts, pipeline: blog }
+      - { source: github, events: [push] }
   - name: "{{ .Repo }}-docs"
     repository: acme/*
     workflow: docs.yml
@@ -623,6 +630,12 @@ pipelines:
 		if specs[i].Name != w.name || specs[i].Repository != w.repo || specs[i].Discover != w.discover {
 			t.Errorf("spec %d: %q %q %v, want %+v", i, specs[i].Name, specs[i].Repository, specs[i].Discover, w)
 		}
+	}
+	if got, want := specs[0].Triggers, []pipeline.TriggerRule{
+		{Source: pipeline.SourceSupabase, Table: "posts", Pipeline: "blog"},
+		{Source: pipeline.SourceGitHub, Events: []string{"push"}},
+	}; !reflect.DeepEqual(got, want) {
+		t.Errorf("pattern's trigger rules %+v, want %+v", got, want)
 	}
 	d, err := Parse([]byte("webhooks:\n  github: { secret: s }\npipelines:\n  - { name: site, workflow: deploy.yml }\n"), "default.yml")
 	if err != nil {

@@ -230,7 +230,9 @@ func (d *decoder) validatePipeline(c *Config, p *Pipeline, path string) {
 		}
 	}
 	for i := range p.Triggers {
-		d.report(d.validateTrigger(c, &p.Triggers[i], fmt.Sprintf("%s.triggers[%d]", path, i)))
+		key := fmt.Sprintf("%s.triggers[%d]", path, i)
+		d.report(d.validateTrigger(c, &p.Triggers[i], key))
+		d.report(d.validateTriggerPipeline(c, p, p.Triggers[i].Pipeline, key+".pipeline"))
 	}
 	if p.PagesProject != "" {
 		switch {
@@ -337,6 +339,29 @@ func (d *decoder) validateTrigger(c *Config, t *Trigger, path string) error {
 	// already required; the others arrive only as webhooks.
 	if t.Source != pipeline.SourceGitHub && c.Webhooks.Secret(t.Source) == "" {
 		return d.errorf(path+".source", "trigger source %s needs webhooks.%s.secret or secret_file", t.Source, t.Source)
+	}
+	return nil
+}
+
+// validateTriggerPipeline checks the pipeline a trigger rule of p names:
+// one discovered from p's pattern, so p must be a pattern, and the name one
+// a pipeline can have that no written pipeline has (a discovered pipeline
+// never takes a written one's name). Whether p's template can give the
+// name is not knowable before the repository is seen.
+func (d *decoder) validateTriggerPipeline(c *Config, p *Pipeline, name, path string) error {
+	if name == "" {
+		return nil
+	}
+	if !p.IsPattern() {
+		return d.errorf(path, "applies only to a pipeline whose repository is a pattern such as acme/*, to name one of the pipelines discovered from it; this pipeline is one already")
+	}
+	if err := pipeline.ValidPipelineName(name); err != nil {
+		return d.errorf(path, "is not a pipeline name: %v", err)
+	}
+	for i := range c.Pipelines {
+		if w := &c.Pipelines[i]; !w.IsPattern() && w.Name == name {
+			return d.errorf(path, "names the pipeline written at line %d, which is not discovered from this pattern: name one of the pattern's own pipelines", d.line(fmt.Sprintf("pipelines[%d].name", i)))
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -90,7 +91,8 @@ func (s *Spec) matchesRepository(repo string) bool {
 // Instantiate returns the written pipelines of specs, without the
 // patterns, followed by the discovered pipelines whose pattern specs still
 // has, in the order they were discovered: each a copy of its pattern with
-// its own name and repository.
+// its own name and repository, and those of its trigger rules that name no
+// pipeline or name it.
 func Instantiate(specs []Spec, discovered []Discovered) []Spec {
 	out := make([]Spec, 0, len(specs)+len(discovered))
 	patterns := map[[2]string]*Spec{}
@@ -108,9 +110,50 @@ func Instantiate(specs []Spec, discovered []Discovered) []Spec {
 		}
 		s := *p
 		s.Discover, s.Name, s.Repository = false, d.Name, d.Repository
+		s.Triggers = nil
+		for _, rule := range p.Triggers {
+			if rule.Pipeline == "" || rule.Pipeline == d.Name {
+				s.Triggers = append(s.Triggers, rule)
+			}
+		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// undiscovered names, for the answer to a trigger no pipeline took, the
+// pipelines that rules of patterns taking it name and that are not
+// discovered yet (": pipeline site (acme/*) not discovered yet"), or "".
+// A GitHub trigger counts only for the pipeline its repository would get.
+func (t *Tracker) undiscovered(e TriggerEvent) string {
+	var waiting []string
+	for i := range t.specs {
+		p := &t.specs[i]
+		if !p.Discover {
+			continue
+		}
+		for _, rule := range p.Triggers {
+			if rule.Pipeline == "" || t.byName[rule.Pipeline] != nil || !ruleMatches(p, rule, e) {
+				continue
+			}
+			if e.Trigger.Source == SourceGitHub {
+				tmpl, err := ParseNameTemplate(p.Name)
+				if err != nil {
+					continue
+				}
+				if name, err := DiscoveredName(tmpl, e.Repository); err != nil || name != rule.Pipeline {
+					continue
+				}
+			}
+			if w := fmt.Sprintf("pipeline %s (%s)", rule.Pipeline, p.Repository); !slices.Contains(waiting, w) {
+				waiting = append(waiting, w)
+			}
+		}
+	}
+	if len(waiting) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(waiting, ", ") + " not discovered yet"
 }
 
 // discover makes the pipeline of repo from the pattern, or says why it

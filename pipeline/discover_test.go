@@ -202,3 +202,141 @@ func TestDiscoveredRestoreAndReload(t *testing.T) {
 		t.Errorf("Instantiate with another template: %+v", got)
 	}
 }
+
+// TestNamedTriggerRules: a pattern's rule that names a pipeline opens runs
+// in that discovered pipeline only, one without a name in each; before the
+// named pipeline is discovered the trigger is ignored and the reason says
+// so. A GitHub trigger must come from the named pipeline's repository.
+func TestNamedTriggerRules(t *testing.T) {
+	pattern := patternSpec
+	pattern.DispatchTimeout = 10 * time.Minute
+	pattern.Triggers = []TriggerRule{
+		{Source: SourceSupabase, Table: "posts", Events: []string{"INSERT"}, Pipeline: "site"},
+		{Source: SourceMailerLite, Events: []string{"campaign.sent"}},
+		{Source: SourceGitHub, Events: []string{"push"}, Pipeline: "site"},
+	}
+	discovered := func(names ...string) []Discovered {
+		var d []Discovered
+		for _, n := range names {
+			d = append(d, Discovered{Name: n, Repository: "octo-org/" + n, Pattern: pattern.Repository, Template: pattern.Name, CreatedAt: fixtureCreated})
+		}
+		return d
+	}
+	supabase := supabaseTrigger("s1", fixtureCreated)
+	mailerlite := TriggerEvent{Trigger: Trigger{Source: SourceMailerLite, Event: "campaign.sent", DeliveryID: "m1", ReceivedAt: fixtureCreated}, Type: "campaign.sent"}
+	push := func(repo string) TriggerEvent {
+		return TriggerEvent{Trigger: Trigger{Source: SourceGitHub, Event: "push", DeliveryID: "p1", ReceivedAt: fixtureCreated}, Type: "push", Repository: repo, Branch: "master"}
+	}
+	update := supabaseTrigger("s2", fixtureCreated)
+	update.Type = "UPDATE"
+	tests := []struct {
+		name       string
+		discovered []Discovered
+		ev         TriggerEvent
+		opens      []string
+		reason     string
+	}{
+		{name: "named rule: only its pipeline", discovered: discovered("docs", "site"), ev: supabase, opens: []string{"site"}},
+		{name: "rule without a name: every pipeline", discovered: discovered("docs", "site"), ev: mailerlite, opens: []string{"docs", "site"}},
+		{
+			name: "named pipeline not discovered yet", discovered: discovered("docs"), ev: supabase,
+			reason: "no pipeline for supabase trigger INSERT on table posts: pipeline site (octo-org/*) not discovered yet",
+		},
+		{
+			name: "nothing discovered", ev: supabase,
+			reason: "no pipeline for supabase trigger INSERT on table posts: pipeline site (octo-org/*) not discovered yet",
+		},
+		{
+			name: "an event no rule takes: no word of the named pipeline", discovered: discovered("docs"), ev: update,
+			reason: "no pipeline for supabase trigger UPDATE on table posts",
+		},
+		{name: "named GitHub rule: a push of its repository", discovered: discovered("docs", "site"), ev: push("octo-org/site"), opens: []string{"site"}},
+		{
+			name: "named GitHub rule: a push of another repository of the pattern", discovered: discovered("docs", "site"), ev: push("octo-org/docs"),
+			reason: "no pipeline for github trigger push in repository octo-org/docs",
+		},
+		{
+			name: "named GitHub rule: its repository's pipeline not discovered yet", discovered: discovered("docs"), ev: push("octo-org/site"),
+			reason: "no pipeline for github trigger push in repository octo-org/site: pipeline site (octo-org/*) not discovered yet",
+		},
+		{
+			name: "named GitHub rule: a push of a repository that is not its", discovered: discovered("docs"), ev: push("octo-org/docs"),
+			reason: "no pipeline for github trigger push in repository octo-org/docs",
+		},
+		{
+			name: "named GitHub rule: a push outside the pattern", ev: push("other-org/site"),
+			reason: "no pipeline for github trigger push in repository other-org/site",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTracker([]Spec{pattern}, (&fakeClock{t: fixtureCreated}).Now)
+			tr.RestoreDiscovered(tc.discovered)
+			ups, reason := tr.Apply(tc.ev)
+			var opened []string
+			for _, u := range ups {
+				if u.Run.Status != StatusPending {
+					t.Errorf("run of %s is %s, want pending", u.Run.Pipeline, u.Run.Status)
+				}
+				opened = append(opened, u.Run.Pipeline)
+			}
+			slices.Sort(opened)
+			if !slices.Equal(opened, tc.opens) || reason != tc.reason {
+				t.Errorf("opened runs in %v (%q), want %v (%q)", opened, reason, tc.opens, tc.reason)
+			}
+		})
+	}
+}
+
+// TestNamedGitHubRuleLimitsOwnRuns: a github rule's events limit the runs
+// a workflow run opens itself only in the pipeline the rule names.
+func TestNamedGitHubRuleLimitsOwnRuns(t *testing.T) {
+	pattern := patternSpec
+	pattern.Triggers = []TriggerRule{{Source: SourceGitHub, Events: []string{"push"}, Pipeline: "site"}}
+	tests := []struct {
+		repo   string
+		event  string
+		reason string
+	}{
+		{"octo-org/site", "push", ""},
+		{"octo-org/site", "schedule", "pipeline site does not start on schedule events"},
+		{"octo-org/docs", "schedule", ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.repo+" "+tc.event, func(t *testing.T) {
+			tr := NewTracker([]Spec{pattern}, (&fakeClock{t: fixtureCreated}).Now)
+			e := runIn(t, tc.repo, int64(i+1))
+			e.Event = tc.event
+			ups, reason := tr.Apply(e)
+			if reason != tc.reason || (reason == "") != (len(ups) == 1) {
+				t.Errorf("%d updates, reason %q; want reason %q", len(ups), reason, tc.reason)
+			}
+		})
+	}
+}
+
+// TestNamedTriggerReload: a reload that names a pipeline on a rule takes
+// effect for the pipelines discovered already.
+func TestNamedTriggerReload(t *testing.T) {
+	tr := NewTracker([]Spec{patternSpec}, (&fakeClock{t: fixtureCreated}).Now)
+	tr.RestoreDiscovered([]Discovered{
+		{Name: "docs", Repository: "octo-org/docs", Pattern: patternSpec.Repository, Template: patternSpec.Name},
+		{Name: "site", Repository: "octo-org/site", Pattern: patternSpec.Repository, Template: patternSpec.Name},
+	})
+	for _, tc := range []struct {
+		rule  TriggerRule
+		opens int
+	}{
+		{TriggerRule{Source: SourceSupabase}, 2},
+		{TriggerRule{Source: SourceSupabase, Pipeline: "docs"}, 1},
+	} {
+		reloaded := patternSpec
+		reloaded.Triggers = []TriggerRule{tc.rule}
+		tr.SetSpecs([]Spec{reloaded})
+		ups, reason := tr.Apply(supabaseTrigger(fmt.Sprintf("after-%d", tc.opens), fixtureCreated))
+		// The second trigger joins docs' pending run from the first.
+		if len(ups) != tc.opens || ups[0].Run.Pipeline != "docs" {
+			t.Fatalf("rule %+v: %d updates (%q), want %d starting with docs", tc.rule, len(ups), reason, tc.opens)
+		}
+	}
+}

@@ -40,6 +40,11 @@ type TriggerRule struct {
 	Table string
 	// Events lists the accepted event types; empty accepts all.
 	Events []string
+	// Pipeline, on a rule of a pattern Spec, is the name of the one
+	// discovered pipeline the rule applies to; empty applies it to every
+	// pipeline of the pattern. A discovered pipeline has the pattern's
+	// rules that apply to it (Instantiate).
+	Pipeline string
 }
 
 // Update is what one Event (or one timeout) did to one run.

@@ -32,7 +32,7 @@ func (t *Tracker) applyTrigger(e TriggerEvent) string {
 		t.pending[spec.Name] = append(t.pending[spec.Name], tr)
 	}
 	if !matched {
-		return fmt.Sprintf("no pipeline for %s trigger %s", e.Trigger.Source, triggerName(e))
+		return fmt.Sprintf("no pipeline for %s trigger %s%s", e.Trigger.Source, triggerName(e), t.undiscovered(e))
 	}
 	return "trigger already seen"
 }
@@ -49,18 +49,18 @@ func triggerName(e TriggerEvent) string {
 }
 
 func triggerMatches(spec *Spec, e TriggerEvent) bool {
+	return slices.ContainsFunc(spec.Triggers, func(rule TriggerRule) bool { return ruleMatches(spec, rule, e) })
+}
+
+// ruleMatches reports whether one of the spec's rules takes the trigger.
+func ruleMatches(spec *Spec, rule TriggerRule, e TriggerEvent) bool {
 	if e.Trigger.Source == SourceGitHub && (!spec.matchesRepository(e.Repository) ||
 		e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch)) {
 		return false
 	}
-	for _, rule := range spec.Triggers {
-		if rule.Source == e.Trigger.Source &&
-			(rule.Table == "" || rule.Table == e.Table) &&
-			(len(rule.Events) == 0 || slices.Contains(rule.Events, e.Type)) {
-			return true
-		}
-	}
-	return false
+	return rule.Source == e.Trigger.Source &&
+		(rule.Table == "" || rule.Table == e.Table) &&
+		(len(rule.Events) == 0 || slices.Contains(rule.Events, e.Type))
 }
 
 // shadowed reports whether a pipeline that names no repository gives way,
