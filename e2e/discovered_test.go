@@ -3,7 +3,9 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,5 +129,107 @@ pipelines:
 	e.mustPost(discoveredRun("octo-org/site", 300), http.StatusAccepted)
 	if got, _ := e.metric(`pipeline_runs_total{pipeline="site",status="success",trigger="github"}`); got != "1" {
 		t.Errorf("after the restart, a run of site: pipeline_runs_total = %q, want 1", got)
+	}
+}
+
+// TestDiscoveredNamedTrigger: a pattern's Supabase rule that names a
+// pipeline opens a pending run in that discovered pipeline only, is ignored
+// with the reason before it is discovered, and follows a reload; a rule
+// without a name opens one in every pipeline of the pattern.
+func TestDiscoveredNamedTrigger(t *testing.T) {
+	config := func(named string) string {
+		return `
+webhooks:
+  github: { secret: ` + githubSecret + ` }
+  supabase: { secret: e2e-supabase-secret }
+pipelines:
+  - repository: "octo-org/*"
+    workflow: test.yml
+    triggers:
+      - { source: supabase, table: posts, events: [INSERT], pipeline: ` + named + ` }
+      - { source: supabase, table: comments }
+`
+	}
+	cfg := writeConfig(t, config("site"))
+	e := startExporter(t, cfg, filepath.Join(t.TempDir(), "data"))
+
+	// Supabase publishes no example body, only the documented shape
+	// {type, table, schema, record, old_record}; these are INSERTs of it.
+	insert := func(table string, id int) delivery {
+		return delivery{path: "/webhooks/supabase",
+			body:    []byte(fmt.Sprintf(`{"type":"INSERT","table":%q,"schema":"public","record":{"id":%d,"title":"Hello"},"old_record":null}`, table, id)),
+			headers: map[string]string{"Content-Type": "application/json", "Authorization": "Bearer e2e-supabase-secret"}}
+	}
+	type answerData struct {
+		Data struct {
+			Outcome string  `json:"outcome"`
+			Reason  string  `json:"reason"`
+			RunIDs  []int64 `json:"run_ids"`
+		} `json:"data"`
+	}
+	post := func(d delivery) answerData {
+		t.Helper()
+		var a answerData
+		e.mustPost(d, http.StatusAccepted).decode(t, &a)
+		return a
+	}
+	// pending is the pending runs by pipeline, each a list of run ids.
+	pending := func() map[string][]int64 {
+		t.Helper()
+		by := map[string][]int64{}
+		for _, r := range e.allRuns("&status=pending") {
+			by[r.Pipeline] = append(by[r.Pipeline], r.ID)
+		}
+		return by
+	}
+
+	a := post(insert("posts", 1))
+	if want := "no pipeline for supabase trigger INSERT on table posts: pipeline site (octo-org/*) not discovered yet"; a.Data.Outcome != "ignored" || a.Data.Reason != want {
+		t.Errorf("trigger before site is discovered: %+v, want ignored: %s", a.Data, want)
+	}
+	if got, _ := e.metric(`pipeline_exporter_webhook_requests_total{outcome="ignored",source="supabase"}`); got != "1" {
+		t.Errorf("ignored supabase deliveries = %q, want 1", got)
+	}
+
+	for i, repo := range []string{"octo-org/octo-repo", "octo-org/site"} {
+		if a := post(discoveredRun(repo, int64(500+i))); a.Data.Outcome != "accepted" {
+			t.Fatalf("run of %s: %+v", repo, a.Data)
+		}
+	}
+	a = post(insert("posts", 2))
+	p := pending()
+	if a.Data.Outcome != "accepted" || len(p) != 1 || len(p["site"]) != 1 || !slices.Equal(a.Data.RunIDs, p["site"]) {
+		t.Fatalf("named trigger: answer %+v, pending runs %v; want one, of site", a.Data, p)
+	}
+	site := p["site"][0]
+
+	// A reload names the other pipeline: the next insert opens its run.
+	if err := os.WriteFile(cfg, []byte(config("octo-repo")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(e.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /-/reload = %d", resp.StatusCode)
+	}
+	a = post(insert("posts", 3))
+	p = pending()
+	if len(p["octo-repo"]) != 1 || !slices.Equal(p["site"], []int64{site}) || !slices.Equal(a.Data.RunIDs, p["octo-repo"]) {
+		t.Fatalf("after the reload: answer %+v, pending runs %v; want a new one of octo-repo", a.Data, p)
+	}
+
+	// The rule without a name reaches both: it joins their pending runs.
+	a = post(insert("comments", 4))
+	ids := slices.Sorted(slices.Values(a.Data.RunIDs))
+	if want := slices.Sorted(slices.Values([]int64{site, p["octo-repo"][0]})); !slices.Equal(ids, want) {
+		t.Errorf("unnamed rule: answer %+v, want runs %v", a.Data, want)
+	}
+	for _, id := range ids {
+		if r := e.run(id); len(r.Triggers) != 2 {
+			t.Errorf("run %d of %s has %d triggers, want 2", id, r.Pipeline, len(r.Triggers))
+		}
 	}
 }
