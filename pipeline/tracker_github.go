@@ -296,15 +296,7 @@ func (t *Tracker) applyWorkflowRun(e WorkflowRunEvent) string {
 			t.orphans.take(key)
 			return fmt.Sprintf("pipeline %s does not start on %s events", spec.Name, e.Event)
 		}
-		tr = t.open(spec, Trigger{
-			Source:     SourceGitHub,
-			Event:      e.Event,
-			DeliveryID: e.DeliveryID,
-			ReceivedAt: e.CreatedAt,
-			Ref:        e.HeadBranch,
-			SHA:        e.HeadSHA,
-			Recovered:  e.Recovered,
-		}, StatusRunning)
+		tr = t.open(spec, ownTrigger(e), StatusRunning)
 	}
 	tr.run.GitHub = &GitHubRun{}
 	t.setGitHub(tr.run, e)

@@ -7,7 +7,8 @@ import (
 )
 
 // applyTrigger opens a pending run in every pipeline the trigger matches,
-// or adds it to the pipeline's pending run.
+// or adds it to the pipeline's pending run, or, for a GitHub trigger that
+// comes after its workflow run, to that run (joinStarted).
 func (t *Tracker) applyTrigger(e TriggerEvent) string {
 	matched := false
 	for i := range t.specs {
@@ -19,6 +20,9 @@ func (t *Tracker) applyTrigger(e TriggerEvent) string {
 		}
 		matched = true
 		if t.seenTrigger(spec.Name, e.Trigger) {
+			continue
+		}
+		if t.joinStarted(spec, e) {
 			continue
 		}
 		if p := t.pending[spec.Name]; len(p) > 0 {
