@@ -91,8 +91,7 @@ func (s *Spec) matchesRepository(repo string) bool {
 // Instantiate returns the written pipelines of specs, without the
 // patterns, followed by the discovered pipelines whose pattern specs still
 // has, in the order they were discovered: each a copy of its pattern with
-// its own name and repository, and those of its trigger rules that name no
-// pipeline or name it.
+// its own name and repository.
 func Instantiate(specs []Spec, discovered []Discovered) []Spec {
 	out := make([]Spec, 0, len(specs)+len(discovered))
 	patterns := map[[2]string]*Spec{}
@@ -110,12 +109,6 @@ func Instantiate(specs []Spec, discovered []Discovered) []Spec {
 		}
 		s := *p
 		s.Discover, s.Name, s.Repository = false, d.Name, d.Repository
-		s.Triggers = nil
-		for _, rule := range p.Triggers {
-			if rule.Pipeline == "" || rule.Pipeline == d.Name {
-				s.Triggers = append(s.Triggers, rule)
-			}
-		}
 		out = append(out, s)
 	}
 	return out

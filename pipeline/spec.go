@@ -42,9 +42,15 @@ type TriggerRule struct {
 	Events []string
 	// Pipeline, on a rule of a pattern Spec, is the name of the one
 	// discovered pipeline the rule applies to; empty applies it to every
-	// pipeline of the pattern. A discovered pipeline has the pattern's
-	// rules that apply to it (Instantiate).
+	// pipeline of the pattern. Each discovered pipeline has all the
+	// pattern's rules (Instantiate) and follows those that apply to it.
 	Pipeline string
+}
+
+// appliesTo reports whether the rule is one of spec's own: it names no
+// pipeline or names spec.
+func (r TriggerRule) appliesTo(spec *Spec) bool {
+	return r.Pipeline == "" || r.Pipeline == spec.Name
 }
 
 // Update is what one Event (or one timeout) did to one run.

@@ -200,10 +200,11 @@ func (t *Tracker) learnWorkflow(tr *tracked) {
 }
 
 // opensOwnRun reports whether a workflow run with no pending trigger to
-// claim may start a run: a `github` trigger rule's events limit it.
+// claim may start a run: the events of the spec's `github` trigger rules
+// limit it.
 func opensOwnRun(spec *Spec, event string) bool {
 	for _, rule := range spec.Triggers {
-		if rule.Source == SourceGitHub && len(rule.Events) > 0 && !slices.Contains(rule.Events, event) {
+		if rule.Source == SourceGitHub && rule.appliesTo(spec) && len(rule.Events) > 0 && !slices.Contains(rule.Events, event) {
 			return false
 		}
 	}

@@ -53,10 +53,11 @@ func triggerName(e TriggerEvent) string {
 }
 
 func triggerMatches(spec *Spec, e TriggerEvent) bool {
-	return slices.ContainsFunc(spec.Triggers, func(rule TriggerRule) bool { return ruleMatches(spec, rule, e) })
+	return slices.ContainsFunc(spec.Triggers, func(rule TriggerRule) bool { return rule.appliesTo(spec) && ruleMatches(spec, rule, e) })
 }
 
-// ruleMatches reports whether one of the spec's rules takes the trigger.
+// ruleMatches reports whether a rule of the spec takes the trigger, the
+// pipeline it names aside.
 func ruleMatches(spec *Spec, rule TriggerRule, e TriggerEvent) bool {
 	if e.Trigger.Source == SourceGitHub && (!spec.matchesRepository(e.Repository) ||
 		e.Type == "push" && len(spec.Branches) > 0 && !slices.Contains(spec.Branches, e.Branch)) {
