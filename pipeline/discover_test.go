@@ -214,6 +214,7 @@ func TestNamedTriggerRules(t *testing.T) {
 		{Source: SourceSupabase, Table: "posts", Events: []string{"INSERT"}, Pipeline: "site"},
 		{Source: SourceMailerLite, Events: []string{"campaign.sent"}},
 		{Source: SourceGitHub, Events: []string{"push"}, Pipeline: "site"},
+		{Source: SourceGitHub, Events: []string{"repository_dispatch"}},
 	}
 	discovered := func(names ...string) []Discovered {
 		var d []Discovered
@@ -227,6 +228,7 @@ func TestNamedTriggerRules(t *testing.T) {
 	push := func(repo string) TriggerEvent {
 		return TriggerEvent{Trigger: Trigger{Source: SourceGitHub, Event: "push", DeliveryID: "p1", ReceivedAt: fixtureCreated}, Type: "push", Repository: repo, Branch: "master"}
 	}
+	dispatch := TriggerEvent{Trigger: Trigger{Source: SourceGitHub, Event: "repository_dispatch", DeliveryID: "r1", ReceivedAt: fixtureCreated}, Type: "repository_dispatch", Repository: "octo-org/docs"}
 	update := supabaseTrigger("s2", fixtureCreated)
 	update.Type = "UPDATE"
 	tests := []struct {
@@ -263,6 +265,7 @@ func TestNamedTriggerRules(t *testing.T) {
 			name: "named GitHub rule: a push of a repository that is not its", discovered: discovered("docs"), ev: push("octo-org/docs"),
 			reason: "no pipeline for github trigger push in repository octo-org/docs",
 		},
+		{name: "GitHub rule without a name: its repository's pipeline only", discovered: discovered("docs", "site"), ev: dispatch, opens: []string{"docs"}},
 		{
 			name: "named GitHub rule: a push outside the pattern", ev: push("other-org/site"),
 			reason: "no pipeline for github trigger push in repository other-org/site",
