@@ -42,3 +42,35 @@ func BenchmarkTrackerApply(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrackerLateTrigger is what every GitHub trigger now costs
+// before it opens a pending run: the look for the workflow run it started
+// among benchRuns runs in progress and a full finished cache, none of them
+// its run.
+func BenchmarkTrackerLateTrigger(b *testing.B) {
+	tr, _ := benchTracker(b)
+	done := runEvent(b, "completed")
+	for i := range finishedCacheSize {
+		e := done
+		e.RunID = int64(benchRuns + i + 1)
+		if ups, reason := tr.Apply(e); len(ups) != 1 || !ups[0].Finished {
+			b.Fatalf("run %d: %d updates (%s)", e.RunID, len(ups), reason)
+		}
+	}
+	spec := tr.spec("site")
+	push := TriggerEvent{
+		// The values of fixtures/github/push/with-new-branch.json, in the
+		// runs' repository.
+		Trigger:    Trigger{Source: SourceGitHub, Event: "push", ReceivedAt: fixtureCreated, Ref: "refs/heads/master", SHA: "6113728f27ae82c7b1a177c8d03f9e96e0adf246"},
+		Type:       "push",
+		Repository: fixtureRepo,
+		Branch:     "master",
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if tr.joinStarted(spec, push) {
+			b.Fatal("the push joined a run of another commit")
+		}
+	}
+}
