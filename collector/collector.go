@@ -3,9 +3,11 @@
 // The last_* and in-progress gauges are built at each scrape from the
 // committed runs (History.Summaries), like node_exporter's loadavg collector
 // reads /proc/loadavg: they survive restarts, show on every replica, and
-// vanish with the state. The counters and histograms are ordinary vecs fed
-// by Observe on the replica that applies the log; they are in-process and
-// start at zero, as Prometheus expects.
+// vanish with the state. The counters and histograms are fed by Observe on
+// the replica that applies the log; they are in-process and start at zero,
+// as Prometheus expects. The counters are client_golang's; the histograms
+// are this package's (histogram.go), which hold a thousand pipelines'
+// histograms in a fraction of the memory and expose the same samples.
 //
 // Series: every histogram is a native histogram (durationHistogram), which
 // a Prometheus with native histograms on ingests as one series per label
@@ -124,17 +126,17 @@ type Collector struct {
 	storeErrors          *prometheus.Desc
 
 	runs          *prometheus.CounterVec
-	runDuration   *prometheus.HistogramVec
 	stageRuns     *prometheus.CounterVec
-	stageDuration *prometheus.HistogramVec
-	stageQueued   *prometheus.HistogramVec
-	verify        *prometheus.HistogramVec
 	labelsLimited *prometheus.CounterVec
-	live          *liveMetrics
 
 	// mu guards the fields below, and orders making series (Observe)
 	// against deleting them (a pipeline removed, a stage evicted).
-	mu sync.Mutex
+	mu            sync.Mutex
+	runDuration   *histogramVec
+	stageDuration *histogramVec
+	stageQueued   *histogramVec
+	verify        *histogramVec
+	live          *liveMetrics
 	// pipelines holds the configured pipelines as of the last look at
 	// Specs; updates for others are dropped.
 	pipelines map[string]*pipelineSeries
@@ -145,8 +147,9 @@ type Collector struct {
 	// change, not at every scrape.
 	readErrors  float64
 	readFailing bool
-	// lastGauges is how many gauges the last scrape built.
-	lastGauges int
+	// lastGauges and lastHistograms are how many gauges and histogram
+	// series the last scrape sent.
+	lastGauges, lastHistograms int
 }
 
 // New returns a Collector with the series of every configured pipeline and
@@ -197,30 +200,22 @@ func New(opts Options) (*Collector, error) {
 			Name: "pipeline_runs_total",
 			Help: "Total number of finished runs, by trigger source and final status.",
 		}, []string{"pipeline", "trigger", "status"}),
-		runDuration: durationHistogram(prometheus.HistogramOpts{
-			Name:    "pipeline_run_duration_seconds",
-			Help:    "Seconds from the first trigger to the finish of each run, by final status.",
-			Buckets: runBuckets,
-		}, "pipeline", "status"),
+		runDuration: newHistogramVec(prometheus.NewDesc("pipeline_run_duration_seconds",
+			"Seconds from the first trigger to the finish of each run, by final status.",
+			[]string{"pipeline", "status"}, nil), runBuckets),
 		stageRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipeline_stage_runs_total",
 			Help: "Total number of finished stages, by final status.",
 		}, []string{"pipeline", "stage", "status"}),
-		stageDuration: durationHistogram(prometheus.HistogramOpts{
-			Name:    "pipeline_stage_duration_seconds",
-			Help:    "Duration in seconds of each finished stage that started.",
-			Buckets: stageBuckets,
-		}, "pipeline", "stage"),
-		stageQueued: durationHistogram(prometheus.HistogramOpts{
-			Name:    "pipeline_stage_queued_seconds",
-			Help:    "Seconds each job stage waited from job creation to job start.",
-			Buckets: stageBuckets,
-		}, "pipeline", "stage"),
-		verify: durationHistogram(prometheus.HistogramOpts{
-			Name:    "pipeline_verify_response_seconds",
-			Help:    "Response time in seconds of the last live-site check attempt of each finished verify stage that got an answer.",
-			Buckets: verifyBuckets,
-		}, "pipeline"),
+		stageDuration: newHistogramVec(prometheus.NewDesc("pipeline_stage_duration_seconds",
+			"Duration in seconds of each finished stage that started.",
+			[]string{"pipeline", "stage"}, nil), stageBuckets),
+		stageQueued: newHistogramVec(prometheus.NewDesc("pipeline_stage_queued_seconds",
+			"Seconds each job stage waited from job creation to job start.",
+			[]string{"pipeline", "stage"}, nil), stageBuckets),
+		verify: newHistogramVec(prometheus.NewDesc("pipeline_verify_response_seconds",
+			"Response time in seconds of the last live-site check attempt of each finished verify stage that got an answer.",
+			pl, nil), verifyBuckets),
 		labelsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipeline_exporter_stage_labels_limited_total",
 			Help: "Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
@@ -260,13 +255,20 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.live.descs() {
 		ch <- d
 	}
-	for _, v := range c.vecs() {
+	for _, h := range c.histograms() {
+		ch <- h.desc
+	}
+	for _, v := range c.counters() {
 		v.Describe(ch)
 	}
 }
 
-func (c *Collector) vecs() []prometheus.Collector {
-	return []prometheus.Collector{c.runs, c.runDuration, c.stageRuns, c.stageDuration, c.stageQueued, c.verify, c.labelsLimited, c.live.leadTime}
+func (c *Collector) counters() []*prometheus.CounterVec {
+	return []*prometheus.CounterVec{c.runs, c.stageRuns, c.labelsLimited}
+}
+
+func (c *Collector) histograms() []*histogramVec {
+	return []*histogramVec{c.runDuration, c.stageDuration, c.stageQueued, c.verify, c.live.leadTime}
 }
 
 func (c *Collector) summaries() ([]pipeline.PipelineSummary, error) {
@@ -307,8 +309,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		sums, err := c.summaries()
 		done <- read{sums, err}
 	}()
-	for _, v := range c.vecs() {
+	for _, v := range c.counters() {
 		v.Collect(ch)
+	}
+	c.mu.Lock()
+	histograms := make([]prometheus.Metric, 0, c.lastHistograms)
+	for _, h := range c.histograms() {
+		histograms = h.snapshot(histograms)
+	}
+	c.lastHistograms = len(histograms)
+	c.mu.Unlock()
+	for _, m := range histograms {
+		ch <- m
 	}
 	r := <-done
 	sums, err := r.sums, r.err
@@ -425,30 +437,22 @@ func (c *Collector) Observe(u pipeline.Update) {
 		if st.StartedAt == nil || st.Status == pipeline.StatusSkipped {
 			continue
 		}
-		c.stageDuration.WithLabelValues(name, stage).Observe(st.DurationSeconds)
+		c.stageDuration.observe(st.DurationSeconds, name, stage)
 		if st.JobID != 0 {
-			c.stageQueued.WithLabelValues(name, stage).Observe(st.QueuedSeconds)
+			c.stageQueued.observe(st.QueuedSeconds, name, stage)
 		}
 		// A check that got no answer (refused, timed out) has no
 		// response time.
 		if st.Name == pipeline.StageVerify && st.ResponseSeconds > 0 {
-			c.verify.WithLabelValues(name).Observe(st.ResponseSeconds)
+			c.verify.observe(st.ResponseSeconds, name)
 		}
 	}
 	c.live.observe(name, u)
 	if u.Finished {
 		status := string(u.Run.Status)
 		c.runs.WithLabelValues(name, string(u.Run.Trigger.Source), status).Inc()
-		c.runDuration.WithLabelValues(name, status).Observe(u.Run.DurationSeconds)
+		c.runDuration.observe(u.Run.DurationSeconds, name, status)
 	}
-}
-
-// durationHistogram returns a histogram vec of durations in seconds: a
-// native histogram, with opts.Buckets as classic buckets too when not nil.
-// Without them its text exposition is _sum, _count and one +Inf bucket,
-// which is what a Prometheus without native histograms ingests.
-func durationHistogram(opts prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
-	return prometheus.NewHistogramVec(DurationHistogramOpts(opts), labels)
 }
 
 // DurationHistogramOpts returns opts with the native histogram settings

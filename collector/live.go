@@ -25,7 +25,7 @@ type liveMetrics struct {
 	stale     *prometheus.Desc
 	lastCheck *prometheus.Desc
 	build     *prometheus.Desc
-	leadTime  *prometheus.HistogramVec
+	leadTime  *histogramVec
 }
 
 func newLiveMetrics() *liveMetrics {
@@ -37,11 +37,9 @@ func newLiveMetrics() *liveMetrics {
 			"Unix time in seconds when the site was last checked for the pipeline's latest verified build.", pl, nil),
 		build: prometheus.NewDesc("pipeline_live_build_timestamp_seconds",
 			"Unix time in seconds when the pipeline's latest verified build was first seen live.", pl, nil),
-		leadTime: durationHistogram(prometheus.HistogramOpts{
-			Name:    "pipeline_lead_time_seconds",
-			Help:    "Seconds from a commit's time to its build verified live on the site, for runs that verify a build (DORA's lead time for changes).",
-			Buckets: leadBuckets,
-		}, "pipeline"),
+		leadTime: newHistogramVec(prometheus.NewDesc("pipeline_lead_time_seconds",
+			"Seconds from a commit's time to its build verified live on the site, for runs that verify a build (DORA's lead time for changes).",
+			pl, nil), leadBuckets),
 	}
 }
 
@@ -81,5 +79,5 @@ func (m *liveMetrics) observe(name string, u pipeline.Update) {
 	if lead < 0 || lead > maxLeadTime {
 		return
 	}
-	m.leadTime.WithLabelValues(name).Observe(lead)
+	m.leadTime.observe(lead, name)
 }

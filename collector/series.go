@@ -56,7 +56,7 @@ func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 			c.pipelines[spec.Name] = &pipelineSeries{name: spec.Name, stages: map[string]*stageSeries{}}
 		}
 		if spec.Verify {
-			c.verify.WithLabelValues(spec.Name)
+			c.verify.with(spec.Name)
 		}
 	}
 	for name := range c.pipelines {
@@ -66,11 +66,10 @@ func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 		delete(c.pipelines, name)
 		match := prometheus.Labels{"pipeline": name}
 		c.runs.DeletePartialMatch(match)
-		c.runDuration.DeletePartialMatch(match)
 		c.stageRuns.DeletePartialMatch(match)
-		c.stageDuration.DeletePartialMatch(match)
-		c.stageQueued.DeletePartialMatch(match)
-		c.verify.DeletePartialMatch(match)
+		for _, h := range c.histograms() {
+			h.deletePrefix(name)
+		}
 	}
 }
 
@@ -120,12 +119,12 @@ func (c *Collector) rememberStage(ps *pipelineSeries, name string, job bool) str
 		}
 		ss = &stageSeries{}
 		ps.stages[stage] = ss
-		c.stageDuration.WithLabelValues(ps.name, stage)
+		c.stageDuration.with(ps.name, stage)
 	}
 	ss.seq = c.seq
 	if job && !ss.job {
 		ss.job = true
-		c.stageQueued.WithLabelValues(ps.name, stage)
+		c.stageQueued.with(ps.name, stage)
 	}
 	return stage
 }
@@ -141,8 +140,8 @@ func (c *Collector) evictOldestStage(ps *pipelineSeries) {
 	}
 	delete(ps.stages, oldest)
 	c.stageRuns.DeletePartialMatch(prometheus.Labels{"pipeline": ps.name, "stage": oldest})
-	c.stageDuration.DeleteLabelValues(ps.name, oldest)
-	c.stageQueued.DeleteLabelValues(ps.name, oldest)
+	c.stageDuration.delete(ps.name, oldest)
+	c.stageQueued.delete(ps.name, oldest)
 	c.labelsLimited.WithLabelValues("evicted").Inc()
 }
 
