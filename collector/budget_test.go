@@ -21,6 +21,14 @@ import (
 // (README, "Many repositories") for a team that uses verify.build.
 func orgRegistry(tb testing.TB, n int, stageBuckets bool) *prometheus.Registry {
 	tb.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(orgCollector(tb, n, stageBuckets))
+	return reg
+}
+
+// orgCollector returns the collector of orgRegistry.
+func orgCollector(tb testing.TB, n int, stageBuckets bool) *Collector {
+	tb.Helper()
 	cfg := &fakeConfig{}
 	hist := &fakeHistory{}
 	specs := make([]pipeline.Spec, n)
@@ -49,9 +57,7 @@ func orgRegistry(tb testing.TB, n int, stageBuckets bool) *prometheus.Registry {
 	for _, s := range sums {
 		c.Observe(pipeline.Update{Run: s.LastFinished, Finished: true, StagesFinished: s.LastFinished.Stages})
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
-	return reg
+	return c
 }
 
 // exposition is what one scrape of a registry costs in one format.

@@ -147,9 +147,6 @@ type Collector struct {
 	// change, not at every scrape.
 	readErrors  float64
 	readFailing bool
-	// lastGauges and lastHistograms are how many gauges and histogram
-	// series the last scrape sent.
-	lastGauges, lastHistograms int
 }
 
 // New returns a Collector with the series of every configured pipeline and
@@ -277,10 +274,15 @@ func (c *Collector) summaries() ([]pipeline.PipelineSummary, error) {
 	return c.history.Summaries(ctx)
 }
 
-// Collect implements prometheus.Collector. The last_* gauges of a pipeline
-// with no finished run are absent rather than zero, so that no alert reads
-// a run that never happened; pipeline_slow_threshold_seconds is absent when
-// no threshold is configured.
+// Collect implements prometheus.Collector. It sends each metric family
+// whole before the next, and builds each when its turn comes, so that a
+// consumer that encodes a family as soon as it is complete (package
+// exposition) holds one family's samples at a time, not the scrape's: at
+// 1,000 pipelines that is the bench's "1,000 pipelines, … stored runs" RSS
+// row. The last_* gauges of a pipeline with no finished run are absent
+// rather than zero, so that no alert reads a run that never happened;
+// pipeline_slow_threshold_seconds is absent when no threshold is
+// configured.
 //
 // When the history cannot be read, the scrape has no pipeline gauges, the
 // failure counts in pipeline_exporter_store_errors_total, and it is logged
@@ -295,11 +297,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.syncSpecs(specs)
 	c.mu.Unlock()
 
-	// The store is read while the counters and histograms go to the
-	// registry, which encodes them meanwhile: at 1,000 pipelines both
-	// take tens of milliseconds (the bench's "scrape at 1000 pipelines"
-	// row, best and mean). A series the gauges make at zero for a run
-	// seen for the first time is then sent by the next scrape.
+	// The store is read while the counters and histograms are sent: at
+	// 1,000 pipelines both take tens of milliseconds (the bench's "scrape
+	// at 1000 pipelines" row, best and mean). A series the gauges make at
+	// zero for a run seen for the first time is then sent by the next
+	// scrape.
 	type read struct {
 		sums []pipeline.PipelineSummary
 		err  error
@@ -312,104 +314,155 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range c.counters() {
 		v.Collect(ch)
 	}
-	c.mu.Lock()
-	histograms := make([]prometheus.Metric, 0, c.lastHistograms)
+	// Each family is copied under mu and sent after it, since sending
+	// waits for the consumer, and Observe must not wait for a scrape.
 	for _, h := range c.histograms() {
-		histograms = h.snapshot(histograms)
-	}
-	c.lastHistograms = len(histograms)
-	c.mu.Unlock()
-	for _, m := range histograms {
-		ch <- m
+		c.mu.Lock()
+		family := h.snapshot(nil)
+		c.mu.Unlock()
+		for _, m := range family {
+			ch <- m
+		}
 	}
 	r := <-done
-	sums, err := r.sums, r.err
 
-	// The gauges are built under mu and sent after it, since sending
-	// waits for the registry, and Observe must not wait for a scrape.
 	c.mu.Lock()
-	var gauges []prometheus.Metric
-	if err != nil {
+	if r.err != nil {
 		c.readErrors++
 		if !c.readFailing {
-			c.logger.Error("Reading the runs for metrics failed; pipeline gauges are absent until it succeeds", "err", err)
+			c.logger.Error("Reading the runs for metrics failed; pipeline gauges are absent until it succeeds", "err", r.err)
 		}
-	} else {
-		if c.readFailing {
-			c.logger.Info("Reading the runs for metrics succeeded again")
-		}
-		gauges = c.gauges(specs, sums)
+	} else if c.readFailing {
+		c.logger.Info("Reading the runs for metrics succeeded again")
 	}
-	c.readFailing = err != nil
+	c.readFailing = r.err != nil
 	readErrors := c.readErrors
 	c.mu.Unlock()
 
 	ch <- prometheus.MustNewConstMetric(c.storeRuns, prometheus.GaugeValue, float64(c.stats.Runs()))
 	ch <- prometheus.MustNewConstMetric(c.storeErrors, prometheus.CounterValue, c.stats.Errors()+readErrors)
-	for _, m := range gauges {
-		ch <- m
+	if r.err == nil {
+		c.sendGauges(ch, specs, r.sums)
 	}
 }
 
-// gauges builds the gauges of every configured pipeline from its summary.
+// gaugeFamily appends the series of one gauge family for one pipeline.
 // Called with mu held.
-func (c *Collector) gauges(specs []pipeline.Spec, sums []pipeline.PipelineSummary) []prometheus.Metric {
+type gaugeFamily func(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, ps *pipelineSeries) []prometheus.Metric
+
+// sendGauges sends the gauges of every configured pipeline, built from its
+// summary, one family at a time.
+func (c *Collector) sendGauges(ch chan<- prometheus.Metric, specs []pipeline.Spec, sums []pipeline.PipelineSummary) {
 	byName := make(map[string]*pipeline.PipelineSummary, len(sums))
 	for i := range sums {
 		byName[sums[i].Pipeline] = &sums[i]
 	}
-	// One slice of the last scrape's size and one seen set for every
-	// pipeline, not one per pipeline (BenchmarkCollect/pipelines=1000,
-	// B/op).
-	out := make([]prometheus.Metric, 0, c.lastGauges)
-	seen := map[string]bool{}
-	gauge := func(d *prometheus.Desc, v float64, lvs ...string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lvs...))
-	}
-	for _, spec := range specs {
-		name := spec.Name
-		ps := c.pipelines[name]
-		sum := byName[name]
-		if sum == nil {
-			sum = &pipeline.PipelineSummary{Pipeline: name}
+	summary := func(name string) *pipeline.PipelineSummary {
+		if sum := byName[name]; sum != nil {
+			return sum
 		}
-		c.rememberLastRuns(ps, sum)
+		return &pipeline.PipelineSummary{Pipeline: name}
+	}
+	// A scrape after a reload may have removed a pipeline of specs since
+	// this one's syncSpecs.
+	c.mu.Lock()
+	for i := range specs {
+		if ps := c.pipelines[specs[i].Name]; ps != nil {
+			c.rememberLastRuns(ps, summary(specs[i].Name))
+		}
+	}
+	c.mu.Unlock()
 
-		gauge(c.runsInProgress, float64(sum.InProgress), name)
-		if spec.SlowThreshold > 0 {
-			gauge(c.slowThreshold, spec.SlowThreshold.Seconds(), name)
-		}
-		if r := sum.LastSuccess; r != nil && r.FinishedAt != nil && unixTime(*r.FinishedAt) {
-			gauge(c.lastSuccessTimestamp, unixSeconds(*r.FinishedAt), name)
-		}
-		out = c.live.appendGauges(out, name, sum)
-		r := sum.LastFinished
-		if r == nil {
-			continue
-		}
-		gauge(c.lastRunStatus, 1, name, string(r.Status))
-		gauge(c.lastRunDuration, r.DurationSeconds, name)
-		if r.FinishedAt != nil && unixTime(*r.FinishedAt) {
-			gauge(c.lastRunTimestamp, unixSeconds(*r.FinishedAt), name)
-		}
-		// Every stage of r in the pipeline's metrics gets the series of
-		// its status; a stage r did not have, or one evicted from the
-		// metrics, gets none. A run could repeat a job name: the first
-		// one counts, since a label set may be exported only once.
-		clear(seen)
-		for i := range r.Stages {
-			st := &r.Stages[i]
-			label, _ := stageLabel(st.Name)
-			if seen[label] || ps.stages[label] == nil {
-				continue
+	var family []prometheus.Metric
+	for _, add := range c.gaugeFamilies() {
+		family = family[:0]
+		c.mu.Lock()
+		for i := range specs {
+			if ps := c.pipelines[specs[i].Name]; ps != nil {
+				family = add(family, &specs[i], summary(specs[i].Name), ps)
 			}
-			seen[label] = true
-			gauge(c.lastStageStatus, 1, name, label, string(st.Status))
-			gauge(c.lastStageDuration, st.DurationSeconds, name, label)
+		}
+		c.mu.Unlock()
+		for _, m := range family {
+			ch <- m
 		}
 	}
-	c.lastGauges = len(out)
-	return out
+}
+
+// gaugeFamilies returns the builders of the gauge families, one each.
+func (c *Collector) gaugeFamilies() []gaugeFamily {
+	gauge := func(out []prometheus.Metric, d *prometheus.Desc, v float64, lvs ...string) []prometheus.Metric {
+		return append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lvs...))
+	}
+	// lastRun builds a family of the pipeline's last finished run.
+	lastRun := func(f func(out []prometheus.Metric, name string, r *pipeline.Run) []prometheus.Metric) gaugeFamily {
+		return func(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+			if sum.LastFinished == nil {
+				return out
+			}
+			return f(out, spec.Name, sum.LastFinished)
+		}
+	}
+	// lastStages builds a family of the stages of the pipeline's last
+	// finished run that are in its metrics: a stage the run did not have,
+	// or one evicted from the metrics, gets no series. A run could repeat
+	// a job name: the first one counts, since a label set may be
+	// exported only once.
+	seen := map[string]bool{}
+	lastStages := func(f func(out []prometheus.Metric, name, label string, st *pipeline.Stage) []prometheus.Metric) gaugeFamily {
+		return func(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, ps *pipelineSeries) []prometheus.Metric {
+			r := sum.LastFinished
+			if r == nil {
+				return out
+			}
+			clear(seen)
+			for i := range r.Stages {
+				label, _ := stageLabel(r.Stages[i].Name)
+				if seen[label] || ps.stages[label] == nil {
+					continue
+				}
+				seen[label] = true
+				out = f(out, spec.Name, label, &r.Stages[i])
+			}
+			return out
+		}
+	}
+	return []gaugeFamily{
+		func(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+			return gauge(out, c.runsInProgress, float64(sum.InProgress), spec.Name)
+		},
+		func(out []prometheus.Metric, spec *pipeline.Spec, _ *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+			if spec.SlowThreshold <= 0 {
+				return out
+			}
+			return gauge(out, c.slowThreshold, spec.SlowThreshold.Seconds(), spec.Name)
+		},
+		func(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+			if r := sum.LastSuccess; r != nil && r.FinishedAt != nil && unixTime(*r.FinishedAt) {
+				return gauge(out, c.lastSuccessTimestamp, unixSeconds(*r.FinishedAt), spec.Name)
+			}
+			return out
+		},
+		c.live.stale, c.live.lastCheck, c.live.build,
+		lastRun(func(out []prometheus.Metric, name string, r *pipeline.Run) []prometheus.Metric {
+			return gauge(out, c.lastRunStatus, 1, name, string(r.Status))
+		}),
+		lastRun(func(out []prometheus.Metric, name string, r *pipeline.Run) []prometheus.Metric {
+			return gauge(out, c.lastRunDuration, r.DurationSeconds, name)
+		}),
+		lastRun(func(out []prometheus.Metric, name string, r *pipeline.Run) []prometheus.Metric {
+			if r.FinishedAt == nil || !unixTime(*r.FinishedAt) {
+				return out
+			}
+			return gauge(out, c.lastRunTimestamp, unixSeconds(*r.FinishedAt), name)
+		}),
+		lastStages(func(out []prometheus.Metric, name, label string, st *pipeline.Stage) []prometheus.Metric {
+			return gauge(out, c.lastStageStatus, 1, name, label, string(st.Status))
+		}),
+		lastStages(func(out []prometheus.Metric, name, label string, st *pipeline.Stage) []prometheus.Metric {
+			return gauge(out, c.lastStageDuration, st.DurationSeconds, name, label)
+		}),
+	}
 }
 
 // Observe counts what one committed update finished. The applier calls it

@@ -881,3 +881,37 @@ func TestStageLabelsAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestCollectSendsFamiliesWhole checks that Collect sends every metric of
+// a family before the next family, which the /metrics handler relies on to
+// encode a family as soon as the next one starts.
+func TestCollectSendsFamiliesWhole(t *testing.T) {
+	for name, c := range map[string]prometheus.Collector{
+		"scenario":      scenario(t),
+		"100 pipelines": orgCollector(t, 100, false),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ch := make(chan prometheus.Metric)
+			go func() {
+				c.Collect(ch)
+				close(ch)
+			}()
+			done := map[*prometheus.Desc]bool{}
+			var current *prometheus.Desc
+			n := 0
+			for m := range ch {
+				n++
+				if d := m.Desc(); d != current {
+					if done[d] {
+						t.Errorf("%s sent again after other families", d)
+					}
+					done[current] = true
+					current = d
+				}
+			}
+			if len(done) < 10 {
+				t.Errorf("%d metrics of %d families; want the pipeline families", n, len(done))
+			}
+		})
+	}
+}

@@ -22,20 +22,20 @@ const maxLeadTime = 365 * 24 * 3600
 // projected at each scrape from the pipeline's last success, and the lead
 // time of each run verified live.
 type liveMetrics struct {
-	stale     *prometheus.Desc
-	lastCheck *prometheus.Desc
-	build     *prometheus.Desc
-	leadTime  *histogramVec
+	staleDesc     *prometheus.Desc
+	lastCheckDesc *prometheus.Desc
+	buildDesc     *prometheus.Desc
+	leadTime      *histogramVec
 }
 
 func newLiveMetrics() *liveMetrics {
 	pl := []string{"pipeline"}
 	return &liveMetrics{
-		stale: prometheus.NewDesc("pipeline_live_stale",
+		staleDesc: prometheus.NewDesc("pipeline_live_stale",
 			"1 when the site stopped serving the pipeline's latest verified build (two rechecks in a row did not find it and no newer run started), else 0.", pl, nil),
-		lastCheck: prometheus.NewDesc("pipeline_live_last_check_timestamp_seconds",
+		lastCheckDesc: prometheus.NewDesc("pipeline_live_last_check_timestamp_seconds",
 			"Unix time in seconds when the site was last checked for the pipeline's latest verified build.", pl, nil),
-		build: prometheus.NewDesc("pipeline_live_build_timestamp_seconds",
+		buildDesc: prometheus.NewDesc("pipeline_live_build_timestamp_seconds",
 			"Unix time in seconds when the pipeline's latest verified build was first seen live.", pl, nil),
 		leadTime: newHistogramVec(prometheus.NewDesc("pipeline_lead_time_seconds",
 			"Seconds from a commit's time to its build verified live on the site, for runs that verify a build (DORA's lead time for changes).",
@@ -44,29 +44,47 @@ func newLiveMetrics() *liveMetrics {
 }
 
 func (m *liveMetrics) descs() []*prometheus.Desc {
-	return []*prometheus.Desc{m.stale, m.lastCheck, m.build}
+	return []*prometheus.Desc{m.staleDesc, m.lastCheckDesc, m.buildDesc}
 }
 
-// appendGauges appends the live-build gauges of the pipeline to out: none
-// until a build of it was verified live.
-func (m *liveMetrics) appendGauges(out []prometheus.Metric, name string, sum *pipeline.PipelineSummary) []prometheus.Metric {
-	r := sum.LastSuccess
-	if r == nil || !r.Live() {
+// live returns the verified-live run of the pipeline: none until a build
+// of it was verified live.
+func live(sum *pipeline.PipelineSummary) *pipeline.Run {
+	if r := sum.LastSuccess; r != nil && r.Live() {
+		return r
+	}
+	return nil
+}
+
+// stale is the gaugeFamily of pipeline_live_stale.
+func (m *liveMetrics) stale(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+	r := live(sum)
+	if r == nil {
 		return out
 	}
-	v := r.Verify
-	stale := 0.0
-	if v.Stale {
-		stale = 1
+	v := 0.0
+	if r.Verify.Stale {
+		v = 1
 	}
-	out = append(out, prometheus.MustNewConstMetric(m.stale, prometheus.GaugeValue, stale, name))
-	if unixTime(v.CheckedAt) {
-		out = append(out, prometheus.MustNewConstMetric(m.lastCheck, prometheus.GaugeValue, unixSeconds(v.CheckedAt), name))
+	return append(out, prometheus.MustNewConstMetric(m.staleDesc, prometheus.GaugeValue, v, spec.Name))
+}
+
+// lastCheck is the gaugeFamily of pipeline_live_last_check_timestamp_seconds.
+func (m *liveMetrics) lastCheck(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+	r := live(sum)
+	if r == nil || !unixTime(r.Verify.CheckedAt) {
+		return out
 	}
-	if unixTime(*v.VerifiedAt) {
-		out = append(out, prometheus.MustNewConstMetric(m.build, prometheus.GaugeValue, unixSeconds(*v.VerifiedAt), name))
+	return append(out, prometheus.MustNewConstMetric(m.lastCheckDesc, prometheus.GaugeValue, unixSeconds(r.Verify.CheckedAt), spec.Name))
+}
+
+// build is the gaugeFamily of pipeline_live_build_timestamp_seconds.
+func (m *liveMetrics) build(out []prometheus.Metric, spec *pipeline.Spec, sum *pipeline.PipelineSummary, _ *pipelineSeries) []prometheus.Metric {
+	r := live(sum)
+	if r == nil || !unixTime(*r.Verify.VerifiedAt) {
+		return out
 	}
-	return out
+	return append(out, prometheus.MustNewConstMetric(m.buildDesc, prometheus.GaugeValue, unixSeconds(*r.Verify.VerifiedAt), spec.Name))
 }
 
 // observe records the lead time of a run that just finished verified live.

@@ -34,6 +34,7 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/api"
 	"github.com/pipeline-exporter/pipeline_exporter/collector"
 	"github.com/pipeline-exporter/pipeline_exporter/config"
+	"github.com/pipeline-exporter/pipeline_exporter/exposition"
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 	"github.com/pipeline-exporter/pipeline_exporter/tracing"
 	webui "github.com/pipeline-exporter/pipeline_exporter/web"
@@ -82,6 +83,9 @@ type Instance struct {
 	observers []func(pipeline.Update)
 	tracer    *tracing.Exporter // nil without tracing
 	pages     *webui.Web
+	// collector's metrics are streamed by the /metrics handler, not
+	// gathered with the registry's.
+	collector *collector.Collector
 	hooks     *webhook.Handler
 	pollers   *pollers
 	verifier  *verifier
@@ -158,7 +162,7 @@ func New(o Options) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the run history: %w", err)
 	}
-	reg.MustRegister(coll)
+	in.collector = coll
 	in.pages = webui.New(webui.Options{
 		History:     o.Store,
 		Specs:       in.pipelines,
@@ -261,10 +265,11 @@ func (in *Instance) routes(o Options) (main, webhooks http.Handler) {
 		mux.Handle(pattern, httpMetrics.instrument(name, h))
 	}
 	handle(mux, o.TelemetryPath, "metrics", promhttp.InstrumentMetricHandler(reg,
-		promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
-			EnableOpenMetrics: true,
-			Registry:          reg,
+		exposition.Handler(exposition.Options{
+			Gatherer:   reg,
+			Streamed:   []prometheus.Collector{in.collector},
+			Registerer: reg,
+			Logger:     o.Logger.With("component", "metrics"),
 		})))
 	handle(mux, "/api/", "api", api.New(in.store, in, o.Logger.With("component", "api"), api.Options{ExternalURL: o.ExternalURL, Specs: in.pipelines}))
 	// A stream lasts as long as its client stays: not a request duration.
