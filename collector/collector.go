@@ -5,9 +5,10 @@
 // reads /proc/loadavg: they survive restarts, show on every replica, and
 // vanish with the state. The counters and histograms are fed by Observe on
 // the replica that applies the log; they are in-process and start at zero,
-// as Prometheus expects. The counters are client_golang's; the histograms
-// are this package's (histogram.go), which hold a thousand pipelines'
-// histograms in a fraction of the memory and expose the same samples.
+// as Prometheus expects. They are kept in this package's series maps
+// (series_map.go, histogram.go) rather than client_golang's vecs, which
+// hold a thousand pipelines' series in several times the memory; they
+// expose the same samples.
 //
 // Series: every histogram is a native histogram (durationHistogram), which
 // a Prometheus with native histograms on ingests as one series per label
@@ -125,13 +126,12 @@ type Collector struct {
 	storeRuns            *prometheus.Desc
 	storeErrors          *prometheus.Desc
 
-	runs          *prometheus.CounterVec
-	stageRuns     *prometheus.CounterVec
-	labelsLimited *prometheus.CounterVec
-
 	// mu guards the fields below, and orders making series (Observe)
 	// against deleting them (a pipeline removed, a stage evicted).
 	mu            sync.Mutex
+	runs          *counterVec
+	stageRuns     *counterVec
+	labelsLimited *counterVec
 	runDuration   *histogramVec
 	stageDuration *histogramVec
 	stageQueued   *histogramVec
@@ -193,17 +193,15 @@ func New(opts Options) (*Collector, error) {
 		storeErrors: prometheus.NewDesc("pipeline_exporter_store_errors_total",
 			"Total number of failed store operations.", nil, nil),
 
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pipeline_runs_total",
-			Help: "Total number of finished runs, by trigger source and final status.",
-		}, []string{"pipeline", "trigger", "status"}),
+		runs: newCounterVec(prometheus.NewDesc("pipeline_runs_total",
+			"Total number of finished runs, by trigger source and final status.",
+			[]string{"pipeline", "trigger", "status"}, nil)),
 		runDuration: newHistogramVec(prometheus.NewDesc("pipeline_run_duration_seconds",
 			"Seconds from the first trigger to the finish of each run, by final status.",
 			[]string{"pipeline", "status"}, nil), runBuckets),
-		stageRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pipeline_stage_runs_total",
-			Help: "Total number of finished stages, by final status.",
-		}, []string{"pipeline", "stage", "status"}),
+		stageRuns: newCounterVec(prometheus.NewDesc("pipeline_stage_runs_total",
+			"Total number of finished stages, by final status.",
+			[]string{"pipeline", "stage", "status"}, nil)),
 		stageDuration: newHistogramVec(prometheus.NewDesc("pipeline_stage_duration_seconds",
 			"Duration in seconds of each finished stage that started.",
 			[]string{"pipeline", "stage"}, nil), stageBuckets),
@@ -213,17 +211,16 @@ func New(opts Options) (*Collector, error) {
 		verify: newHistogramVec(prometheus.NewDesc("pipeline_verify_response_seconds",
 			"Response time in seconds of the last live-site check attempt of each finished verify stage that got an answer.",
 			pl, nil), verifyBuckets),
-		labelsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pipeline_exporter_stage_labels_limited_total",
-			Help: "Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
-		}, []string{"reason"}),
+		labelsLimited: newCounterVec(prometheus.NewDesc("pipeline_exporter_stage_labels_limited_total",
+			"Total number of stage names cut to fit a label value, and of stages evicted from the metrics to keep a pipeline's stages bounded.",
+			[]string{"reason"}, nil)),
 
 		live: newLiveMetrics(),
 
 		pipelines: map[string]*pipelineSeries{},
 	}
-	c.labelsLimited.WithLabelValues("truncated")
-	c.labelsLimited.WithLabelValues("evicted")
+	c.labelsLimited.with("truncated")
+	c.labelsLimited.with("evicted")
 
 	sums, err := c.summaries()
 	if err != nil {
@@ -252,16 +249,16 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.live.descs() {
 		ch <- d
 	}
+	for _, v := range c.counters() {
+		ch <- v.desc
+	}
 	for _, h := range c.histograms() {
 		ch <- h.desc
 	}
-	for _, v := range c.counters() {
-		v.Describe(ch)
-	}
 }
 
-func (c *Collector) counters() []*prometheus.CounterVec {
-	return []*prometheus.CounterVec{c.runs, c.stageRuns, c.labelsLimited}
+func (c *Collector) counters() []*counterVec {
+	return []*counterVec{c.runs, c.stageRuns, c.labelsLimited}
 }
 
 func (c *Collector) histograms() []*histogramVec {
@@ -311,18 +308,21 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		sums, err := c.summaries()
 		done <- read{sums, err}
 	}()
-	for _, v := range c.counters() {
-		v.Collect(ch)
-	}
 	// Each family is copied under mu and sent after it, since sending
 	// waits for the consumer, and Observe must not wait for a scrape.
-	for _, h := range c.histograms() {
+	send := func(snapshot func([]prometheus.Metric) []prometheus.Metric) {
 		c.mu.Lock()
-		family := h.snapshot(nil)
+		family := snapshot(nil)
 		c.mu.Unlock()
 		for _, m := range family {
 			ch <- m
 		}
+	}
+	for _, v := range c.counters() {
+		send(v.snapshot)
+	}
+	for _, h := range c.histograms() {
+		send(h.snapshot)
 	}
 	r := <-done
 
@@ -485,7 +485,7 @@ func (c *Collector) Observe(u pipeline.Update) {
 	name := ps.name
 	for _, st := range u.StagesFinished {
 		stage := c.rememberStage(ps, st.Name, st.JobID != 0)
-		c.stageRuns.WithLabelValues(name, stage, string(st.Status)).Inc()
+		c.stageRuns.with(name, stage, string(st.Status)).value++
 		// A skipped or never-started stage has no duration worth a bucket.
 		if st.StartedAt == nil || st.Status == pipeline.StatusSkipped {
 			continue
@@ -503,7 +503,7 @@ func (c *Collector) Observe(u pipeline.Update) {
 	c.live.observe(name, u)
 	if u.Finished {
 		status := string(u.Run.Status)
-		c.runs.WithLabelValues(name, string(u.Run.Trigger.Source), status).Inc()
+		c.runs.with(name, string(u.Run.Trigger.Source), status).value++
 		c.runDuration.observe(u.Run.DurationSeconds, name, status)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -225,53 +224,30 @@ func spans(buckets []nativeBucket) ([]*dto.BucketSpan, []int64) {
 // histogramVec is the histograms of one metric, by label values. It is not
 // safe for concurrent use: the Collector's mutex guards it.
 type histogramVec struct {
-	desc *prometheus.Desc
+	seriesMap[histogram]
 	// bounds are the classic bucket bounds; nil for a native histogram
 	// only.
 	bounds []float64
-	series map[string]*histogram
-	now    func() time.Time
 }
 
 func newHistogramVec(desc *prometheus.Desc, bounds []float64) *histogramVec {
-	return &histogramVec{desc: desc, bounds: bounds, series: map[string]*histogram{}, now: time.Now}
+	return &histogramVec{seriesMap: newSeriesMap[histogram](desc), bounds: bounds}
 }
-
-// seriesKey joins label values with a byte no valid UTF-8 label value has.
-func seriesKey(lvs []string) string { return strings.Join(lvs, "\xff") }
 
 // with returns the series of the label values, made at zero if new.
 func (v *histogramVec) with(lvs ...string) *histogram {
-	k := seriesKey(lvs)
-	h := v.series[k]
-	if h == nil {
-		h = &histogram{schema: nativeSchema, created: v.now(), labels: prometheus.MakeLabelPairs(v.desc, lvs)}
+	return v.get(lvs, func(labels []*dto.LabelPair, created time.Time) *histogram {
+		h := &histogram{schema: nativeSchema, created: created, labels: labels}
 		if v.bounds != nil {
 			h.classic = make([]uint64, len(v.bounds))
 		}
-		v.series[k] = h
-	}
-	return h
+		return h
+	})
 }
 
 // observe adds x to the series of the label values.
 func (v *histogramVec) observe(x float64, lvs ...string) {
 	v.with(lvs...).observe(x, v.bounds)
-}
-
-// delete removes the series of the label values.
-func (v *histogramVec) delete(lvs ...string) {
-	delete(v.series, seriesKey(lvs))
-}
-
-// deletePrefix removes every series whose first label values are lvs.
-func (v *histogramVec) deletePrefix(lvs ...string) {
-	prefix := seriesKey(lvs) + "\xff"
-	for k := range v.series {
-		if strings.HasPrefix(k+"\xff", prefix) {
-			delete(v.series, k)
-		}
-	}
 }
 
 // snapshot appends a metric of every series, as it is now, to out.

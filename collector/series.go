@@ -7,7 +7,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // pipelineSeries is what the collector keeps per configured pipeline: which
@@ -64,9 +63,8 @@ func (c *Collector) syncSpecs(specs []pipeline.Spec) {
 			continue
 		}
 		delete(c.pipelines, name)
-		match := prometheus.Labels{"pipeline": name}
-		c.runs.DeletePartialMatch(match)
-		c.stageRuns.DeletePartialMatch(match)
+		c.runs.deletePrefix(name)
+		c.stageRuns.deletePrefix(name)
 		for _, h := range c.histograms() {
 			h.deletePrefix(name)
 		}
@@ -86,12 +84,12 @@ func (c *Collector) rememberLastRuns(ps *pipelineSeries, sum *pipeline.PipelineS
 		}
 		ps.lastRuns[i] = keyOf(r)
 		if r.Status.Terminal() {
-			c.runs.WithLabelValues(ps.name, string(r.Trigger.Source), string(r.Status))
+			c.runs.with(ps.name, string(r.Trigger.Source), string(r.Status))
 		}
 		for _, st := range r.Stages {
 			stage := c.rememberStage(ps, st.Name, st.JobID != 0)
 			if st.Status.Terminal() {
-				c.stageRuns.WithLabelValues(ps.name, stage, string(st.Status))
+				c.stageRuns.with(ps.name, stage, string(st.Status))
 			}
 		}
 	}
@@ -115,7 +113,7 @@ func (c *Collector) rememberStage(ps *pipelineSeries, name string, job bool) str
 			c.evictOldestStage(ps)
 		}
 		if cut {
-			c.labelsLimited.WithLabelValues("truncated").Inc()
+			c.labelsLimited.with("truncated").value++
 		}
 		ss = &stageSeries{}
 		ps.stages[stage] = ss
@@ -139,10 +137,10 @@ func (c *Collector) evictOldestStage(ps *pipelineSeries) {
 		}
 	}
 	delete(ps.stages, oldest)
-	c.stageRuns.DeletePartialMatch(prometheus.Labels{"pipeline": ps.name, "stage": oldest})
+	c.stageRuns.deletePrefix(ps.name, oldest)
 	c.stageDuration.delete(ps.name, oldest)
 	c.stageQueued.delete(ps.name, oldest)
-	c.labelsLimited.WithLabelValues("evicted").Inc()
+	c.labelsLimited.with("evicted").value++
 }
 
 // stageLabel returns the label value of a stage name, and whether the name

@@ -1,0 +1,97 @@
+package collector
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// seriesMap holds the series of one metric by label values, each made
+// with its label pairs and creation time. The counters and histograms of
+// the pipelines are kept in these rather than in client_golang's vecs,
+// whose series cost several times the memory (histogram.go says how
+// much), and are guarded by the Collector's mutex.
+type seriesMap[S any] struct {
+	desc   *prometheus.Desc
+	series map[string]*S
+	now    func() time.Time
+}
+
+func newSeriesMap[S any](desc *prometheus.Desc) seriesMap[S] {
+	return seriesMap[S]{desc: desc, series: map[string]*S{}, now: time.Now}
+}
+
+// seriesKey joins label values with a byte no valid UTF-8 label value has.
+func seriesKey(lvs []string) string { return strings.Join(lvs, "\xff") }
+
+// get returns the series of the label values, made by newSeries if new.
+func (m *seriesMap[S]) get(lvs []string, newSeries func(labels []*dto.LabelPair, created time.Time) *S) *S {
+	k := seriesKey(lvs)
+	s := m.series[k]
+	if s == nil {
+		s = newSeries(prometheus.MakeLabelPairs(m.desc, lvs), m.now())
+		m.series[k] = s
+	}
+	return s
+}
+
+// delete removes the series of the label values.
+func (m *seriesMap[S]) delete(lvs ...string) {
+	delete(m.series, seriesKey(lvs))
+}
+
+// deletePrefix removes every series whose first label values are lvs.
+func (m *seriesMap[S]) deletePrefix(lvs ...string) {
+	prefix := seriesKey(lvs) + "\xff"
+	for k := range m.series {
+		if strings.HasPrefix(k+"\xff", prefix) {
+			delete(m.series, k)
+		}
+	}
+}
+
+// counter is the state of one counter series.
+type counter struct {
+	value   float64
+	created time.Time
+	labels  []*dto.LabelPair
+}
+
+// counterVec is the counters of one metric, by label values.
+type counterVec struct{ seriesMap[counter] }
+
+func newCounterVec(desc *prometheus.Desc) *counterVec {
+	return &counterVec{newSeriesMap[counter](desc)}
+}
+
+// with returns the series of the label values, made at zero if new.
+func (v *counterVec) with(lvs ...string) *counter {
+	return v.get(lvs, func(labels []*dto.LabelPair, created time.Time) *counter {
+		return &counter{created: created, labels: labels}
+	})
+}
+
+// snapshot appends a metric of every series, as it is now, to out.
+func (v *counterVec) snapshot(out []prometheus.Metric) []prometheus.Metric {
+	for _, c := range v.series {
+		out = append(out, counterMetric{desc: v.desc, c: *c})
+	}
+	return out
+}
+
+// counterMetric is a prometheus.Metric of one counter's snapshot.
+type counterMetric struct {
+	desc *prometheus.Desc
+	c    counter
+}
+
+func (m counterMetric) Desc() *prometheus.Desc { return m.desc }
+
+func (m counterMetric) Write(out *dto.Metric) error {
+	out.Counter = &dto.Counter{Value: &m.c.value, CreatedTimestamp: timestamppb.New(m.c.created)}
+	out.Label = m.c.labels
+	return nil
+}
