@@ -24,3 +24,26 @@ func BenchmarkSummaries(b *testing.B) {
 	}
 	storetest.BenchmarkSummaries(b, s, 1000)
 }
+
+// BenchmarkRecheckDay is a day of rechecks at 1,000 pipelines
+// (storetest.BenchmarkRecheckDay) on PostgreSQL with the default
+// retention; the log's bytes are its table's and indexes' after a VACUUM.
+func BenchmarkRecheckDay(b *testing.B) {
+	ctx := context.Background()
+	storetest.BenchmarkRecheckDay(b, 1000, func(b *testing.B, clock *storetest.Clock) storetest.Store {
+		s := open(b, pgtest.NewDatabase(b), Options{Retention: 90 * 24 * time.Hour, Now: clock.Now})
+		lead(b, s)
+		return s
+	}, func(s storetest.Store) error {
+		return s.(*Store).Prune(ctx)
+	}, func(b *testing.B, st storetest.Store) (entries, bytes int64) {
+		s := st.(*Store)
+		if _, err := s.pool.Exec(ctx, `VACUUM log`); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.pool.QueryRow(ctx, `SELECT count(*), pg_total_relation_size('log') FROM log`).Scan(&entries, &bytes); err != nil {
+			b.Fatal(err)
+		}
+		return entries, bytes
+	})
+}

@@ -35,7 +35,7 @@ func openOnce(ctx context.Context, url string, opts Options) (*Store, error) {
 }
 
 // open opens a store on url and closes it when the test ends.
-func open(t *testing.T, url string, opts Options) *Store {
+func open(t testing.TB, url string, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -48,7 +48,7 @@ func open(t *testing.T, url string, opts Options) *Store {
 }
 
 // lead makes s the leader, failing the test if that takes over 10 s.
-func lead(t *testing.T, s *Store) <-chan struct{} {
+func lead(t testing.TB, s *Store) <-chan struct{} {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

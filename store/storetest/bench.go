@@ -23,17 +23,7 @@ func BenchmarkSummaries(b *testing.B, s Store, n int) {
 	runs := make([]*pipeline.Run, 0, 2*n)
 	for i := range n {
 		name := fmt.Sprintf("pipeline-%d", i)
-		done := run(int64(2*i+1), name, pipeline.StatusSuccess, pipeline.SourceGitHub, i, int64(2*i+1))
-		withGitHub(done, int64(2*i+1), 1)
-		for j := range 10 {
-			started, finished := at(i+j), at(i+j+60)
-			done.Stages = append(done.Stages, pipeline.Stage{
-				Name: fmt.Sprintf("job-%d", j), Status: pipeline.StatusSuccess, JobID: int64(j + 1),
-				StartedAt: &started, FinishedAt: &finished, DurationSeconds: 60, QueuedSeconds: 3,
-			})
-		}
-		verified := at(i + 600)
-		done.Verify = &pipeline.VerifyCheck{URL: "https://example.com/", Build: "5d6e7f8a9b0c1d2e3f405162738495a6b7c8d9e0", VerifiedAt: &verified, CheckedAt: verified.Add(5 * time.Minute)}
+		done := liveRun(int64(2*i+1), name, i)
 		runs = append(runs, done, run(int64(2*i+2), name, pipeline.StatusRunning, pipeline.SourceGitHub, i+700, int64(2*i+2)))
 	}
 	if err := tx.SaveRuns(runs); err != nil {
@@ -51,3 +41,24 @@ func BenchmarkSummaries(b *testing.B, s Store, n int) {
 		}
 	}
 }
+
+// liveRun is run id of pipeline name, created at second sec: a successful
+// GitHub run with 10 job stages whose build was verified live, as a
+// pipeline of an organization's looks when its site is rechecked.
+func liveRun(id int64, name string, sec int) *pipeline.Run {
+	done := run(id, name, pipeline.StatusSuccess, pipeline.SourceGitHub, sec, id)
+	withGitHub(done, id, 1)
+	for j := range 10 {
+		started, finished := at(sec+j), at(sec+j+60)
+		done.Stages = append(done.Stages, pipeline.Stage{
+			Name: fmt.Sprintf("job-%d", j), Status: pipeline.StatusSuccess, JobID: int64(j + 1),
+			StartedAt: &started, FinishedAt: &finished, DurationSeconds: 60, QueuedSeconds: 3,
+		})
+	}
+	verified := at(sec + 600)
+	done.Verify = &pipeline.VerifyCheck{URL: "https://example.com/", Build: liveBuild, VerifiedAt: &verified, CheckedAt: verified.Add(5 * time.Minute)}
+	return done
+}
+
+// liveBuild is the commit every liveRun built.
+const liveBuild = "5d6e7f8a9b0c1d2e3f405162738495a6b7c8d9e0"
