@@ -57,6 +57,10 @@ const (
 		WHERE seen_at < ? AND status NOT IN ` + activeStatuses + ` LIMIT ?)`
 	pruneLogByAgeQuery = `DELETE FROM log WHERE seq IN (SELECT seq FROM log
 		WHERE received_at < ? AND applied = 1 LIMIT ?)`
+	// pruneRechecksQuery repeats the predicate of the log_applied_rechecks
+	// index word for word, so that SQLite reads that index.
+	pruneRechecksQuery = `DELETE FROM log WHERE seq IN (SELECT seq FROM log
+		WHERE kind = '` + pipeline.KindRecheck + `' AND applied = 1 LIMIT ?)`
 )
 
 // KnownDeliveries returns which of ids the log holds for source: one index

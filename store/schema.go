@@ -103,6 +103,10 @@ var migrations = []string{
 	// Version 4: bodies are stored compressed (see body.go); body_codec
 	// says how, and the bodies written before stay as they are.
 	`ALTER TABLE log ADD COLUMN body_codec TEXT NOT NULL DEFAULT '';`,
+	// Version 5: the applied recheck entries, which the pruner deletes
+	// (see pruneRechecksQuery). Only they are in the index, so pruning
+	// them reads no other entry. 'recheck' is pipeline.KindRecheck.
+	`CREATE INDEX log_applied_rechecks ON log (seq) WHERE kind = 'recheck' AND applied = 1;`,
 }
 
 // migrate applies the migrations the database has not seen yet, each in its

@@ -45,7 +45,8 @@ type Options struct {
 	MaxRecords int
 	// Retention is how long runs and applied log entries are kept,
 	// measured from when the exporter first saw a run (its SeenAt) and
-	// received an entry. 0 keeps them forever.
+	// received an entry. 0 keeps them forever. Applied recheck entries
+	// are not kept (see pruneStep).
 	Retention time.Duration
 	// Now is the clock retention is measured on; nil means time.Now.
 	Now func() time.Time
@@ -151,12 +152,12 @@ func open(dir string, opts Options, migs []string, fullCheckMax int64) (*Store, 
 		s.checkDone = make(chan struct{})
 		go s.backgroundCheck(ctx)
 	}
-	if opts.MaxRecords > 0 || opts.Retention > 0 {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopPruner = cancel
-		s.prunerDone = make(chan struct{})
-		go s.pruner(ctx)
-	}
+	// Always: applied recheck entries are pruned even where runs and
+	// deliveries are kept forever.
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopPruner = cancel
+	s.prunerDone = make(chan struct{})
+	go s.pruner(ctx)
 	st, _ := s.Stats()
 	s.logger.Info("Opened store", "path", path, "runs", st.Runs, "log_entries", st.Deliveries)
 	return s, nil
@@ -298,10 +299,8 @@ func isCorrupt(err error) bool {
 // which checkpoints the WAL into the main file, and releases the directory
 // lock. The Applier must have stopped.
 func (s *Store) Close() error {
-	if s.stopPruner != nil {
-		s.stopPruner()
-		<-s.prunerDone
-	}
+	s.stopPruner()
+	<-s.prunerDone
 	if s.stopCheck != nil {
 		s.stopCheck()
 		<-s.checkDone

@@ -417,6 +417,7 @@ func TestQueryPlans(t *testing.T) {
 		{"last successful runs", lastSuccessQuery, nil, "runs_pipeline_status"},
 		{"prune runs by age", pruneRunsByAgeQuery, []any{1, 1}, "runs_seen_at"},
 		{"prune log by age", pruneLogByAgeQuery, []any{1, 1}, "log_received_at"},
+		{"prune rechecks", pruneRechecksQuery, []any{1}, "log_applied_rechecks"},
 		{"unapplied", unappliedQuery, []any{1}, "log_unapplied"},
 		{"known deliveries", knownDeliveriesQuery, []any{"github", `["a","b"]`}, "USING COVERING INDEX log_delivery (source=? AND delivery_id=?)"},
 		{"changed after", changedAfterQuery, []any{1, 1}, "runs_change_seq"},
@@ -495,7 +496,7 @@ func TestRetentionByCount(t *testing.T) {
 		}
 	}
 	bulkLoad(t, s, runs)
-	if _, err := s.Prune(ctx); err != nil {
+	if err := s.Prune(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var want []int64
@@ -552,7 +553,7 @@ func TestRetentionByAge(t *testing.T) {
 		{t0.Add(100 * day), []int64{1}, nil},
 	} {
 		clock.Set(tc.now)
-		if _, err := s.Prune(ctx); err != nil {
+		if err := s.Prune(ctx); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.ListRuns(ctx, pipeline.RunQuery{Limit: 10})

@@ -11,7 +11,7 @@ import (
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
 )
 
-// TestPlansUseIndexes loads 200,000 runs and 200,000 log entries and checks
+// TestPlansUseIndexes loads 200,000 runs and 202,000 log entries and checks
 // that no read the exporter makes often scans a whole table: their cost
 // follows the pipelines, the active runs and the page, not the history.
 // removedMany matches a plan node that read and dropped 10,000 rows or
@@ -30,6 +30,9 @@ func TestPlansUseIndexes(t *testing.T) {
 			60, i, 1, i, '{}' FROM generate_series(1, 200000) i`,
 		`INSERT INTO log (source, delivery_id, kind, received_at, events, applied)
 			SELECT 'github', 'd' || i, 'workflow_run', now(), '[]', i < 199990 FROM generate_series(1, 200000) i`,
+		// Applied rechecks waiting for the pruner.
+		`INSERT INTO log (source, kind, received_at, events, applied)
+			SELECT '', 'recheck', now(), '[]', true FROM generate_series(1, 2000)`,
 		// A rare pipeline whose runs are all old and never succeeded.
 		`INSERT INTO runs SELECT 200000 + i, 'rare', 'failed', 'supabase', timestamptz '2025-01-01', NULL,
 			timestamptz '2025-01-01', 60, NULL, NULL, 200000 + i, '{}' FROM generate_series(1, 10) i`,
@@ -56,6 +59,7 @@ func TestPlansUseIndexes(t *testing.T) {
 		{"unapplied", unappliedQuery, []any{100}},
 		{"known deliveries", knownDeliveriesQuery, []any{"github", []string{"a", "b"}}},
 		{"lag", lagQuery, nil},
+		{"prune rechecks", pruneRechecksQuery, []any{1000}},
 	}
 	for _, q := range []struct {
 		name string

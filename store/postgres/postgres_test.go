@@ -78,6 +78,16 @@ func TestStoreSuite(t *testing.T) {
 			t.Fatal(err)
 		}
 		return s
+	}, func(t *testing.T, st storetest.Store) []int64 {
+		rows, err := st.(*Store).pool.Query(context.Background(), `SELECT seq FROM log ORDER BY seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs
 	})
 }
 

@@ -144,6 +144,11 @@ var migrations = []string{
 		renewed_at timestamptz NOT NULL
 	);
 	INSERT INTO lease VALUES (1, 0, '', now());`,
+
+	// Version 6: the applied recheck entries, which Prune deletes; only
+	// they are in the index, so pruning them reads no other entry.
+	// 'recheck' is pipeline.KindRecheck.
+	`CREATE INDEX log_applied_rechecks ON log (seq) WHERE applied AND kind = 'recheck';`,
 }
 
 // migrateLock is the advisory lock key that serialises migrations, so

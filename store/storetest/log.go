@@ -268,3 +268,59 @@ func testNULStored(t *testing.T, h *harness) {
 		t.Errorf("restored held %+v, want %+v", restored.Held, held)
 	}
 }
+
+// recheck is a recheck entry of run: no delivery id, no body.
+func recheck(sec int, run int64) *pipeline.Entry {
+	return &pipeline.Entry{
+		Kind:       pipeline.KindRecheck,
+		ReceivedAt: at(sec),
+		Events: []pipeline.Event{pipeline.RecheckResultEvent{
+			RunID: run, Success: true, CheckedAt: at(sec), URL: "https://example.com/", StatusCode: 200, Served: liveBuild,
+		}},
+	}
+}
+
+// testPruneAppliedRechecks: Prune deletes the recheck entries that are
+// applied, whatever the retention (the suite's stores keep everything else
+// forever): their effect is in the committed run, and no reader of the
+// log wants them again. Every other entry stays: deliveries, poll and
+// verify results, and a recheck not applied yet, which the Applier applies
+// after a crash. Seqs of pruned entries are never given again.
+func testPruneAppliedRechecks(t *testing.T, h *harness) {
+	ctx := context.Background()
+	hook, p := delivery(pipeline.SourceGitHub, "d1", 1), poll(2)
+	v := &pipeline.Entry{Kind: pipeline.KindVerify, ReceivedAt: at(3), Events: []pipeline.Event{pipeline.VerifyResultEvent{
+		RunID: 1, Success: true, StartedAt: at(2), FinishedAt: at(3), Attempts: 1, URL: "https://example.com/", StatusCode: 200, Build: liveBuild, Served: liveBuild,
+	}}}
+	r1, r2, waiting, r3 := recheck(4, 1), recheck(5, 2), recheck(6, 1), recheck(7, 1)
+	h.append(t, hook, p, v, r1, r2, waiting, r3)
+	h.commit(t, func(tx pipeline.StorageTx) error {
+		var applied []pipeline.AppliedEntry
+		for _, e := range []*pipeline.Entry{hook, p, v, r1, r2, r3} {
+			applied = append(applied, pipeline.AppliedEntry{Seq: e.Seq, Result: pipeline.Result{Outcome: pipeline.OutcomeAccepted, RunIDs: []int64{1}}})
+		}
+		return tx.MarkApplied(applied)
+	})
+	want := seqs([]*pipeline.Entry{hook, p, v, waiting})
+	for range 2 {
+		if err := h.s.Prune(ctx); err != nil {
+			t.Fatalf("Prune: %v", err)
+		}
+		if got := h.logSeqs(t, h.s); !reflect.DeepEqual(got, want) {
+			t.Fatalf("log after pruning: seqs %v, want %v (the delivery, the poll and verify results, the unapplied recheck)", got, want)
+		}
+	}
+	if got := h.unapplied(t, 10); len(got) != 1 || got[0].Seq != waiting.Seq || !reflect.DeepEqual(got[0].Events, waiting.Events) {
+		t.Errorf("unapplied after pruning: %+v, want the waiting recheck %+v", got, waiting)
+	}
+	known, err := h.s.KnownDeliveries(ctx, pipeline.SourceGitHub, []string{"d1"})
+	if err != nil || !known["d1"] {
+		t.Errorf("KnownDeliveries after pruning: %v, %v; want d1 known", known, err)
+	}
+	h.reopen(t)
+	next := recheck(8, 1)
+	h.append(t, next)
+	if next.Seq <= r3.Seq {
+		t.Errorf("entry appended after pruning got seq %d, not past the pruned %d", next.Seq, r3.Seq)
+	}
+}

@@ -22,6 +22,8 @@ type Store interface {
 	KnownDeliveries(ctx context.Context, source pipeline.Source, ids []string) (map[string]bool, error)
 	// Discovered returns the pipelines discovered from patterns.
 	Discovered(ctx context.Context) ([]pipeline.Discovered, error)
+	// Prune enforces retention and deletes the applied recheck entries.
+	Prune(ctx context.Context) error
 	Close() error
 }
 
@@ -32,8 +34,13 @@ type Store interface {
 // leads).
 type Opener func(t *testing.T) Store
 
+// LogSeqs returns the seq of every entry s's log holds, in order: the
+// test's own look into the store's table, which no reader of the store
+// needs.
+type LogSeqs func(t *testing.T, s Store) []int64
+
 // Run runs the suite, each case in a subtest with its own database.
-func Run(t *testing.T, open Opener) {
+func Run(t *testing.T, open Opener, logSeqs LogSeqs) {
 	for _, tc := range []struct {
 		name string
 		fn   func(t *testing.T, h *harness)
@@ -55,9 +62,10 @@ func Run(t *testing.T, open Opener) {
 		{"Discovered", testDiscovered},
 		{"RunNotFound", testNotFound},
 		{"NULStored", testNULStored},
+		{"PruneAppliedRechecks", testPruneAppliedRechecks},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &harness{open: open}
+			h := &harness{open: open, logSeqs: logSeqs}
 			h.reopen(t)
 			t.Cleanup(h.close)
 			tc.fn(t, h)
@@ -67,9 +75,10 @@ func Run(t *testing.T, open Opener) {
 
 // harness holds a test's open store and closes it exactly once.
 type harness struct {
-	open  Opener
-	s     Store
-	close func()
+	open    Opener
+	logSeqs LogSeqs
+	s       Store
+	close   func()
 }
 
 func (h *harness) reopen(t *testing.T) {
