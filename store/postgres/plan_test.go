@@ -29,7 +29,8 @@ func TestPlansUseIndexes(t *testing.T) {
 			timestamptz '2026-01-01' + i * interval '1 minute', NULL, timestamptz '2026-01-01' + i * interval '1 minute',
 			60, i, 1, i, '{}' FROM generate_series(1, 200000) i`,
 		`INSERT INTO log (source, delivery_id, kind, received_at, events, applied)
-			SELECT 'github', 'd' || i, 'workflow_run', now(), '[]', i < 199990 FROM generate_series(1, 200000) i`,
+			SELECT 'github', 'd' || i, 'workflow_run', timestamptz '2026-01-01' + i * interval '1 minute', '[]', i < 199990
+			FROM generate_series(1, 200000) i`,
 		// Applied rechecks waiting for the pruner.
 		`INSERT INTO log (source, kind, received_at, events, applied)
 			SELECT '', 'recheck', now(), '[]', true FROM generate_series(1, 2000)`,
@@ -78,6 +79,12 @@ func TestPlansUseIndexes(t *testing.T) {
 		sql, args := listQuery(q.q)
 		queries = append(queries, query{q.name, sql, args})
 	}
+	// Last: they delete what they find.
+	queries = append(queries,
+		query{"prune runs by age", pruneRunsByAgeQuery, []any{since, pruneBatch}},
+		query{"prune log by age", pruneLogByAgeQuery, []any{since, pruneBatch}},
+		query{"prune runs by count", pruneRunsByCountQuery, []any{pruneBatch}},
+	)
 	for _, q := range queries {
 		rows, err := s.pool.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS) `+q.sql, q.args...)
 		if err != nil {

@@ -10,12 +10,22 @@ import (
 // transaction stays short and holds few locks.
 const pruneBatch = 1000
 
-// pruneRechecksQuery repeats the predicate of the log_applied_rechecks
-// index, so that PostgreSQL reads that index; the seqs it finds are an
-// array so that each is deleted by its primary key (with IN, the planner
-// joined them against a scan of the whole log: TestPlansUseIndexes).
-const pruneRechecksQuery = `DELETE FROM log WHERE seq = ANY (ARRAY(SELECT seq FROM log
-	WHERE applied AND kind = '` + pipeline.KindRecheck + `' LIMIT $1))`
+// The queries of Prune. Each finds a batch in a subquery and deletes it
+// by primary key: the seqs and ids are an array, since with IN the planner
+// joined them against a scan of the whole table (TestPlansUseIndexes), a
+// million runs read for every thousand deleted.
+const (
+	pruneRunsByAgeQuery = `DELETE FROM runs WHERE id = ANY (ARRAY(SELECT id FROM runs
+		WHERE seen_at < $1 AND status NOT IN ` + activeStatuses + ` LIMIT $2))`
+	pruneLogByAgeQuery = `DELETE FROM log WHERE seq = ANY (ARRAY(SELECT seq FROM log
+		WHERE applied AND received_at < $1 LIMIT $2))`
+	pruneRunsByCountQuery = `DELETE FROM runs WHERE id = ANY (ARRAY(SELECT id FROM runs
+		WHERE status NOT IN ` + activeStatuses + ` ORDER BY id LIMIT $1))`
+	// pruneRechecksQuery repeats the predicate of the log_applied_rechecks
+	// index, so that PostgreSQL reads that index.
+	pruneRechecksQuery = `DELETE FROM log WHERE seq = ANY (ARRAY(SELECT seq FROM log
+		WHERE applied AND kind = '` + pipeline.KindRecheck + `' LIMIT $1))`
+)
 
 // Prune enforces retention: it deletes finished runs first seen longer
 // than Retention ago and applied log entries received longer ago than that
@@ -50,11 +60,10 @@ func (s *Store) Prune(ctx context.Context) error {
 	deleted = 0
 	if s.opts.Retention > 0 {
 		cutoff := s.opts.Now().Add(-s.opts.Retention)
-		if err := del(`DELETE FROM runs WHERE id IN (SELECT id FROM runs
-			WHERE seen_at < $1 AND status NOT IN `+activeStatuses+` LIMIT $2)`, cutoff, pruneBatch); err != nil {
+		if err := del(pruneRunsByAgeQuery, cutoff, pruneBatch); err != nil {
 			return err
 		}
-		if err := del(`DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE applied AND received_at < $1 LIMIT $2)`, cutoff, pruneBatch); err != nil {
+		if err := del(pruneLogByAgeQuery, cutoff, pruneBatch); err != nil {
 			return err
 		}
 	}
@@ -66,8 +75,7 @@ func (s *Store) Prune(ctx context.Context) error {
 			return s.errorf("%w: pruning: %w", pipeline.ErrUnavailable, err)
 		}
 		for excess > 0 {
-			tag, err := s.pool.Exec(ctx, `DELETE FROM runs WHERE id IN (SELECT id FROM runs
-				WHERE status NOT IN `+activeStatuses+` ORDER BY id LIMIT $1)`, min(excess, pruneBatch))
+			tag, err := s.pool.Exec(ctx, pruneRunsByCountQuery, min(excess, pruneBatch))
 			if err != nil {
 				return s.errorf("%w: pruning: %w", pipeline.ErrUnavailable, err)
 			}
