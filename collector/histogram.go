@@ -73,7 +73,9 @@ type histogram struct {
 	// nil when the histogram has none.
 	classic []uint64
 	created time.Time
-	labels  []*dto.LabelPair
+	// labelValues are the series' label values; their pairs are made
+	// when a scrape writes the series (seriesMap says why).
+	labelValues []string
 }
 
 // observe adds v as client_golang's histogram.Observe does with
@@ -167,7 +169,7 @@ func widen(buckets []nativeBucket) []nativeBucket {
 }
 
 // write fills out as client_golang's histogram.Write does.
-func (h *histogram) write(out *dto.Metric, bounds []float64) {
+func (h *histogram) write(out *dto.Metric, desc *prometheus.Desc, bounds []float64) {
 	his := &dto.Histogram{
 		SampleCount:      &h.count,
 		SampleSum:        &h.sum,
@@ -187,7 +189,7 @@ func (h *histogram) write(out *dto.Metric, bounds []float64) {
 	his.NegativeSpan, his.NegativeDelta = spans(h.negative)
 	his.PositiveSpan, his.PositiveDelta = spans(h.positive)
 	out.Histogram = his
-	out.Label = h.labels
+	out.Label = prometheus.MakeLabelPairs(desc, h.labelValues)
 }
 
 // spans encodes buckets as client_golang does: a gap of up to two empty
@@ -236,8 +238,8 @@ func newHistogramVec(desc *prometheus.Desc, bounds []float64) *histogramVec {
 
 // with returns the series of the label values, made at zero if new.
 func (v *histogramVec) with(lvs ...string) *histogram {
-	return v.get(lvs, func(labels []*dto.LabelPair, created time.Time) *histogram {
-		h := &histogram{schema: nativeSchema, created: created, labels: labels}
+	return v.get(lvs, func(lvs []string, created time.Time) *histogram {
+		h := &histogram{schema: nativeSchema, created: created, labelValues: lvs}
 		if v.bounds != nil {
 			h.classic = make([]uint64, len(v.bounds))
 		}
@@ -267,6 +269,6 @@ type histogramMetric struct {
 func (m histogramMetric) Desc() *prometheus.Desc { return m.vec.desc }
 
 func (m histogramMetric) Write(out *dto.Metric) error {
-	m.h.write(out, m.vec.bounds)
+	m.h.write(out, m.vec.desc, m.vec.bounds)
 	return nil
 }
