@@ -72,10 +72,8 @@ type histogram struct {
 	// classic holds the count of each classic bucket (not cumulative);
 	// nil when the histogram has none.
 	classic []uint64
-	created time.Time
-	// labelValues are the series' label values; their pairs are made
-	// when a scrape writes the series (seriesMap says why).
-	labelValues []string
+	// created is when the series was made, in Unix nanoseconds.
+	created int64
 }
 
 // observe adds v as client_golang's histogram.Observe does with
@@ -168,12 +166,13 @@ func widen(buckets []nativeBucket) []nativeBucket {
 	return out
 }
 
-// write fills out as client_golang's histogram.Write does.
-func (h *histogram) write(out *dto.Metric, desc *prometheus.Desc, bounds []float64) {
+// write fills out as client_golang's histogram.Write does, but for the
+// labels.
+func (h *histogram) write(out *dto.Metric, bounds []float64) {
 	his := &dto.Histogram{
 		SampleCount:      &h.count,
 		SampleSum:        &h.sum,
-		CreatedTimestamp: timestamppb.New(h.created),
+		CreatedTimestamp: timestamppb.New(time.Unix(0, h.created)),
 		Schema:           &h.schema,
 		ZeroThreshold:    new(prometheus.DefNativeHistogramZeroThreshold),
 		ZeroCount:        &h.zero,
@@ -189,7 +188,6 @@ func (h *histogram) write(out *dto.Metric, desc *prometheus.Desc, bounds []float
 	his.NegativeSpan, his.NegativeDelta = spans(h.negative)
 	his.PositiveSpan, his.PositiveDelta = spans(h.positive)
 	out.Histogram = his
-	out.Label = prometheus.MakeLabelPairs(desc, h.labelValues)
 }
 
 // spans encodes buckets as client_golang does: a gap of up to two empty
@@ -238,8 +236,8 @@ func newHistogramVec(desc *prometheus.Desc, bounds []float64) *histogramVec {
 
 // with returns the series of the label values, made at zero if new.
 func (v *histogramVec) with(lvs ...string) *histogram {
-	return v.get(lvs, func(lvs []string, created time.Time) *histogram {
-		h := &histogram{schema: nativeSchema, created: created, labelValues: lvs}
+	return v.get(lvs, func(created int64) *histogram {
+		h := &histogram{schema: nativeSchema, created: created}
 		if v.bounds != nil {
 			h.classic = make([]uint64, len(v.bounds))
 		}
@@ -254,8 +252,8 @@ func (v *histogramVec) observe(x float64, lvs ...string) {
 
 // snapshot appends a metric of every series, as it is now, to out.
 func (v *histogramVec) snapshot(out []prometheus.Metric) []prometheus.Metric {
-	for _, h := range v.series {
-		out = append(out, histogramMetric{vec: v, h: *h})
+	for k, h := range v.series {
+		out = append(out, histogramMetric{vec: v, key: k, h: *h})
 	}
 	return out
 }
@@ -263,12 +261,14 @@ func (v *histogramVec) snapshot(out []prometheus.Metric) []prometheus.Metric {
 // histogramMetric is a prometheus.Metric of one histogram's snapshot.
 type histogramMetric struct {
 	vec *histogramVec
+	key string
 	h   histogram
 }
 
 func (m histogramMetric) Desc() *prometheus.Desc { return m.vec.desc }
 
 func (m histogramMetric) Write(out *dto.Metric) error {
-	m.h.write(out, m.vec.desc, m.vec.bounds)
+	m.h.write(out, m.vec.bounds)
+	out.Label = labelPairs(m.vec.desc, m.key)
 	return nil
 }
