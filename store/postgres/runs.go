@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pipeline-exporter/pipeline_exporter/pipeline"
@@ -331,9 +332,11 @@ func (s *Store) query(ctx context.Context, q querier, query string, args ...any)
 	return runs, nil
 }
 
+// decodeRun decodes a run as the store wrote it, with json v2 for the
+// reason the SQLite store's decodeRun gives (BenchmarkSummaries).
 func decodeRun(data []byte, change int64) (*pipeline.Run, error) {
 	r := new(pipeline.Run)
-	if err := json.Unmarshal(data, r); err != nil {
+	if err := jsonv2.Unmarshal(data, r); err != nil {
 		return nil, fmt.Errorf("store: decoding run: %w", err)
 	}
 	r.ChangeSeq = change
