@@ -54,8 +54,17 @@ func Handler(o Options) http.Handler {
 }
 
 // gzipWriters keeps gzip writers between scrapes, as promhttp does: each
-// holds some 800 KB of compressor state.
-var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+// holds some 800 KB of compressor state. They compress at BestSpeed, not
+// promhttp's default level: at 1,000 pipelines the 9.4 MB exposition takes
+// 11 ms instead of 47 ms and comes to 410 KB instead of 373 KB, and that
+// time is a sixth of the bench's "scrape at 1000 pipelines" best.
+var gzipWriters = sync.Pool{New: func() any {
+	w, err := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	if err != nil {
+		panic(err) // BestSpeed is a valid level.
+	}
+	return w
+}}
 
 type handler struct {
 	o    Options
