@@ -108,7 +108,8 @@ type Options struct {
 
 // Collector is a prometheus.Collector for the pipeline_* metrics, the
 // store's pipeline_exporter_store_* metrics and
-// pipeline_exporter_stage_labels_limited_total. Register it once.
+// pipeline_exporter_stage_labels_limited_total. Register it with a registry,
+// or have package exposition stream it, once.
 type Collector struct {
 	specs   func() []pipeline.Spec
 	history History
