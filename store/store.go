@@ -253,7 +253,11 @@ func (s *Store) quickCheck(ctx context.Context, db *sql.DB) error {
 // damaged: the history cannot be trusted until a backup is restored.
 func (s *Store) backgroundCheck(ctx context.Context) {
 	defer close(s.checkDone)
-	db, err := sql.Open("sqlite", s.path+"?_pragma=query_only(1)")
+	// The check reads every page once, so a page cache only costs memory:
+	// 64 KiB instead of SQLite's 2 MiB took a 2.1 GB store's check from
+	// 4.6 s to 5.5 s and the exporter's peak 3 MiB lower while it runs
+	// (the bench's "1,000 pipelines, … stored runs" row).
+	db, err := sql.Open("sqlite", s.path+"?_pragma=query_only(1)&_pragma=cache_size(-64)")
 	if err != nil {
 		s.logger.Error("Checking the store failed", "path", s.path, "err", err)
 		return
