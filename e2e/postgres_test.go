@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -82,10 +83,17 @@ func readyCode(e *exporter) int {
 // leads reports what the replica's /api/status says of its leadership;
 // false also when it does not answer.
 func leads(e *exporter) bool {
+	lead, err := leaderStatus(e)
+	return err == nil && lead
+}
+
+// leaderStatus reads whether the replica says it leads, or why its status
+// could not be read.
+func leaderStatus(e *exporter) (bool, error) {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(e.url + "/api/status")
 	if err != nil {
-		return false
+		return false, err
 	}
 	defer resp.Body.Close()
 	var s struct {
@@ -94,7 +102,13 @@ func leads(e *exporter) bool {
 		} `json:"data"`
 	}
 	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode == http.StatusOK && json.Unmarshal(body, &s) == nil && s.Data.Leader
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		return false, err
+	}
+	return s.Data.Leader, nil
 }
 
 // dbConn connects the test itself to the replicas' database.

@@ -304,7 +304,18 @@ func checkStaysOneLeader(t *testing.T, d time.Duration, replicas ...*exporter) {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		n := 0
 		for _, r := range replicas {
-			if leads(r) {
+			// A status that cannot be read says nothing about leading:
+			// read it again, and say why, before counting the replica.
+			lead, err := leaderStatus(r)
+			for try := 0; err != nil && try < 3; try++ {
+				t.Logf("%s: reading /api/status: %v; reading it again", r.url, err)
+				time.Sleep(100 * time.Millisecond)
+				lead, err = leaderStatus(r)
+			}
+			if err != nil {
+				t.Fatalf("%s: /api/status unreadable: %v", r.url, err)
+			}
+			if lead {
 				n++
 			}
 		}
