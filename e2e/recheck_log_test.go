@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,12 +16,7 @@ import (
 // build's last check, which is in the run. A redelivery is still a
 // duplicate.
 func TestRechecksLeaveNoLogEntries(t *testing.T) {
-	var requests atomic.Int32
-	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		requests.Add(1)
-		w.Header().Set("X-Commit", fixtureSHA)
-	}))
-	t.Cleanup(site.Close)
+	site, requests := buildSite(t)
 	config := func(interval string) string {
 		return writeConfig(t, `
 webhooks:

@@ -15,12 +15,7 @@ import (
 // the leader rechecks the live build, every replica shows it, and after
 // the leader stops the new leader goes on rechecking from the shared store.
 func TestReplicaRechecksOnLeaderOnly(t *testing.T) {
-	var requests atomic.Int32
-	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		requests.Add(1)
-		w.Header().Set("X-Commit", fixtureSHA)
-	}))
-	t.Cleanup(site.Close)
+	site, requests := buildSite(t)
 	cfg := writeConfig(t, `
 webhooks:
   github: { secret: `+githubSecret+` }
@@ -83,4 +78,17 @@ pipelines:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// buildSite starts a site that serves the fixture's commit in an X-Commit
+// header, and counts the requests it answers.
+func buildSite(t *testing.T) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var requests atomic.Int32
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.Header().Set("X-Commit", fixtureSHA)
+	}))
+	t.Cleanup(site.Close)
+	return site, &requests
 }
