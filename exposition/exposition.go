@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -120,19 +121,38 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// acceptsGzip reports whether an Accept-Encoding header allows gzip: named
-// or matched by *, without q=0.
+// acceptsGzip reports whether an Accept-Encoding header allows gzip: named,
+// or else matched by *, with a q above 0.
 func acceptsGzip(header string) bool {
+	var named, star *string
 	for part := range strings.SplitSeq(header, ",") {
 		coding, params, _ := strings.Cut(part, ";")
-		coding = strings.TrimSpace(coding)
-		if coding != "gzip" && coding != "*" {
-			continue
+		switch strings.TrimSpace(coding) {
+		case "gzip":
+			named = &params
+		case "*":
+			star = &params
 		}
-		q, found := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
-		return !found || strings.Trim(q, "0.") != ""
+	}
+	switch {
+	case named != nil:
+		return positiveQ(*named)
+	case star != nil:
+		return positiveQ(*star)
 	}
 	return false
+}
+
+// positiveQ reports whether the parameters of an Accept-Encoding entry
+// give it a q above 0; without one it is 1.
+func positiveQ(params string) bool {
+	for param := range strings.SplitSeq(params, ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(param), "q="); ok {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && q > 0
+		}
+	}
+	return true
 }
 
 // stream encodes the families c's Collect sends, each as soon as the next

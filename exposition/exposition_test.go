@@ -202,6 +202,11 @@ func TestHandlerCompresses(t *testing.T) {
 		{"*", true},
 		{"gzip;q=0", false},
 		{"gzip; q=0.000", false},
+		{"gzip ;q=0.5", true},
+		{"*;q=0.5, gzip;q=0", false},
+		{"gzip;q=0, *", false},
+		{"identity, *;q=0", false},
+		{"gzip;q=nonsense", false},
 		{"deflate", false},
 		{"", false},
 	} {
