@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -129,6 +130,32 @@ pipelines:
 	e.mustPost(discoveredRun("octo-org/site", 300), http.StatusAccepted)
 	if got, _ := e.metric(`pipeline_runs_total{pipeline="site",status="success",trigger="github"}`); got != "1" {
 		t.Errorf("after the restart, a run of site: pipeline_runs_total = %q, want 1", got)
+	}
+
+	// A reload that raises max_pipelines makes room at once: the
+	// repository turned away before gets its pipeline at its next run.
+	raised, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raised = bytes.Replace(raised, []byte("max_pipelines: 2"), []byte("max_pipelines: 3"), 1)
+	if err := os.WriteFile(cfg, raised, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(e.url+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /-/reload = %d", resp.StatusCode)
+	}
+	e.mustPost(discoveredRun("octo-org/docs", 400), http.StatusAccepted).decode(t, &a)
+	if a.Data.Outcome != "accepted" {
+		t.Errorf("after max_pipelines was raised to 3, a run of octo-org/docs: %+v, want accepted", a.Data)
+	}
+	if got, _ := e.metric(`pipeline_runs_total{pipeline="docs",status="success",trigger="github"}`); got != "1" {
+		t.Errorf("after max_pipelines was raised, a run of docs: pipeline_runs_total = %q, want 1", got)
 	}
 }
 

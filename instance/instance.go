@@ -236,7 +236,8 @@ func (in *Instance) Reload(ctx context.Context) error {
 		return err
 	}
 	if a := in.current(); a != nil {
-		if err := a.SetSpecs(ctx, in.safe.Get().Specs()); err != nil {
+		c := in.safe.Get()
+		if err := a.SetSpecs(ctx, c.Specs(), c.MaxPipelines); err != nil {
 			in.logger.Error("Applying the reloaded pipelines", "err", err)
 		}
 	}

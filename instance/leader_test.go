@@ -184,7 +184,7 @@ func TestIngestRouting(t *testing.T) {
 		if _, err := a.Ingest(ctx, entry("l3")); !errors.Is(err, pipeline.ErrStopped) {
 			t.Fatalf("Ingest on a stopped Applier = %v, want ErrStopped", err)
 		}
-		if err := a.SetSpecs(ctx, nil); !errors.Is(err, pipeline.ErrStopped) {
+		if err := a.SetSpecs(ctx, nil, 0); !errors.Is(err, pipeline.ErrStopped) {
 			t.Fatalf("SetSpecs on a stopped Applier = %v, want ErrStopped", err)
 		}
 		res, err := in.Ingest(ctx, entry("l3"))

@@ -93,8 +93,10 @@ type Applier struct {
 // submission is one entry (or new specs) handed to the Applier.
 type submission struct {
 	entry *Entry
-	// specs, when not nil, are the pipelines of a reload; entry is nil.
-	specs []Spec
+	// specs, when not nil, are the pipelines of a reload, and
+	// maxPipelines its bound on discovered pipelines; entry is nil.
+	specs        []Spec
+	maxPipelines int
 	// state goes from queued to taken (the Applier will answer) or to
 	// abandoned (the submitter gave up before; the entry is dropped).
 	state atomic.Int32
@@ -167,11 +169,16 @@ func (a *Applier) Apply(ctx context.Context, events []Event) error {
 	return err
 }
 
-// SetSpecs replaces the pipelines after a config reload, in order with the
-// entries submitted before it.
-func (a *Applier) SetSpecs(ctx context.Context, specs []Spec) error {
+// SetSpecs replaces the pipelines and the bound on discovered pipelines
+// (DefaultMaxPipelines when 0) after a config reload, in order with the
+// entries submitted before it. A lower bound makes no pipeline go: it
+// stops further ones from being made.
+func (a *Applier) SetSpecs(ctx context.Context, specs []Spec, maxPipelines int) error {
+	if maxPipelines == 0 {
+		maxPipelines = DefaultMaxPipelines
+	}
 	// Never nil, even for no pipelines: nil specs mark an entry.
-	_, err := a.submit(ctx, &submission{specs: append([]Spec{}, specs...)})
+	_, err := a.submit(ctx, &submission{specs: append([]Spec{}, specs...), maxPipelines: maxPipelines})
 	return err
 }
 
@@ -356,8 +363,9 @@ func (a *Applier) step(ctx context.Context, batch []*submission, readLog bool) {
 	}
 	a.apply(ctx, subs, readLog)
 	if reload != nil {
-		a.specs = reload.specs
+		a.specs, a.opts.MaxPipelines = reload.specs, reload.maxPipelines
 		a.t.SetSpecs(reload.specs)
+		a.t.SetMaxPipelines(reload.maxPipelines)
 		reload.done <- answer{}
 	}
 }

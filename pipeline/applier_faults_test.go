@@ -191,7 +191,7 @@ func TestApplierStoppedAnswersAtOnce(t *testing.T) {
 	if _, err := a.Ingest(ctx, delivery("late")); !errors.Is(err, ErrStopped) {
 		t.Errorf("Ingest after Run returned = %v, want ErrStopped", err)
 	}
-	if err := a.SetSpecs(ctx, nil); !errors.Is(err, ErrStopped) {
+	if err := a.SetSpecs(ctx, nil, 0); !errors.Is(err, ErrStopped) {
 		t.Errorf("SetSpecs after Run returned = %v, want ErrStopped", err)
 	}
 	if err := a.Apply(ctx, []Event{VerifyResultEvent{RunID: 1}}); !errors.Is(err, ErrStopped) {
