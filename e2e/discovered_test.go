@@ -142,14 +142,7 @@ pipelines:
 	if err := os.WriteFile(cfg, raised, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(e.url+"/-/reload", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /-/reload = %d", resp.StatusCode)
-	}
+	e.reload(http.StatusOK)
 	e.mustPost(discoveredRun("octo-org/docs", 400), http.StatusAccepted).decode(t, &a)
 	if a.Data.Outcome != "accepted" {
 		t.Errorf("after max_pipelines was raised to 3, a run of octo-org/docs: %+v, want accepted", a.Data)
@@ -234,14 +227,7 @@ pipelines:
 	if err := os.WriteFile(cfg, []byte(config("octo-repo")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(e.url+"/-/reload", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /-/reload = %d", resp.StatusCode)
-	}
+	e.reload(http.StatusOK)
 	a = post(insert("posts", 3))
 	p = pending()
 	if len(p["octo-repo"]) != 1 || !slices.Equal(p["site"], []int64{site}) || !slices.Equal(a.Data.RunIDs, p["octo-repo"]) {

@@ -221,6 +221,20 @@ func (e *exporter) mustPost(d delivery, wantCode int) answer {
 	return a
 }
 
+// reload asks the exporter to reload its configuration file and fails
+// unless it answers wantCode.
+func (e *exporter) reload(wantCode int) {
+	e.t.Helper()
+	resp, err := http.Post(e.url+"/-/reload", "", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != wantCode {
+		e.t.Fatalf("POST /-/reload = %d, want %d", resp.StatusCode, wantCode)
+	}
+}
+
 func (e *exporter) get(path string) answer {
 	e.t.Helper()
 	resp, err := http.Get(e.url + path)

@@ -289,14 +289,7 @@ func TestReplicaTermsEndingUnderLoad(t *testing.T) {
 		}
 		ended += n
 		for _, r := range []*exporter{a, b} {
-			resp, err := http.Post(r.url+"/-/reload", "", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Errorf("POST /-/reload = %d", resp.StatusCode)
-			}
+			r.reload(http.StatusOK)
 		}
 	}
 	l.finish()
