@@ -18,19 +18,7 @@ import (
 func TestRechecksLeaveNoLogEntries(t *testing.T) {
 	site, requests := buildSite(t)
 	config := func(interval string) string {
-		return writeConfig(t, `
-webhooks:
-  github: { secret: `+githubSecret+` }
-pipelines:
-  - name: site
-    workflow: test.yml
-    branches: [master]
-    verify:
-      url: `+site.URL+`/
-      timeout: 1s
-      recheck_interval: `+interval+`
-      build: { header: X-Commit }
-`)
+		return writeConfig(t, buildSiteConfig(site.URL, interval))
 	}
 	data := filepath.Join(t.TempDir(), "data")
 	e := startExporter(t, config("200ms"), data)

@@ -16,19 +16,7 @@ import (
 // the leader stops the new leader goes on rechecking from the shared store.
 func TestReplicaRechecksOnLeaderOnly(t *testing.T) {
 	site, requests := buildSite(t)
-	cfg := writeConfig(t, `
-webhooks:
-  github: { secret: `+githubSecret+` }
-pipelines:
-  - name: site
-    workflow: test.yml
-    branches: [master]
-    verify:
-      url: `+site.URL+`/
-      timeout: 1s
-      recheck_interval: 500ms
-      build: { header: X-Commit }
-`)
+	cfg := writeConfig(t, buildSiteConfig(site.URL, "500ms"))
 	dbURL := pgtest.NewDatabase(t)
 	a := startReplica(t, cfg, dbURL, freeAddr(t))
 	b := startReplica(t, cfg, dbURL, freeAddr(t))
@@ -91,4 +79,22 @@ func buildSite(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	}))
 	t.Cleanup(site.Close)
 	return site, &requests
+}
+
+// buildSiteConfig is the configuration of one pipeline, site, whose verify
+// checks buildSite's X-Commit header and rechecks it every interval.
+func buildSiteConfig(siteURL, interval string) string {
+	return `
+webhooks:
+  github: { secret: ` + githubSecret + ` }
+pipelines:
+  - name: site
+    workflow: test.yml
+    branches: [master]
+    verify:
+      url: ` + siteURL + `/
+      timeout: 1s
+      recheck_interval: ` + interval + `
+      build: { header: X-Commit }
+`
 }
