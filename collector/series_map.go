@@ -20,11 +20,10 @@ import (
 type seriesMap[S any] struct {
 	desc   *prometheus.Desc
 	series map[string]*S
-	now    func() time.Time
 }
 
 func newSeriesMap[S any](desc *prometheus.Desc) seriesMap[S] {
-	return seriesMap[S]{desc: desc, series: map[string]*S{}, now: time.Now}
+	return seriesMap[S]{desc: desc, series: map[string]*S{}}
 }
 
 // seriesKey joins label values with a byte no valid UTF-8 label value has.
@@ -41,7 +40,7 @@ func (m *seriesMap[S]) get(lvs []string, newSeries func(created int64) *S) *S {
 	k := seriesKey(lvs)
 	s := m.series[k]
 	if s == nil {
-		s = newSeries(m.now().UnixNano())
+		s = newSeries(time.Now().UnixNano())
 		m.series[k] = s
 	}
 	return s
